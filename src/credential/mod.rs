@@ -1,0 +1,1 @@
+//! Credentials: API keys and JWT bearer tokens.

@@ -1,0 +1,382 @@
+//! Decisions, denials, and the one table that maps each denial to its answer on the wire.
+//!
+//! ```
+//! use scopegate::policy::DenialKind;
+//!
+//! let answer = DenialKind::InsufficientScope.answer();
+//! assert_eq!(answer.status, 403);
+//! assert_eq!(answer.problem_code, "insufficient_scope");
+//! assert_eq!(answer.grpc_code, 7);
+//! assert_eq!(DenialKind::Unavailable.answer().status, 503);
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use super::scope::Scope;
+
+/// Why a request was refused: a stable, coarse reason. The string forms are part of the public contract (audit
+/// events, `scopegate check --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DenialKind {
+    /// No TLS evidence.
+    TlsRequired,
+    /// An ambiguous path, several credentials, a malformed forwarding header.
+    MalformedRequest,
+    /// No credential on a route that needs one.
+    MissingCredential,
+    /// A credential that does not verify (bad shape, bad checksum, unknown id, wrong secret, bad signature, bad claims).
+    InvalidCredential,
+    /// A credential past its expiry.
+    ExpiredCredential,
+    /// A revoked credential (or an old key after its rotation grace).
+    RevokedCredential,
+    /// The client IP is outside the credential's or the route's allowlist, or unknown when one applies.
+    IpNotAllowed,
+    /// The route (method + path) is not in the policy.
+    NoPolicy,
+    /// The credential's scopes fall short of the route's requirement.
+    InsufficientScope,
+    /// A bound path parameter differs from (or lacks) the credential's attribute.
+    ResourceNotPermitted,
+    /// Too many failed authentications from this client.
+    Throttled,
+    /// A store or key set did not answer: fail closed.
+    Unavailable,
+}
+
+/// What the client is told, for one denial kind. Produced only by [`DenialKind::answer`], the one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Answer {
+    /// HTTP status code.
+    pub status: u16,
+    /// The `WWW-Authenticate` challenge to send, if any.
+    pub challenge: Challenge,
+    /// The coarse `code` member of the RFC 9457 problem body.
+    pub problem_code: &'static str,
+    /// The gRPC status code (for requests with an `application/grpc` content type).
+    pub grpc_code: u8,
+}
+
+/// The RFC 6750 challenge carried by a denial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Challenge {
+    /// No `WWW-Authenticate` header.
+    None,
+    /// `Bearer realm="…"`: a credential is needed.
+    Realm,
+    /// `Bearer error="invalid_request"` (when the malformation is about credentials).
+    InvalidRequest,
+    /// `Bearer error="invalid_token"`.
+    InvalidToken,
+    /// `Bearer error="insufficient_scope", scope="…"`.
+    InsufficientScope,
+}
+
+impl DenialKind {
+    /// Every kind, in the order of the table in the contract.
+    pub const ALL: [DenialKind; 12] = [
+        DenialKind::MalformedRequest,
+        DenialKind::MissingCredential,
+        DenialKind::InvalidCredential,
+        DenialKind::ExpiredCredential,
+        DenialKind::RevokedCredential,
+        DenialKind::TlsRequired,
+        DenialKind::IpNotAllowed,
+        DenialKind::NoPolicy,
+        DenialKind::ResourceNotPermitted,
+        DenialKind::InsufficientScope,
+        DenialKind::Throttled,
+        DenialKind::Unavailable,
+    ];
+
+    /// The stable reason string (`insufficient_scope`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenialKind::TlsRequired => "tls_required",
+            DenialKind::MalformedRequest => "malformed_request",
+            DenialKind::MissingCredential => "missing_credential",
+            DenialKind::InvalidCredential => "invalid_credential",
+            DenialKind::ExpiredCredential => "expired_credential",
+            DenialKind::RevokedCredential => "revoked_credential",
+            DenialKind::IpNotAllowed => "ip_not_allowed",
+            DenialKind::NoPolicy => "no_policy",
+            DenialKind::InsufficientScope => "insufficient_scope",
+            DenialKind::ResourceNotPermitted => "resource_not_permitted",
+            DenialKind::Throttled => "throttled",
+            DenialKind::Unavailable => "unavailable",
+        }
+    }
+
+    /// The answer for this kind: THE table (hard-cases §8). Every renderer reads it; nothing else maps kinds.
+    pub fn answer(self) -> Answer {
+        let (status, challenge, problem_code, grpc_code) = match self {
+            DenialKind::MalformedRequest => (400, Challenge::None, "malformed_request", 3),
+            DenialKind::MissingCredential => (401, Challenge::Realm, "unauthenticated", 16),
+            DenialKind::InvalidCredential
+            | DenialKind::ExpiredCredential
+            | DenialKind::RevokedCredential => {
+                (401, Challenge::InvalidToken, "unauthenticated", 16)
+            }
+            DenialKind::TlsRequired => (403, Challenge::None, "tls_required", 7),
+            DenialKind::IpNotAllowed | DenialKind::NoPolicy | DenialKind::ResourceNotPermitted => {
+                (403, Challenge::None, "forbidden", 7)
+            }
+            DenialKind::InsufficientScope => {
+                (403, Challenge::InsufficientScope, "insufficient_scope", 7)
+            }
+            DenialKind::Throttled => (429, Challenge::None, "throttled", 8),
+            DenialKind::Unavailable => (503, Challenge::None, "unavailable", 14),
+        };
+        Answer {
+            status,
+            challenge,
+            problem_code,
+            grpc_code,
+        }
+    }
+}
+
+impl fmt::Display for DenialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused request: an opaque value with a stable [`kind`](Denial::kind). The precise reason
+/// ([`detail`](Denial::detail)) is for the audit event only, never for the client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Denial {
+    kind: DenialKind,
+    detail: &'static str,
+    /// For `insufficient_scope`: the scopes that would satisfy the requirement (RFC 6750 `scope` attribute).
+    scope_hint: Vec<Scope>,
+    /// For `malformed_request`: whether the malformation concerns credentials (adds `error="invalid_request"`).
+    about_credentials: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Denial {
+    /// A denial of `kind`; `detail` is a fixed, secret-free sentence for the audit log.
+    pub(crate) fn new(kind: DenialKind, detail: &'static str) -> Self {
+        Denial {
+            kind,
+            detail,
+            scope_hint: Vec::new(),
+            about_credentials: false,
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn insufficient_scope(scope_hint: Vec<Scope>) -> Self {
+        Denial {
+            scope_hint,
+            ..Denial::new(
+                DenialKind::InsufficientScope,
+                "scopes fall short of the route's requirement",
+            )
+        }
+    }
+
+    pub(crate) fn malformed_credentials(detail: &'static str) -> Self {
+        Denial {
+            about_credentials: true,
+            ..Denial::new(DenialKind::MalformedRequest, detail)
+        }
+    }
+
+    pub(crate) fn throttled(retry_after: Duration) -> Self {
+        Denial {
+            retry_after: Some(retry_after),
+            ..Denial::new(DenialKind::Throttled, "too many failed authentications")
+        }
+    }
+
+    /// The stable reason kind.
+    pub fn kind(&self) -> DenialKind {
+        self.kind
+    }
+
+    /// A fixed, secret-free sentence saying precisely why, for audit events and `scopegate check`.
+    pub fn detail(&self) -> &'static str {
+        self.detail
+    }
+
+    /// The answer on the wire for this denial's kind.
+    pub fn answer(&self) -> Answer {
+        self.kind.answer()
+    }
+
+    /// For `insufficient_scope`: the scopes the RFC 6750 challenge names.
+    pub fn scope_hint(&self) -> &[Scope] {
+        &self.scope_hint
+    }
+
+    /// Whether a `malformed_request` concerns the credential headers.
+    pub fn is_about_credentials(&self) -> bool {
+        self.about_credentials
+    }
+
+    /// Whether this denial counts as a failed authentication for the throttle (hard-cases §2): every 401 after a
+    /// credential was presented, and a malformed credential header (two credentials, a comma-joined value).
+    pub fn counts_as_failed_auth(&self) -> bool {
+        match self.kind {
+            DenialKind::InvalidCredential
+            | DenialKind::ExpiredCredential
+            | DenialKind::RevokedCredential => true,
+            DenialKind::MalformedRequest => self.about_credentials,
+            _ => false,
+        }
+    }
+
+    /// For `throttled`: how long the client should wait.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Debug for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Denial")
+            .field("kind", &self.kind)
+            .field("detail", &self.detail)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.detail)
+    }
+}
+
+impl std::error::Error for Denial {}
+
+/// How an allowed request was allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AllowKind {
+    /// A public route: no credential was looked at.
+    Public,
+    /// A credential was authenticated and its grant satisfied the route.
+    Granted,
+}
+
+impl AllowKind {
+    /// The stable reason string: `public` or `granted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllowKind::Public => "public",
+            AllowKind::Granted => "granted",
+        }
+    }
+}
+
+/// The outcome of the decision order for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed on the matched route pattern.
+    Allow {
+        /// The matched route pattern (`/v1/tenants/{tenant}/invoices/{id}`).
+        route: String,
+        /// Public, or granted to a credential.
+        kind: AllowKind,
+    },
+    /// Refused.
+    Deny(Denial),
+}
+
+impl Decision {
+    /// Whether the request is allowed.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The denial, if refused.
+    pub fn denial(&self) -> Option<&Denial> {
+        match self {
+            Decision::Deny(d) => Some(d),
+            Decision::Allow { .. } => None,
+        }
+    }
+
+    /// The stable reason string: `public`, `granted` or a [`DenialKind`] string.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Decision::Allow { kind, .. } => kind.as_str(),
+            Decision::Deny(d) => d.kind.as_str(),
+        }
+    }
+
+    /// The HTTP status the request gets (200 when allowed).
+    pub fn status(&self) -> u16 {
+        match self {
+            Decision::Allow { .. } => 200,
+            Decision::Deny(d) => d.answer().status,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_matches_the_contract() {
+        let rows: Vec<(&str, u16, &str, u8)> = DenialKind::ALL
+            .iter()
+            .map(|k| {
+                let a = k.answer();
+                (k.as_str(), a.status, a.problem_code, a.grpc_code)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("malformed_request", 400, "malformed_request", 3),
+                ("missing_credential", 401, "unauthenticated", 16),
+                ("invalid_credential", 401, "unauthenticated", 16),
+                ("expired_credential", 401, "unauthenticated", 16),
+                ("revoked_credential", 401, "unauthenticated", 16),
+                ("tls_required", 403, "tls_required", 7),
+                ("ip_not_allowed", 403, "forbidden", 7),
+                ("no_policy", 403, "forbidden", 7),
+                ("resource_not_permitted", 403, "forbidden", 7),
+                ("insufficient_scope", 403, "insufficient_scope", 7),
+                ("throttled", 429, "throttled", 8),
+                ("unavailable", 503, "unavailable", 14),
+            ]
+        );
+    }
+
+    #[test]
+    fn challenges_follow_rfc6750() {
+        assert_eq!(
+            DenialKind::MissingCredential.answer().challenge,
+            Challenge::Realm
+        );
+        assert_eq!(
+            DenialKind::RevokedCredential.answer().challenge,
+            Challenge::InvalidToken
+        );
+        assert_eq!(
+            DenialKind::InsufficientScope.answer().challenge,
+            Challenge::InsufficientScope
+        );
+        assert_eq!(DenialKind::NoPolicy.answer().challenge, Challenge::None);
+        assert_eq!(DenialKind::TlsRequired.answer().challenge, Challenge::None);
+    }
+
+    #[test]
+    fn only_failed_authentication_is_counted() {
+        assert!(Denial::new(DenialKind::InvalidCredential, "x").counts_as_failed_auth());
+        assert!(Denial::new(DenialKind::RevokedCredential, "x").counts_as_failed_auth());
+        assert!(Denial::malformed_credentials("two credentials").counts_as_failed_auth());
+        assert!(!Denial::new(DenialKind::MalformedRequest, "dot segment").counts_as_failed_auth());
+        assert!(!Denial::new(DenialKind::MissingCredential, "x").counts_as_failed_auth());
+        assert!(!Denial::insufficient_scope(vec![]).counts_as_failed_auth());
+    }
+}

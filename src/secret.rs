@@ -1,0 +1,94 @@
+//! The one type that holds secret bytes.
+//!
+//! ```
+//! use scopegate::Secret;
+//!
+//! let key = Secret::from("sg_example-secret");
+//! assert!(key.ct_eq(&Secret::from("sg_example-secret")));
+//! assert!(!key.ct_eq(&Secret::from("sg_example-secreT")));
+//! // Debug never shows the bytes.
+//! assert_eq!(format!("{key:?}"), "Secret([REDACTED])");
+//! ```
+
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// Secret bytes: an API key, a bearer token, a pepper.
+///
+/// `Debug` is redacted, there is no `Display` or `Serialize`, comparisons run in constant time (for equal
+/// lengths) and the bytes are zeroized when the value is dropped.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// Wraps bytes as a secret.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The secret bytes. Call sites of this method are the places to review.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The secret as UTF-8 text, if it is.
+    pub fn expose_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// Length in bytes (not secret: lengths are public in every protocol we speak).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the secret is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Compares with another secret in time that depends only on the lengths.
+    pub fn ct_eq(&self, other: &Secret) -> bool {
+        bool::from(self.0.as_slice().ct_eq(other.0.as_slice()))
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self::new(value.into_bytes())
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value.as_bytes().to_vec())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([REDACTED])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_bytes() {
+        let s = Secret::from("hunter2-very-secret");
+        let printed = format!("{s:?} {s:#?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn equality_is_exact() {
+        let a = Secret::from("abc");
+        assert!(a.ct_eq(&Secret::from("abc")));
+        assert!(!a.ct_eq(&Secret::from("abd")));
+        assert!(!a.ct_eq(&Secret::from("abcd")));
+        assert!(!a.ct_eq(&Secret::from("")));
+    }
+}
