@@ -188,16 +188,14 @@ impl Denial {
         }
     }
 
-    pub(crate) fn throttled(retry_after: Duration) -> Self {
-        Denial {
-            retry_after: Some(retry_after),
-            ..Denial::new(DenialKind::Throttled, "too many failed authentications")
-        }
-    }
-
     /// The stable reason kind.
     pub fn kind(&self) -> DenialKind {
         self.kind
+    }
+
+    /// The stable reason string (`insufficient_scope`, …).
+    pub fn reason(&self) -> &'static str {
+        self.kind.as_str()
     }
 
     /// A fixed, secret-free sentence saying precisely why, for audit events and `scopegate check`.

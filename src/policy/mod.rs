@@ -1,9 +1,19 @@
-//! The policy engine: scopes, requirements, routes, and the decision.
+//! The policy engine: scopes, requirements, routes, the compiled [`Policy`] and the [`Decision`].
+//!
+//! Nothing is allowed unless a rule allows it: a method and path that no rule lists are refused (401 without a
+//! credential, 403 `no_policy` with one), and so is every ambiguous path.
 
+mod compiled;
 mod decision;
+mod path;
 mod requirement;
+mod route;
 mod scope;
 
+pub(crate) use compiled::{Lookup, decide_authenticated};
+pub use compiled::{Policy, PolicyBuilder};
 pub use decision::{AllowKind, Answer, Challenge, Decision, Denial, DenialKind};
+pub use path::{PathError, check_path};
 pub use requirement::{MAX_REQUIREMENT_DEPTH, Requirement, RequirementError};
+pub use route::Route;
 pub use scope::{MAX_SCOPE_LEN, Scope, ScopeError, ScopeSet};

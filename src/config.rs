@@ -1,0 +1,384 @@
+//! The TOML gate file (`../shared/spec/cli-and-config.md`): one file that configures the whole gate.
+//!
+//! Parsing is strict: unknown fields anywhere, wrong types, lower-case methods, a route with neither `public` nor
+//! `require` (or both), `require_tls = false` without `danger_allow_plaintext = true`, an empty `allow_ips`, a
+//! `trusted_proxies` entry covering everything — each is an error naming the file, line, route and field.
+//!
+//! ```
+//! use scopegate::config::GateFile;
+//! use scopegate::testing::Probe;
+//!
+//! let gate = GateFile::from_toml_str(r#"
+//!     [[route]]
+//!     path = "/v1/invoices/{id}"
+//!     methods = ["GET"]
+//!     require = { any = ["invoices:read", "invoices:admin"] }
+//! "#)?;
+//! let policy = gate.policy()?;
+//! assert!(policy.check(&Probe::get("/v1/invoices/7").scopes(["invoices:admin"])).is_allowed());
+//! assert_eq!(policy.check(&Probe::get("/v1/invoices/7").scopes(["orders:read"])).reason(), "insufficient_scope");
+//!
+//! let err = GateFile::from_toml_str("[[route]]\npath = \"/x\"\nmethods = [\"get\"]\npublic = true\n").unwrap_err();
+//! assert!(err.to_string().contains("methods"));
+//! # Ok::<(), scopegate::ConfigError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{ConfigError, Location};
+use crate::network::Cidr;
+use crate::policy::{Policy, Requirement, Route};
+
+/// A parsed gate file. Sections other than `[[route]]` are validated for shape here and consumed by the parts of
+/// the gate that use them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GateFile {
+    /// `[server]`: only read by `scopegate serve`.
+    #[serde(default)]
+    pub server: Option<ServerSection>,
+    /// `[transport]`.
+    #[serde(default)]
+    pub transport: TransportSection,
+    /// `[api_keys]`.
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysSection>,
+    /// `[jwt]`.
+    #[serde(default)]
+    pub jwt: Option<JwtSection>,
+    /// `[throttle]`.
+    #[serde(default)]
+    pub throttle: Option<ThrottleSection>,
+    #[serde(default, rename = "route")]
+    routes: Vec<toml::Spanned<RouteTable>>,
+    #[serde(skip)]
+    source: Option<PathBuf>,
+    #[serde(skip)]
+    text: String,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerSection {
+    /// PEM certificate chain; with `tls_key`, `serve` speaks TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[transport]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TransportSection {
+    /// Defaults to true: a request without TLS evidence is refused.
+    #[serde(default = "yes")]
+    pub require_tls: bool,
+    /// Must be true for `require_tls = false` to be accepted.
+    #[serde(default)]
+    pub danger_allow_plaintext: bool,
+    /// Peers whose forwarding headers are believed. Defaults to none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// `Strict-Transport-Security` max-age on allowed responses; 0 disables. Defaults to 0.
+    #[serde(default)]
+    pub hsts_max_age: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        TransportSection {
+            require_tls: true,
+            danger_allow_plaintext: false,
+            trusted_proxies: Vec::new(),
+            hsts_max_age: 0,
+        }
+    }
+}
+
+/// `[api_keys]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ApiKeysSection {
+    /// Store URL, e.g. `sqlite://keys.db`.
+    pub store: String,
+    /// Environment variable holding the pepper. Defaults to `SCOPEGATE_PEPPER`.
+    #[serde(default = "default_pepper_env")]
+    pub pepper_env: String,
+    /// Header carrying API keys. Defaults to `x-api-key`.
+    #[serde(default = "default_key_header")]
+    pub header: String,
+    /// Key prefix. Defaults to `sg`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn default_pepper_env() -> String {
+    "SCOPEGATE_PEPPER".to_owned()
+}
+fn default_key_header() -> String {
+    "x-api-key".to_owned()
+}
+fn default_prefix() -> String {
+    "sg".to_owned()
+}
+
+/// One string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[jwt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct JwtSection {
+    /// Accepted issuer(s).
+    pub issuer: OneOrMany,
+    /// Accepted audience(s).
+    pub audience: OneOrMany,
+    /// Accepted algorithms, pinned.
+    pub algorithms: Vec<String>,
+    /// RFC 7517 key set file.
+    pub jwks_file: PathBuf,
+    /// Clock leeway in seconds. Defaults to 30.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Required header `typ` values; off by default.
+    #[serde(default)]
+    pub typ: Option<Vec<String>>,
+    /// Claim holding space-separated scopes. Defaults to `scope`.
+    #[serde(default = "default_scope_claim")]
+    pub scope_claim: String,
+    /// Claim holding a CIDR allowlist.
+    #[serde(default)]
+    pub allow_ips_claim: Option<String>,
+    /// Claims copied into the grant's attributes.
+    #[serde(default)]
+    pub attr_claims: Vec<String>,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+fn default_scope_claim() -> String {
+    "scope".to_owned()
+}
+
+/// `[throttle]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ThrottleSection {
+    /// Failed authentications per minute per client before 429.
+    pub failed_auth_per_minute: u32,
+    /// Burst allowance.
+    pub burst: u32,
+}
+
+/// One `[[route]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteTable {
+    path: String,
+    methods: Vec<String>,
+    #[serde(default)]
+    public: bool,
+    #[serde(default)]
+    require: Option<RequireTable>,
+    #[serde(default)]
+    bind: BTreeMap<String, String>,
+    #[serde(default)]
+    allow_ips: Option<Vec<String>>,
+}
+
+/// `{ all = [...] }` or `{ any = [...] }`, members being scopes or nested tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequireTable {
+    #[serde(default)]
+    all: Option<Vec<RequireItem>>,
+    #[serde(default)]
+    any: Option<Vec<RequireItem>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RequireItem {
+    Scope(String),
+    Nested(RequireTable),
+}
+
+impl RequireTable {
+    fn compile(&self) -> Result<Requirement, String> {
+        match (&self.all, &self.any) {
+            (Some(items), None) => Requirement::all(Self::items(items)?).map_err(|e| e.to_string()),
+            (None, Some(items)) => Requirement::any(Self::items(items)?).map_err(|e| e.to_string()),
+            _ => Err("a requirement table has exactly one of `all` or `any`".to_owned()),
+        }
+    }
+
+    fn items(items: &[RequireItem]) -> Result<Vec<Requirement>, String> {
+        items
+            .iter()
+            .map(|item| match item {
+                RequireItem::Scope(s) => Requirement::scope(s).map_err(|e| e.to_string()),
+                RequireItem::Nested(t) => t.compile(),
+            })
+            .collect()
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(0, |t| t.bytes().filter(|b| *b == b'\n').count())
+        + 1
+}
+
+impl GateFile {
+    /// Reads and validates a gate file.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let mut gate = Self::parse(&text).map_err(|e| e.in_file(path))?;
+        gate.source = Some(path.to_path_buf());
+        Ok(gate)
+    }
+
+    /// Parses and validates a gate file's text.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text)
+    }
+
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut gate: GateFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigError::invalid(
+                Location {
+                    line,
+                    ..Location::default()
+                },
+                e.message(),
+            )
+        })?;
+        text.clone_into(&mut gate.text);
+        gate.validate()?;
+        Ok(gate)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let at = |section: &str, field: &str| Location {
+            section: Some(format!("[{section}]")),
+            field: Some(field.to_owned()),
+            ..Location::default()
+        };
+        let t = &self.transport;
+        if !t.require_tls && !t.danger_allow_plaintext {
+            return Err(ConfigError::invalid(
+                at("transport", "require_tls"),
+                "require_tls = false is only accepted with danger_allow_plaintext = true",
+            ));
+        }
+        if let Some(all) = t.trusted_proxies.iter().find(|c| c.network().prefix() == 0) {
+            return Err(ConfigError::invalid(
+                at("transport", "trusted_proxies"),
+                format!("{all} would make every client a trusted proxy"),
+            ));
+        }
+        if let Some(throttle) = &self.throttle {
+            if throttle.failed_auth_per_minute == 0 {
+                return Err(ConfigError::invalid(
+                    at("throttle", "failed_auth_per_minute"),
+                    "must be at least 1",
+                ));
+            }
+            if throttle.burst == 0 {
+                return Err(ConfigError::invalid(
+                    at("throttle", "burst"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        // Compile the routes once now, so that a bad route fails at load time.
+        self.policy().map(drop)
+    }
+
+    /// The file this was read from, if any.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// The route rules as builder values.
+    fn routes(&self) -> Result<Vec<Route>, ConfigError> {
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (i, spanned) in self.routes.iter().enumerate() {
+            let table = spanned.get_ref();
+            let line = line_of(&self.text, spanned.span().start);
+            let mut route = Route::new(table.methods.clone(), table.path.clone());
+            route.line = Some(line);
+            if table.public {
+                route = route.public();
+            }
+            if let Some(require) = &table.require {
+                let requirement = require.compile().map_err(|problem| {
+                    ConfigError::invalid(
+                        Location {
+                            line: Some(line),
+                            section: Some(format!("route #{} ({})", i + 1, route.label())),
+                            field: Some("require".to_owned()),
+                            ..Location::default()
+                        },
+                        problem,
+                    )
+                })?;
+                route = route.require(requirement);
+            }
+            for (param, attribute) in &table.bind {
+                route = route.bind(param.clone(), attribute.clone());
+            }
+            if let Some(list) = &table.allow_ips {
+                route = route.allow_ips(list.clone());
+            }
+            routes.push(route);
+        }
+        Ok(routes)
+    }
+
+    /// Compiles the `[[route]]` tables into a [`Policy`].
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        let policy = Policy::builder().routes(self.routes()?).build();
+        match &self.source {
+            Some(file) => policy.map_err(|e| e.in_file(file)),
+            None => policy,
+        }
+    }
+}

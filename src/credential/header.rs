@@ -1,0 +1,276 @@
+//! Credential extraction (decision step 5): exactly one credential, from `Authorization: Bearer …` or the
+//! configured API-key header — never from the query string, cookies or `Proxy-Authorization`.
+//!
+//! ```
+//! use http::{HeaderMap, HeaderName, HeaderValue};
+//! use scopegate::credential::{CredentialSource, extract_credential};
+//!
+//! let key_header = HeaderName::from_static("x-api-key");
+//! let mut headers = HeaderMap::new();
+//! headers.insert("authorization", HeaderValue::from_static("Bearer abc.def.ghi"));
+//! let presented = extract_credential(&headers, &key_header, 8192).unwrap().unwrap();
+//! assert_eq!(presented.source(), CredentialSource::Authorization);
+//!
+//! // Two credentials are refused, whatever they are.
+//! headers.insert("x-api-key", HeaderValue::from_static("sg_abc"));
+//! assert_eq!(extract_credential(&headers, &key_header, 8192).unwrap_err().reason(), "malformed_request");
+//! ```
+
+use std::fmt;
+
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName};
+
+use crate::policy::{Denial, DenialKind};
+use crate::secret::Secret;
+
+/// Default maximum credential length: 8 KiB.
+pub const DEFAULT_MAX_CREDENTIAL_LEN: usize = 8 * 1024;
+
+/// Where a credential was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialSource {
+    /// `Authorization: Bearer <token>` (a JWT, or an API key).
+    Authorization,
+    /// The configured API-key header.
+    KeyHeader,
+}
+
+/// A credential as presented: where it came from, and the secret text (already checked to be RFC 6750
+/// `b64token` characters within the length limit).
+pub struct PresentedCredential {
+    source: CredentialSource,
+    secret: Secret,
+}
+
+impl PresentedCredential {
+    /// Where it was found.
+    pub fn source(&self) -> CredentialSource {
+        self.source
+    }
+
+    /// The credential itself.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+}
+
+impl fmt::Debug for PresentedCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresentedCredential")
+            .field("source", &self.source)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &[u8]) -> bool {
+    let body_end = token.iter().rposition(|b| *b != b'=').map_or(0, |p| p + 1);
+    body_end > 0
+        && token[..body_end].iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+fn invalid(detail: &'static str) -> Denial {
+    Denial::new(DenialKind::InvalidCredential, detail)
+}
+
+/// Finds the request's one credential.
+///
+/// - `Ok(None)`: no credential header at all (401 `missing_credential` on a protected route).
+/// - `Err` 400 `malformed_request`: two field lines of either header, a comma-joined value, or both headers
+///   (RFC 6750 §3.1 `invalid_request`).
+/// - `Err` 401 `invalid_credential`: another scheme, an empty or overlong token, non-`b64token` bytes, trailing
+///   garbage — decided here, before any store or crypto work.
+pub fn extract_credential(
+    headers: &HeaderMap,
+    key_header: &HeaderName,
+    max_len: usize,
+) -> Result<Option<PresentedCredential>, Denial> {
+    let mut authorization = headers.get_all(AUTHORIZATION).iter();
+    let mut api_key = headers.get_all(key_header).iter();
+    let (auth_first, auth_second) = (authorization.next(), authorization.next());
+    let (key_first, key_second) = (api_key.next(), api_key.next());
+    if auth_second.is_some() || key_second.is_some() {
+        return Err(Denial::malformed_credentials(
+            "a credential header appears more than once",
+        ));
+    }
+    let (source, raw) = match (auth_first, key_first) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(Denial::malformed_credentials(
+                "both an Authorization and an API-key header",
+            ));
+        }
+        (Some(v), None) => (CredentialSource::Authorization, v.as_bytes()),
+        (None, Some(v)) => (CredentialSource::KeyHeader, v.as_bytes()),
+    };
+    if raw.contains(&b',') {
+        return Err(Denial::malformed_credentials(
+            "a comma-joined credential header",
+        ));
+    }
+    let token = match source {
+        CredentialSource::KeyHeader => raw,
+        CredentialSource::Authorization => {
+            let scheme_len = raw
+                .iter()
+                .position(|b| *b == b' ')
+                .ok_or_else(|| invalid("Authorization is not a Bearer credential"))?;
+            if !raw[..scheme_len].eq_ignore_ascii_case(b"bearer") {
+                return Err(invalid("Authorization is not a Bearer credential"));
+            }
+            let rest = &raw[scheme_len..];
+            &rest[rest.iter().position(|b| *b != b' ').unwrap_or(rest.len())..]
+        }
+    };
+    if token.is_empty() {
+        return Err(invalid("empty credential"));
+    }
+    if token.len() > max_len {
+        return Err(invalid("credential longer than the maximum"));
+    }
+    if !is_b64token(token) {
+        return Err(invalid(
+            "credential has characters outside RFC 6750 b64token",
+        ));
+    }
+    Ok(Some(PresentedCredential {
+        source,
+        secret: Secret::new(token.to_vec()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn key_header() -> HeaderName {
+        HeaderName::from_static("x-api-key")
+    }
+
+    fn run(lines: &[(&str, &[u8])]) -> Result<Option<PresentedCredential>, Denial> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in lines {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        extract_credential(&headers, &key_header(), 64)
+    }
+
+    fn kind(r: &Result<Option<PresentedCredential>, Denial>) -> &'static str {
+        match r {
+            Ok(Some(_)) => "credential",
+            Ok(None) => "none",
+            Err(d) => d.kind().as_str(),
+        }
+    }
+
+    #[test]
+    fn one_bearer_token_is_read() {
+        for ok in [
+            &b"Bearer abc.DEF-_~+/=="[..],
+            b"bearer abc",
+            b"BEARER   abc",
+        ] {
+            let got = run(&[("authorization", ok)]).unwrap().unwrap();
+            assert_eq!(got.source(), CredentialSource::Authorization);
+            assert!(!got.secret().is_empty());
+        }
+        let got = run(&[("authorization", b"Bearer  tok")]).unwrap().unwrap();
+        assert_eq!(got.secret().expose(), b"tok");
+    }
+
+    #[test]
+    fn one_api_key_header_is_read() {
+        let got = run(&[("x-api-key", b"sg_abc123")]).unwrap().unwrap();
+        assert_eq!(got.source(), CredentialSource::KeyHeader);
+        assert_eq!(got.secret().expose(), b"sg_abc123");
+    }
+
+    #[test]
+    fn nothing_presented_is_none() {
+        assert_eq!(kind(&run(&[])), "none");
+        // Other places are never read.
+        assert_eq!(
+            kind(&run(&[
+                ("proxy-authorization", b"Bearer abc"),
+                ("cookie", b"api_key=sg_abc")
+            ])),
+            "none"
+        );
+    }
+
+    #[test]
+    fn several_credentials_are_malformed_and_counted() {
+        for lines in [
+            &[
+                ("authorization", &b"Bearer a"[..]),
+                ("authorization", b"Bearer b"),
+            ][..],
+            &[("x-api-key", b"sg_a"), ("x-api-key", b"sg_b")],
+            &[("authorization", b"Bearer a"), ("x-api-key", b"sg_b")],
+            &[("authorization", b"Bearer a, Bearer b")],
+            &[("x-api-key", b"sg_a,sg_b")],
+        ] {
+            let err = run(lines).unwrap_err();
+            assert_eq!(err.kind(), DenialKind::MalformedRequest, "{lines:?}");
+            assert!(err.is_about_credentials());
+            assert!(err.counts_as_failed_auth());
+        }
+    }
+
+    #[test]
+    fn other_shapes_are_invalid() {
+        for bad in [
+            &b"Basic dXNlcjpwYXNz"[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Bearerabc",
+            b"Token abc",
+            b"Bearer abc def",
+            b"Bearer abc ",
+            b"Bearer ab\"c",
+            b"Bearer =abc",
+            b"Bearer abc=d",
+            b"Bearer \xc3\xa9t\xc3\xa9",
+            b"",
+        ] {
+            assert_eq!(
+                kind(&run(&[("authorization", bad)])),
+                "invalid_credential",
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = format!("Bearer {}", "a".repeat(65));
+        assert_eq!(
+            kind(&run(&[("authorization", long.as_bytes())])),
+            "invalid_credential"
+        );
+        let fits = format!("Bearer {}", "a".repeat(64));
+        assert_eq!(
+            kind(&run(&[("authorization", fits.as_bytes())])),
+            "credential"
+        );
+        assert_eq!(
+            kind(&run(&[("x-api-key", b"sg abc")])),
+            "invalid_credential"
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let got = run(&[("authorization", b"Bearer topsecretvalue")])
+            .unwrap()
+            .unwrap();
+        assert!(!format!("{got:?}").contains("topsecretvalue"));
+    }
+}

@@ -1,0 +1,236 @@
+//! Path canonicalisation (decision step 2): ambiguous paths are refused before any route matching.
+//!
+//! Path-scoped authorization has a classic hole: the gate and the application read one path two ways. A gate that
+//! matches `/public/../admin` against `/public/{*rest}` while the application normalises it to `/admin`; a gate that
+//! matches `/admin%2Fusers` as one segment while a proxy decodes it into two; an `%2e%2e` that one layer decodes and
+//! another does not (Istio CVE-2021-31920, Spring CVE-2022-22978, IIS overlong UTF-8). scopegate does not try to
+//! guess which reading the application will take: it refuses every path that has more than one reading, and matches
+//! the rest exactly as received, as axum's router does.
+//!
+//! Refused (400 `malformed_request`): a path not starting with `/`; an empty segment (`//`, but a trailing `/` is
+//! significant and allowed); a `.` or `..` segment; a raw `\`; a raw or percent-encoded control byte (0x00–0x1F,
+//! 0x7F); `%2E`, `%2F`, `%5C`, `%25` in any case; a `%` not followed by two hex digits; a segment that does not
+//! decode to valid UTF-8 (overlong `%c0%ae`).
+//!
+//! ```
+//! use scopegate::policy::check_path;
+//!
+//! assert!(check_path("/v1/tenants/acme/invoices/7").is_ok());
+//! assert!(check_path("/v1/tenants/acme/../globex/invoices/7").is_err());
+//! assert!(check_path("/v1/tenants/acme%2F..%2Fglobex").is_err());
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Why a path is ambiguous. The message is fixed and never repeats the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The path does not start with `/`.
+    #[error("the path does not start with '/'")]
+    NotAbsolute,
+    /// `//` inside the path.
+    #[error("the path has an empty segment")]
+    EmptySegment,
+    /// A `.` or `..` segment.
+    #[error("the path has a dot segment")]
+    DotSegment,
+    /// A raw backslash.
+    #[error("the path has a backslash")]
+    Backslash,
+    /// A raw control byte or a byte outside the URI path characters.
+    #[error("the path has a control or non-ASCII byte")]
+    RawByte,
+    /// `%` not followed by two hex digits.
+    #[error("the path has an invalid percent-encoding")]
+    BadPercent,
+    /// `%2E`, `%2F`, `%5C`, `%25`, or an encoded control byte.
+    #[error("the path percent-encodes a character that changes its meaning")]
+    EncodedDelimiter,
+    /// A segment that decodes to invalid UTF-8 (overlong forms included).
+    #[error("the path decodes to invalid UTF-8")]
+    InvalidUtf8,
+}
+
+impl PathError {
+    /// The static sentence for audit events.
+    pub(crate) fn detail(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "path does not start with '/'",
+            PathError::EmptySegment => "path has an empty segment",
+            PathError::DotSegment => "path has a dot segment",
+            PathError::Backslash => "path has a backslash",
+            PathError::RawByte => "path has a control or non-ASCII byte",
+            PathError::BadPercent => "path has an invalid percent-encoding",
+            PathError::EncodedDelimiter => {
+                "path percent-encodes '.', '/', '\\', '%' or a control byte"
+            }
+            PathError::InvalidUtf8 => "path decodes to invalid UTF-8",
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Checks that `path` (the path exactly as received, without the query) has one reading. See the module docs.
+pub fn check_path(path: &str) -> Result<(), PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Byte-level checks.
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err(PathError::Backslash),
+            b if !(0x20..0x7f).contains(&b) => return Err(PathError::RawByte),
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadPercent);
+                };
+                let decoded = hi << 4 | lo;
+                if matches!(decoded, b'.' | b'/' | b'\\' | b'%')
+                    || decoded < 0x20
+                    || decoded == 0x7f
+                {
+                    return Err(PathError::EncodedDelimiter);
+                }
+                i += 3;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    // Segment-level checks. The first element is the empty string before the leading '/'.
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (n, segment) in segments.iter().enumerate() {
+        if segment.is_empty() {
+            // `/` alone and a trailing `/` are fine: the trailing slash is significant, as in axum.
+            if n == last {
+                continue;
+            }
+            return Err(PathError::EmptySegment);
+        }
+        if *segment == "." || *segment == ".." {
+            return Err(PathError::DotSegment);
+        }
+        if segment.contains('%') {
+            decode_segment(segment).ok_or(PathError::InvalidUtf8)?;
+        }
+    }
+    Ok(())
+}
+
+/// Percent-decodes one already-checked segment (a path parameter after matching). `None` when the result is not
+/// valid UTF-8.
+pub(crate) fn decode_segment(segment: &str) -> Option<Cow<'_, str>> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+}
+
+/// A path that passed [`check_path`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckedPath<'a>(&'a str);
+
+impl<'a> CheckedPath<'a> {
+    pub(crate) fn new(path: &'a str) -> Result<Self, PathError> {
+        check_path(path).map(|()| CheckedPath(path))
+    }
+
+    pub(crate) fn as_str(self) -> &'a str {
+        self.0
+    }
+}
+
+impl fmt::Debug for CheckedPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths_pass() {
+        for ok in [
+            "/",
+            "/a",
+            "/a/",
+            "/v1/tenants/acme/invoices/7",
+            "/a/b;c=d",
+            "/a/%20b",
+            "/caf%C3%A9",
+            "/a/.hidden",
+            "/a/..b",
+            "/a/b.",
+            "/a/%41",
+            "/a/:colon@at",
+        ] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        let cases: &[(&str, PathError)] = &[
+            ("", PathError::NotAbsolute),
+            ("a/b", PathError::NotAbsolute),
+            ("*", PathError::NotAbsolute),
+            ("//a", PathError::EmptySegment),
+            ("/a//b", PathError::EmptySegment),
+            ("/a/./b", PathError::DotSegment),
+            ("/a/../b", PathError::DotSegment),
+            ("/..", PathError::DotSegment),
+            ("/.", PathError::DotSegment),
+            ("/a/..", PathError::DotSegment),
+            ("/a\\b", PathError::Backslash),
+            ("/a\0b", PathError::RawByte),
+            ("/a\tb", PathError::RawByte),
+            ("/a\u{7f}", PathError::RawByte),
+            ("/caf\u{e9}", PathError::RawByte),
+            ("/a/%2e%2e/b", PathError::EncodedDelimiter),
+            ("/a/%2E%2E/b", PathError::EncodedDelimiter),
+            ("/a/%2e/b", PathError::EncodedDelimiter),
+            ("/a%2Fb", PathError::EncodedDelimiter),
+            ("/a%2fb", PathError::EncodedDelimiter),
+            ("/a%5Cb", PathError::EncodedDelimiter),
+            ("/a%5cb", PathError::EncodedDelimiter),
+            ("/a%00", PathError::EncodedDelimiter),
+            ("/a%0a", PathError::EncodedDelimiter),
+            ("/a%7F", PathError::EncodedDelimiter),
+            ("/a%252e", PathError::EncodedDelimiter),
+            ("/a%zz", PathError::BadPercent),
+            ("/a%u002e", PathError::BadPercent),
+            ("/a%", PathError::BadPercent),
+            ("/a%2", PathError::BadPercent),
+            ("/a/%c0%ae%c0%ae/b", PathError::InvalidUtf8),
+            ("/a/%ff", PathError::InvalidUtf8),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(check_path(path), Err(*expected), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn decoding_after_matching() {
+        assert_eq!(decode_segment("acme%20corp").as_deref(), Some("acme corp"));
+        assert_eq!(decode_segment("caf%C3%A9").as_deref(), Some("café"));
+        assert_eq!(decode_segment("%ff"), None);
+    }
+}
