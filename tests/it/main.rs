@@ -1,0 +1,8 @@
+//! scopegate's integration tests: one binary, one module per area.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod gate_file;
+mod policy_props;
+mod policy_vectors;
