@@ -1,4 +1,38 @@
 //! scopegate: scoped, need-to-know API authorization for Tower, axum and tonic services.
+//!
+//! Every request goes through one fixed decision order (TLS, canonical path, route, throttle, credential,
+//! authentication, network, requirement) and is either handed on with a [`Grant`] or refused with a
+//! [`Denial`](policy::Denial). Nothing is allowed unless a rule allows it: unlisted routes, unknown credentials
+//! and store errors all deny.
+//!
+//! A policy is a list of routes (axum's pattern syntax) with scope requirements, optional network allowlists and
+//! bindings of path parameters to credential attributes. It can be unit-tested without a server:
+//!
+//! ```
+//! use scopegate::policy::{Policy, Route};
+//! use scopegate::testing::Probe;
+//!
+//! let policy = Policy::builder()
+//!     .route(Route::get("/health").public())
+//!     .route(
+//!         Route::get("/v1/tenants/{tenant}/invoices/{id}")
+//!             .require_all(["invoices:read"])
+//!             .bind("tenant", "tenant"),
+//!     )
+//!     .build()?;
+//!
+//! let acme_reader = Probe::get("/v1/tenants/acme/invoices/7").scopes(["invoices:read"]).attr("tenant", "acme");
+//! assert!(policy.check(&acme_reader).is_allowed());
+//!
+//! let other_tenant = Probe::get("/v1/tenants/globex/invoices/7").scopes(["invoices:read"]).attr("tenant", "acme");
+//! assert_eq!(policy.check(&other_tenant).reason(), "resource_not_permitted");
+//! assert_eq!(policy.check(&Probe::get("/v1/tenants/acme/../globex/invoices/7")).reason(), "malformed_request");
+//! assert_eq!(policy.check(&Probe::get("/v1/admin").scopes(["invoices:read"])).reason(), "no_policy");
+//! # Ok::<(), scopegate::ConfigError>(())
+//! ```
+//!
+//! The same policy can come from a TOML gate file ([`config::GateFile`]). The decision order, the threat model
+//! and the defaults are written down under `docs/` in the repository.
 
 mod clock;
 pub mod config;
@@ -14,3 +48,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ConfigError, Location};
 pub use grant::{Attributes, CredentialKind, Grant};
 pub use secret::Secret;
+
+/// The README's example, compiled and run as a doctest so that it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
