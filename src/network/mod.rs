@@ -1,7 +1,9 @@
-//! Network facts: strict IP literals, CIDR networks and sets.
+//! Network facts: strict IP literals, CIDR networks and sets, client IP and TLS evidence behind trusted proxies.
 
 mod cidr;
 mod ip;
+mod proxy;
 
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use ip::{IpLiteralError, canonical, parse_ip};
+pub use proxy::{ClientFacts, Connection, MAX_FORWARDED_HOPS, resolve_client, throttle_key};

@@ -1,0 +1,627 @@
+//! Who is the client, and did the request arrive over TLS? Judged from the connection, and from forwarding headers
+//! only when the connection's peer is a trusted proxy.
+//!
+//! - The client is the connection's peer, unless the peer is in the trusted-proxy set. Then, if any `Forwarded` line
+//!   is present, `Forwarded` alone is read, else `X-Forwarded-For` alone — never a mix. All field lines form one list,
+//!   in order. The list is walked from the right, skipping trusted proxies; the first untrusted address is the
+//!   client (if every address is trusted, the leftmost one). `for=unknown` and obfuscated names give an unknown
+//!   client IP. A malformed forwarding header from a trusted peer is 400 `malformed_request`.
+//! - TLS is proven by the connection, or — from a trusted peer only — by `X-Forwarded-Proto` whose every value is
+//!   `https`, or by the `proto=https` of the `Forwarded` element that describes the resolved client hop. Nothing else
+//!   counts (not `X-Forwarded-Ssl`, `Front-End-Https`, the `Host` port, an HTTP/2 `:scheme` or an absolute-form
+//!   target: all client-written).
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use http::HeaderMap;
+//! use scopegate::network::{CidrSet, Connection, resolve_client};
+//!
+//! let trusted: CidrSet = ["10.0.0.0/8".parse()?].into_iter().collect();
+//! let mut headers = HeaderMap::new();
+//! headers.insert("x-forwarded-for", "203.0.113.7, 10.0.0.2".parse()?);
+//! headers.insert("x-forwarded-proto", "https".parse()?);
+//!
+//! // From a trusted proxy: the forwarded client, and TLS.
+//! let via_proxy = resolve_client(&headers, Connection { peer: Some("10.0.0.1".parse()?), tls: false }, &trusted)?;
+//! assert_eq!(via_proxy.client_ip, Some("203.0.113.7".parse::<IpAddr>()?));
+//! assert!(via_proxy.tls);
+//!
+//! // The same headers from anyone else change nothing.
+//! let direct = resolve_client(&headers, Connection { peer: Some("198.51.100.9".parse()?), tls: false }, &trusted)?;
+//! assert_eq!(direct.client_ip, Some("198.51.100.9".parse::<IpAddr>()?));
+//! assert!(!direct.tls);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{FORWARDED, HeaderName};
+
+use super::cidr::CidrSet;
+use super::ip::{canonical, parse_ip};
+use crate::policy::{Denial, DenialKind};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The most list members read from one forwarding header; more is refused as malformed.
+pub const MAX_FORWARDED_HOPS: usize = 64;
+
+/// What the connection itself says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    /// The peer's address, when known.
+    pub peer: Option<IpAddr>,
+    /// Whether the TLS acceptor marked the connection as TLS.
+    pub tls: bool,
+}
+
+/// The resolved facts of a request's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientFacts {
+    /// The client IP (canonical: IPv4-mapped addresses are IPv4), or `None` when unknown.
+    pub client_ip: Option<IpAddr>,
+    /// The connection's peer, when it is a trusted proxy whose headers were read (for the audit event's `peer_ip`).
+    pub proxy_ip: Option<IpAddr>,
+    /// Whether TLS is proven.
+    pub tls: bool,
+}
+
+fn malformed(detail: &'static str) -> Denial {
+    Denial::new(DenialKind::MalformedRequest, detail)
+}
+
+/// Resolves the client IP and TLS evidence (see the module docs).
+pub fn resolve_client(
+    headers: &HeaderMap,
+    connection: Connection,
+    trusted: &CidrSet,
+) -> Result<ClientFacts, Denial> {
+    let peer = connection.peer.map(canonical);
+    let Some(peer_ip) = peer.filter(|p| trusted.contains(*p)) else {
+        return Ok(ClientFacts {
+            client_ip: peer,
+            proxy_ip: None,
+            tls: connection.tls,
+        });
+    };
+    let xfp_https = x_forwarded_proto_is_https(headers)?;
+    let (client_ip, hop_https) = if headers.contains_key(FORWARDED) {
+        let elements = parse_forwarded(headers)?;
+        walk(
+            elements
+                .iter()
+                .filter_map(|e| e.for_node.map(|node| (node, e.proto_https))),
+            peer_ip,
+            trusted,
+        )
+    } else {
+        let hops = parse_x_forwarded_for(headers)?;
+        walk(
+            hops.into_iter().map(|ip| (Node::Ip(ip), false)),
+            peer_ip,
+            trusted,
+        )
+    };
+    Ok(ClientFacts {
+        client_ip,
+        proxy_ip: Some(peer_ip),
+        tls: connection.tls || xfp_https || hop_https,
+    })
+}
+
+/// A `for` node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Ip(IpAddr),
+    /// `unknown` or an obfuscated `_name`.
+    Unknown,
+}
+
+/// Walks `(node, proto_https)` hops from the right, skipping trusted proxies. No hop at all: the peer itself.
+fn walk<I>(hops: I, peer: IpAddr, trusted: &CidrSet) -> (Option<IpAddr>, bool)
+where
+    I: DoubleEndedIterator<Item = (Node, bool)>,
+{
+    let mut leftmost = None;
+    for (node, https) in hops.rev() {
+        match node {
+            Node::Ip(ip) if trusted.contains(ip) => leftmost = Some((Some(ip), https)),
+            Node::Ip(ip) => return (Some(ip), https),
+            Node::Unknown => return (None, https),
+        }
+    }
+    leftmost.unwrap_or((Some(peer), false))
+}
+
+/// All field lines of a header as one list of trimmed, non-empty members.
+fn list_members<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Vec<&'h str>, Denial> {
+    let mut members = Vec::new();
+    for value in headers.get_all(name) {
+        let text = value
+            .to_str()
+            .map_err(|_| malformed("forwarding header is not visible ASCII"))?;
+        members.extend(
+            text.split(',')
+                .map(|m| m.trim_matches([' ', '\t']))
+                .filter(|m| !m.is_empty()),
+        );
+        if members.len() > MAX_FORWARDED_HOPS {
+            return Err(malformed("forwarding header lists too many hops"));
+        }
+    }
+    Ok(members)
+}
+
+fn parse_x_forwarded_for(headers: &HeaderMap) -> Result<Vec<IpAddr>, Denial> {
+    list_members(headers, &X_FORWARDED_FOR)?
+        .into_iter()
+        .map(|m| {
+            parse_ip(m)
+                .map(canonical)
+                .map_err(|_| malformed("X-Forwarded-For member is not a bare IP literal"))
+        })
+        .collect()
+}
+
+fn x_forwarded_proto_is_https(headers: &HeaderMap) -> Result<bool, Denial> {
+    let members = list_members(headers, &X_FORWARDED_PROTO)?;
+    Ok(!members.is_empty() && members.iter().all(|m| m.eq_ignore_ascii_case("https")))
+}
+
+/// One parsed `Forwarded` element.
+#[derive(Debug, Default)]
+struct Element {
+    for_node: Option<Node>,
+    proto_https: bool,
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Splits `text` at `sep` outside quoted strings; `Err` on an unterminated quote.
+fn split_outside_quotes(text: &str, sep: u8) -> Result<Vec<&str>, Denial> {
+    let bytes = text.as_bytes();
+    let mut parts = Vec::new();
+    let (mut start, mut i, mut quoted) = (0, 0, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b if b == sep && !quoted => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if quoted || i > bytes.len() {
+        return Err(malformed("Forwarded has an unterminated quoted string"));
+    }
+    parts.push(&text[start..]);
+    Ok(parts)
+}
+
+/// A parameter value: a token, or a quoted string (unescaped).
+fn param_value(raw: &str) -> Result<String, Denial> {
+    if let Some(inner) = raw.strip_prefix('"') {
+        let inner = inner
+            .strip_suffix('"')
+            .ok_or_else(|| malformed("Forwarded has bad quoting"))?;
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(
+                    chars
+                        .next()
+                        .ok_or_else(|| malformed("Forwarded has bad quoting"))?,
+                ),
+                '"' => return Err(malformed("Forwarded has bad quoting")),
+                c => out.push(c),
+            }
+        }
+        Ok(out)
+    } else if !raw.is_empty() && raw.bytes().all(is_tchar) {
+        Ok(raw.to_owned())
+    } else {
+        Err(malformed(
+            "Forwarded parameter value is neither a token nor a quoted string",
+        ))
+    }
+}
+
+fn parse_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_obfuscated(text: &str) -> bool {
+    text.len() > 1
+        && text.starts_with('_')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// RFC 7239 `node`: `IPv4[:port]`, `"[IPv6][:port]"`, `unknown`, or an obfuscated `_name`.
+fn parse_node(value: &str) -> Result<Node, Denial> {
+    let bad = || malformed("Forwarded `for` is not an IP node");
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or_else(bad)?;
+        let ip = parse_ip(v6).map_err(|_| bad())?;
+        if !ip.is_ipv6() {
+            return Err(bad());
+        }
+        return match after {
+            "" => Ok(Node::Ip(canonical(ip))),
+            _ => match after.strip_prefix(':') {
+                Some(p) if parse_port(p) || is_obfuscated(p) => Ok(Node::Ip(canonical(ip))),
+                _ => Err(bad()),
+            },
+        };
+    } else {
+        match value.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    if let Some(p) = port
+        && !(parse_port(p) || is_obfuscated(p))
+    {
+        return Err(bad());
+    }
+    if host.eq_ignore_ascii_case("unknown") || is_obfuscated(host) {
+        return Ok(Node::Unknown);
+    }
+    let ip = parse_ip(host).map_err(|_| bad())?;
+    if !ip.is_ipv4() {
+        // An IPv6 node must be bracketed (and so quoted).
+        return Err(bad());
+    }
+    Ok(Node::Ip(ip))
+}
+
+fn parse_forwarded(headers: &HeaderMap) -> Result<Vec<Element>, Denial> {
+    let mut elements = Vec::new();
+    for value in headers.get_all(FORWARDED) {
+        let text = value
+            .to_str()
+            .map_err(|_| malformed("Forwarded is not visible ASCII"))?;
+        for raw_element in split_outside_quotes(text, b',')? {
+            let raw_element = raw_element.trim_matches([' ', '\t']);
+            if raw_element.is_empty() {
+                continue;
+            }
+            elements.push(parse_element(raw_element)?);
+            if elements.len() > MAX_FORWARDED_HOPS {
+                return Err(malformed("forwarding header lists too many hops"));
+            }
+        }
+    }
+    Ok(elements)
+}
+
+fn parse_element(raw: &str) -> Result<Element, Denial> {
+    let mut element = Element::default();
+    let mut seen: Vec<String> = Vec::new();
+    for pair in split_outside_quotes(raw, b';')? {
+        let pair = pair.trim_matches([' ', '\t']);
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| malformed("Forwarded pair lacks '='"))?;
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(malformed("Forwarded parameter name is not a token"));
+        }
+        let name = name.to_ascii_lowercase();
+        if seen.contains(&name) {
+            return Err(malformed("Forwarded repeats a parameter within an element"));
+        }
+        let value = param_value(value)?;
+        match name.as_str() {
+            "for" => element.for_node = Some(parse_node(&value)?),
+            "proto" => element.proto_https = value.eq_ignore_ascii_case("https"),
+            _ => {}
+        }
+        seen.push(name);
+    }
+    Ok(element)
+}
+
+/// The key the throttle counts a client under: its IPv4 address, or its IPv6 /64 (one subscriber usually holds a
+/// whole /64, so counting single IPv6 addresses would let it rotate through 2^64 of them).
+pub fn throttle_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::network::Cidr;
+
+    fn trusted() -> CidrSet {
+        ["10.0.0.0/8", "::1/128"]
+            .iter()
+            .map(|s| s.parse::<Cidr>().unwrap())
+            .collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn run(peer: &str, tls: bool, lines: &[(&str, &str)]) -> Result<ClientFacts, Denial> {
+        let mut headers = HeaderMap::new();
+        for (n, v) in lines {
+            headers.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        resolve_client(
+            &headers,
+            Connection {
+                peer: Some(ip(peer)),
+                tls,
+            },
+            &trusted(),
+        )
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_forward_anything() {
+        let facts = run(
+            "198.51.100.9",
+            false,
+            &[
+                ("x-forwarded-for", "10.1.1.1"),
+                ("x-forwarded-proto", "https"),
+                ("forwarded", "for=10.1.1.1;proto=https"),
+                ("x-forwarded-ssl", "on"),
+                ("front-end-https", "on"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(facts.client_ip, Some(ip("198.51.100.9")));
+        assert!(!facts.tls);
+        assert_eq!(facts.proxy_ip, None);
+        // Even malformed headers from an untrusted peer are ignored, not refused.
+        assert!(run("198.51.100.9", false, &[("x-forwarded-for", "not an ip")]).is_ok());
+    }
+
+    #[test]
+    fn connection_tls_counts_for_everyone() {
+        assert!(run("198.51.100.9", true, &[]).unwrap().tls);
+    }
+
+    #[test]
+    fn xff_walks_from_the_right_skipping_trusted_hops() {
+        let f = run(
+            "10.0.0.1",
+            false,
+            &[("x-forwarded-for", "1.1.1.1, 203.0.113.7, 10.0.0.2")],
+        )
+        .unwrap();
+        assert_eq!(
+            f.client_ip,
+            Some(ip("203.0.113.7")),
+            "the spoofable leftmost entry is not the client"
+        );
+        assert_eq!(f.proxy_ip, Some(ip("10.0.0.1")));
+        // Several field lines are one list, in order.
+        let f = run(
+            "10.0.0.1",
+            false,
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-for", "10.0.0.2, ,"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(f.client_ip, Some(ip("203.0.113.7")));
+        // All trusted: the leftmost.
+        let f = run(
+            "10.0.0.1",
+            false,
+            &[("x-forwarded-for", "10.0.0.5, 10.0.0.2")],
+        )
+        .unwrap();
+        assert_eq!(f.client_ip, Some(ip("10.0.0.5")));
+        // Mapped addresses are IPv4.
+        let f = run(
+            "::ffff:10.0.0.1",
+            false,
+            &[("x-forwarded-for", "::ffff:203.0.113.7")],
+        )
+        .unwrap();
+        assert_eq!(f.client_ip, Some(ip("203.0.113.7")));
+        // No header: the proxy itself.
+        assert_eq!(
+            run("10.0.0.1", false, &[]).unwrap().client_ip,
+            Some(ip("10.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn xff_from_a_trusted_peer_must_be_strict() {
+        for bad in [
+            "203.0.113.7:80",
+            "010.0.0.1",
+            "[::1]",
+            "203.0.113.7/32",
+            "fe80::1%eth0",
+            "unknown",
+            "a",
+        ] {
+            let err = run("10.0.0.1", false, &[("x-forwarded-for", bad)]).unwrap_err();
+            assert_eq!(err.kind(), DenialKind::MalformedRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwarded_wins_and_is_never_mixed() {
+        let f = run(
+            "10.0.0.1",
+            false,
+            &[
+                ("forwarded", "for=203.0.113.7;proto=https"),
+                ("x-forwarded-for", "198.51.100.1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(f.client_ip, Some(ip("203.0.113.7")));
+        assert!(f.tls);
+    }
+
+    #[test]
+    fn forwarded_forms() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("for=203.0.113.7", Some("203.0.113.7")),
+            ("For=\"203.0.113.7:8080\"", Some("203.0.113.7")),
+            ("for=\"[2001:db8::7]:443\"", Some("2001:db8::7")),
+            ("for=\"[2001:db8::7]\"", Some("2001:db8::7")),
+            ("for=unknown", None),
+            ("for=_hidden", None),
+            ("for=203.0.113.7, for=10.0.0.2", Some("203.0.113.7")),
+            (
+                "for=203.0.113.7;by=\"x;y,z\", for=10.0.0.2",
+                Some("203.0.113.7"),
+            ),
+            ("for=198.51.100.1, for=unknown, for=10.0.0.2", None),
+            ("proto=https", Some("10.0.0.1")),
+        ];
+        for (value, expected) in cases {
+            let f = run("10.0.0.1", false, &[("forwarded", value)]).unwrap();
+            assert_eq!(f.client_ip, expected.map(ip), "{value}");
+        }
+    }
+
+    #[test]
+    fn malformed_forwarded_from_a_trusted_peer_is_refused() {
+        for bad in [
+            "for=203.0.113.7;for=198.51.100.1",
+            "for=\"203.0.113.7",
+            "for=2001:db8::7",
+            "for=[2001:db8::7]",
+            "for=\"[2001:db8::7\"",
+            "for=\"[203.0.113.7]\"",
+            "for=010.0.0.1",
+            "for=\"203.0.113.7:x80\"",
+            "for=hostname",
+            "for",
+            "=x",
+            "for=\"a\"b\"",
+            "for=203.0.113.7 ;proto=https x",
+        ] {
+            let err = run("10.0.0.1", false, &[("forwarded", bad)]);
+            assert_eq!(
+                err.map_err(|d| d.kind()),
+                Err(DenialKind::MalformedRequest),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn forwarded_proto_of_the_client_hop_only() {
+        // The client hop says http, an inner proxy hop says https: not TLS.
+        let f = run(
+            "10.0.0.1",
+            false,
+            &[(
+                "forwarded",
+                "for=203.0.113.7;proto=http, for=10.0.0.2;proto=https",
+            )],
+        )
+        .unwrap();
+        assert!(!f.tls);
+        let f = run(
+            "10.0.0.1",
+            false,
+            &[(
+                "forwarded",
+                "for=203.0.113.7;proto=HTTPS, for=10.0.0.2;proto=http",
+            )],
+        )
+        .unwrap();
+        assert!(f.tls);
+    }
+
+    #[test]
+    fn x_forwarded_proto_needs_every_value_https() {
+        assert!(
+            run("10.0.0.1", false, &[("x-forwarded-proto", "HTTPS")])
+                .unwrap()
+                .tls
+        );
+        assert!(
+            run("10.0.0.1", false, &[("x-forwarded-proto", "https, https")])
+                .unwrap()
+                .tls
+        );
+        assert!(
+            !run("10.0.0.1", false, &[("x-forwarded-proto", "https, http")])
+                .unwrap()
+                .tls
+        );
+        assert!(
+            !run(
+                "10.0.0.1",
+                false,
+                &[
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-proto", "http")
+                ]
+            )
+            .unwrap()
+            .tls
+        );
+        assert!(
+            !run("10.0.0.1", false, &[("x-forwarded-proto", "")])
+                .unwrap()
+                .tls
+        );
+        for other in [
+            "x-forwarded-ssl",
+            "front-end-https",
+            "x-forwarded-scheme",
+            "x-url-scheme",
+            "x-forwarded-port",
+        ] {
+            let value = if other == "x-forwarded-port" {
+                "443"
+            } else {
+                "https"
+            };
+            assert!(
+                !run("10.0.0.1", false, &[(other, value)]).unwrap().tls,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn throttle_keys_group_ipv6_by_64() {
+        assert_eq!(
+            throttle_key(ip("2001:db8:1:2:aaaa::1")),
+            throttle_key(ip("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            throttle_key(ip("2001:db8:1:2::1")),
+            throttle_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(throttle_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_ne!(
+            throttle_key(ip("203.0.113.7")),
+            throttle_key(ip("203.0.113.8"))
+        );
+    }
+}
