@@ -39,6 +39,7 @@ pub mod config;
 pub mod credential;
 mod error;
 mod grant;
+pub mod layer;
 pub mod network;
 pub mod policy;
 mod secret;

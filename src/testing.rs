@@ -32,10 +32,13 @@ use std::net::IpAddr;
 
 use http::Method;
 
+use std::sync::Arc;
+
+use crate::credential::{AuthFuture, Authenticator};
 use crate::grant::{Attributes, CredentialKind, Grant};
 use crate::network::{Cidr, CidrSet};
-use crate::policy::{AllowKind, Decision, Denial, DenialKind, Policy, ScopeSet};
-use crate::policy::{Lookup, decide_authenticated};
+use crate::policy::{Decision, Denial, DenialKind, Policy, ScopeSet};
+use crate::secret::Secret;
 
 /// The facts of one request, for [`Policy::check`].
 #[derive(Debug, Clone)]
@@ -45,11 +48,15 @@ pub struct Probe {
     path: String,
     tls: bool,
     client_ip: Option<IpAddr>,
-    credential: Option<ProbeCredential>,
+    credential: Option<TestGrant>,
 }
 
+/// A grant for tests: what a credential would be granted, without a store or a token.
+///
+/// Used by [`Probe`] and by [`StaticCredentials`].
 #[derive(Debug, Clone)]
-struct ProbeCredential {
+#[must_use]
+pub struct TestGrant {
     kind: CredentialKind,
     principal: String,
     scopes: Vec<String>,
@@ -58,16 +65,140 @@ struct ProbeCredential {
     allow_ips: Option<Vec<String>>,
 }
 
-impl Default for ProbeCredential {
-    fn default() -> Self {
-        ProbeCredential {
+impl TestGrant {
+    /// An API key's grant with this id and no scope.
+    pub fn api_key(id: impl Into<String>) -> Self {
+        TestGrant {
             kind: CredentialKind::ApiKey,
-            principal: "probe".to_owned(),
+            principal: id.into(),
             scopes: Vec::new(),
             superuser: false,
             attributes: Attributes::new(),
             allow_ips: None,
         }
+    }
+
+    /// A JWT's grant with this subject and no scope.
+    pub fn jwt(subject: impl Into<String>) -> Self {
+        TestGrant {
+            kind: CredentialKind::Jwt,
+            ..Self::api_key(subject)
+        }
+    }
+
+    /// Adds granted scopes. A malformed scope makes the credential invalid (401 `invalid_credential`).
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Grants the bare `*`, as the named superuser option allows.
+    pub fn danger_superuser(mut self) -> Self {
+        self.superuser = true;
+        self.scopes.push("*".to_owned());
+        self
+    }
+
+    /// Adds an attribute (e.g. `tenant`).
+    pub fn attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(name.into(), value.into());
+        self
+    }
+
+    /// Restricts the credential to these networks. A bad network makes the credential invalid.
+    pub fn allow_ips<I, S>(mut self, networks: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allow_ips = Some(networks.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The grant, or the `invalid_credential` denial a malformed scope or network gives.
+    pub fn build(&self) -> Result<Grant, Denial> {
+        let invalid = || {
+            Denial::new(
+                DenialKind::InvalidCredential,
+                "the test credential is malformed",
+            )
+        };
+        let scopes = if self.superuser {
+            ScopeSet::danger_allow_superuser(&self.scopes)
+        } else {
+            ScopeSet::parse(&self.scopes)
+        }
+        .map_err(|_| invalid())?;
+        let allow_ips = match &self.allow_ips {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|s| s.parse::<Cidr>())
+                    .collect::<Result<CidrSet, _>>()
+                    .map_err(|_| invalid())?,
+            ),
+        };
+        Ok(Grant::new(
+            self.kind,
+            self.principal.clone(),
+            scopes,
+            allow_ips,
+            self.attributes.clone(),
+        ))
+    }
+}
+
+/// An [`Authenticator`] over a fixed table of credentials, for tests of a gated service: each credential string
+/// maps to a [`TestGrant`] or to a denial (to simulate revoked keys or a store outage). Credentials are compared in
+/// constant time; an unknown credential is `invalid_credential`.
+#[derive(Debug, Clone, Default)]
+pub struct StaticCredentials {
+    entries: Arc<Vec<(Secret, Result<Grant, Denial>)>>,
+}
+
+impl StaticCredentials {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `credential` authenticates as `grant`.
+    #[must_use]
+    pub fn with(mut self, credential: &str, grant: &TestGrant) -> Self {
+        Arc::make_mut(&mut self.entries).push((Secret::from(credential), grant.build()));
+        self
+    }
+
+    /// `credential` is refused with `kind` (e.g. `RevokedCredential`, or `Unavailable` for a store outage).
+    #[must_use]
+    pub fn with_denial(mut self, credential: &str, kind: DenialKind) -> Self {
+        Arc::make_mut(&mut self.entries).push((
+            Secret::from(credential),
+            Err(Denial::new(kind, "static test denial")),
+        ));
+        self
+    }
+}
+
+impl Authenticator for StaticCredentials {
+    fn authenticate(&self, credential: Secret) -> AuthFuture {
+        let mut found: Option<Result<Grant, Denial>> = None;
+        for (secret, outcome) in self.entries.iter() {
+            if secret.ct_eq(&credential) && found.is_none() {
+                found = Some(outcome.clone());
+            }
+        }
+        let outcome = found.unwrap_or_else(|| {
+            Err(Denial::new(
+                DenialKind::InvalidCredential,
+                "unknown test credential",
+            ))
+        });
+        Box::pin(std::future::ready(outcome))
     }
 }
 
@@ -125,8 +256,9 @@ impl Probe {
         self
     }
 
-    fn credential_mut(&mut self) -> &mut ProbeCredential {
-        self.credential.get_or_insert_with(ProbeCredential::default)
+    fn credential_mut(&mut self) -> &mut TestGrant {
+        self.credential
+            .get_or_insert_with(|| TestGrant::api_key("probe"))
     }
 
     /// The request carries a valid credential granting these scopes. A malformed scope makes the credential
@@ -181,37 +313,6 @@ impl Probe {
         self.credential_mut();
         self
     }
-
-    fn grant(credential: &ProbeCredential) -> Result<Grant, Denial> {
-        let invalid = || {
-            Denial::new(
-                DenialKind::InvalidCredential,
-                "the probe's credential is malformed",
-            )
-        };
-        let scopes = if credential.superuser {
-            ScopeSet::danger_allow_superuser(&credential.scopes)
-        } else {
-            ScopeSet::parse(&credential.scopes)
-        }
-        .map_err(|_| invalid())?;
-        let allow_ips = match &credential.allow_ips {
-            None => None,
-            Some(list) => Some(
-                list.iter()
-                    .map(|s| s.parse::<Cidr>())
-                    .collect::<Result<CidrSet, _>>()
-                    .map_err(|_| invalid())?,
-            ),
-        };
-        Ok(Grant::new(
-            credential.kind,
-            credential.principal.clone(),
-            scopes,
-            allow_ips,
-            credential.attributes.clone(),
-        ))
-    }
 }
 
 impl Policy {
@@ -229,11 +330,8 @@ impl Policy {
             Ok(lookup) => lookup,
             Err(denial) => return Decision::Deny(denial),
         };
-        if let Lookup::Public { route } = lookup {
-            return Decision::Allow {
-                route: route.to_owned(),
-                kind: AllowKind::Public,
-            };
+        if let Some(allowed) = self.public_decision(&lookup) {
+            return allowed;
         }
         let Some(credential) = &probe.credential else {
             return Decision::Deny(Denial::new(
@@ -241,8 +339,8 @@ impl Policy {
                 "no credential presented",
             ));
         };
-        match Probe::grant(credential) {
-            Ok(grant) => decide_authenticated(&lookup, &grant, probe.client_ip),
+        match credential.build() {
+            Ok(grant) => self.decide_authenticated(&lookup, &grant, probe.client_ip),
             Err(denial) => Decision::Deny(denial),
         }
     }

@@ -53,6 +53,11 @@ impl PresentedCredential {
     pub fn secret(&self) -> &Secret {
         &self.secret
     }
+
+    /// The credential itself, owned.
+    pub fn into_secret(self) -> Secret {
+        self.secret
+    }
 }
 
 impl fmt::Debug for PresentedCredential {

@@ -48,6 +48,18 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// The most list members read from one forwarding header; more is refused as malformed.
 pub const MAX_FORWARDED_HOPS: usize = 64;
 
+/// Facts about the connection a request arrived on, put into the request's extensions by the server's acceptor
+/// (scopegate's `serve` helpers do). Only a server may insert it: nothing the client writes
+/// can. Without it, the gate falls back to axum's `ConnectInfo<SocketAddr>` and tonic's connect info, and treats
+/// the connection as plaintext with an unknown peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The peer's socket address.
+    pub peer: std::net::SocketAddr,
+    /// Whether the connection is TLS (the handshake completed on it).
+    pub tls: bool,
+}
+
 /// What the connection itself says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connection {
@@ -67,6 +79,17 @@ pub struct ClientFacts {
     pub proxy_ip: Option<IpAddr>,
     /// Whether TLS is proven.
     pub tls: bool,
+}
+
+impl ClientFacts {
+    /// For a request whose forwarding headers could not be read: the client is unknown, the peer is kept.
+    pub(crate) fn unresolved(peer: Option<IpAddr>) -> Self {
+        ClientFacts {
+            client_ip: None,
+            proxy_ip: peer.map(canonical),
+            tls: false,
+        }
+    }
 }
 
 fn malformed(detail: &'static str) -> Denial {

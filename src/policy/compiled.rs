@@ -271,29 +271,24 @@ fn compile_scopes(
     group(parts).map_err(|e| e.to_string())
 }
 
-/// The outcome of steps 2–3 for one request.
+/// The outcome of steps 2–3 for one request. Owns its data (indices into the policy), so that it can wait in a
+/// response future while the credential is authenticated.
 #[derive(Debug)]
-pub(crate) enum Lookup<'p> {
+pub(crate) enum Lookup {
     /// A public route: allow anonymously.
-    Public { route: &'p str },
+    Public { rule: usize },
     /// A protected route, with the decoded values of its bound parameters.
-    Protected(RouteMatch<'p>),
+    Protected(RouteMatch),
     /// No rule for this method and path: a credential is still required (step 5), then 403 `no_policy`.
     Unlisted,
 }
 
-/// A protected route that matched, ready for steps 7–8.
-pub(crate) struct RouteMatch<'p> {
-    rule: &'p Rule,
-    bound: Vec<(&'p str, Option<String>)>,
-}
-
-impl fmt::Debug for RouteMatch<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RouteMatch")
-            .field("route", &self.rule.pattern)
-            .finish_non_exhaustive()
-    }
+/// A protected route that matched, ready for steps 7–8: the rule's index, and the percent-decoded value of each
+/// bound parameter in the rule's binding order (`None` when a value does not decode).
+#[derive(Debug)]
+pub(crate) struct RouteMatch {
+    rule: usize,
+    bound: Vec<Option<String>>,
 }
 
 impl Policy {
@@ -303,7 +298,7 @@ impl Policy {
     }
 
     /// Steps 2–3: canonical path, then method + path matched against the rules. `HEAD` follows `GET`.
-    pub(crate) fn lookup(&self, method: &Method, path: &str) -> Result<Lookup<'_>, Denial> {
+    pub(crate) fn lookup(&self, method: &Method, path: &str) -> Result<Lookup, Denial> {
         let checked = CheckedPath::new(path)
             .map_err(|e| Denial::new(DenialKind::MalformedRequest, e.detail()))?;
         let Ok(matched) = self.0.router.at(checked.as_str()) else {
@@ -315,25 +310,21 @@ impl Policy {
         } else {
             method
         };
-        let Some(rule_id) = rules.by_method.get(method) else {
+        let Some(&rule) = rules.by_method.get(method) else {
             return Ok(Lookup::Unlisted);
         };
-        let rule = &self.0.rules[*rule_id];
-        match &rule.access {
-            Access::Public => Ok(Lookup::Public {
-                route: &rule.pattern,
-            }),
+        match &self.0.rules[rule].access {
+            Access::Public => Ok(Lookup::Public { rule }),
             Access::Protected(protection) => {
                 let bound = protection
                     .bind
                     .iter()
-                    .map(|(param, attribute)| {
-                        let value = matched
+                    .map(|(param, _)| {
+                        matched
                             .params
                             .get(param)
                             .and_then(decode_segment)
-                            .map(std::borrow::Cow::into_owned);
-                        (attribute.as_str(), value)
+                            .map(std::borrow::Cow::into_owned)
                     })
                     .collect();
                 Ok(Lookup::Protected(RouteMatch { rule, bound }))
@@ -341,68 +332,95 @@ impl Policy {
         }
     }
 
+    /// The matched route pattern of a lookup, if it matched a rule.
+    pub(crate) fn route_of(&self, lookup: &Lookup) -> Option<&str> {
+        match lookup {
+            Lookup::Public { rule } | Lookup::Protected(RouteMatch { rule, .. }) => {
+                Some(&self.0.rules[*rule].pattern)
+            }
+            Lookup::Unlisted => None,
+        }
+    }
+
+    /// Step 3's allow: `Some` for a public route, which is allowed anonymously.
+    pub(crate) fn public_decision(&self, lookup: &Lookup) -> Option<Decision> {
+        match lookup {
+            Lookup::Public { rule } => Some(Decision::Allow {
+                route: self.0.rules[*rule].pattern.clone(),
+                kind: AllowKind::Public,
+            }),
+            _ => None,
+        }
+    }
+
     /// The pattern of every rule, in the order given.
     pub fn route_patterns(&self) -> impl Iterator<Item = &str> {
         self.0.patterns.iter().map(|p| p.pattern.as_str())
     }
-}
 
-/// Step 7 for the credential alone: the client must be inside the credential's allowlist, if it has one.
-pub(crate) fn check_credential_network(
-    grant: &Grant,
-    client_ip: Option<IpAddr>,
-) -> Result<(), Denial> {
-    check_network(
-        grant.allow_ips(),
-        client_ip,
-        "client IP outside the credential's allowlist",
-    )
-}
-
-fn check_network(
-    allow: Option<&CidrSet>,
-    client_ip: Option<IpAddr>,
-    detail: &'static str,
-) -> Result<(), Denial> {
-    match (allow, client_ip) {
-        (None, _) => Ok(()),
-        (Some(_), None) => Err(Denial::new(
-            DenialKind::IpNotAllowed,
-            "client IP unknown and an allowlist applies",
-        )),
-        (Some(set), Some(ip)) if set.contains(ip) => Ok(()),
-        (Some(_), Some(_)) => Err(Denial::new(DenialKind::IpNotAllowed, detail)),
+    /// Steps 7–8 after authentication, for any lookup: the one place where an authenticated request is decided.
+    pub(crate) fn decide_authenticated(
+        &self,
+        lookup: &Lookup,
+        grant: &Grant,
+        client_ip: Option<IpAddr>,
+    ) -> Decision {
+        let outcome = match lookup {
+            Lookup::Public { .. } => {
+                return self
+                    .public_decision(lookup)
+                    .unwrap_or_else(|| unreachable!("a public lookup"));
+            }
+            Lookup::Unlisted => match check_network(
+                grant.allow_ips(),
+                client_ip,
+                "client IP outside the credential's allowlist",
+            ) {
+                Ok(()) => Err(Denial::new(
+                    DenialKind::NoPolicy,
+                    "no rule for this method and path",
+                )),
+                Err(denial) => Err(denial),
+            },
+            Lookup::Protected(m) => self
+                .authorize(m, grant, client_ip)
+                .map(|()| self.0.rules[m.rule].pattern.clone()),
+        };
+        match outcome {
+            Ok(route) => Decision::Allow {
+                route,
+                kind: AllowKind::Granted,
+            },
+            Err(denial) => Decision::Deny(denial),
+        }
     }
-}
 
-impl RouteMatch<'_> {
-    /// The matched pattern.
-    pub(crate) fn route(&self) -> &str {
-        &self.rule.pattern
-    }
-
-    /// Steps 7–8 for an authenticated grant on this route.
-    pub(crate) fn authorize(&self, grant: &Grant, client_ip: Option<IpAddr>) -> Result<(), Denial> {
-        let Access::Protected(protection) = &self.rule.access else {
+    /// Steps 7–8 for an authenticated grant on a protected route.
+    fn authorize(
+        &self,
+        m: &RouteMatch,
+        grant: &Grant,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), Denial> {
+        let Access::Protected(protection) = &self.0.rules[m.rule].access else {
             return Ok(());
         };
-        let Protection {
-            requirement,
-            allow_ips,
-            ..
-        } = protection.as_ref();
-        check_credential_network(grant, client_ip)?;
         check_network(
-            allow_ips.as_ref(),
+            grant.allow_ips(),
+            client_ip,
+            "client IP outside the credential's allowlist",
+        )?;
+        check_network(
+            protection.allow_ips.as_ref(),
             client_ip,
             "client IP outside the route's allowlist",
         )?;
-        if !requirement.is_satisfied_by(grant.scopes()) {
+        if !protection.requirement.is_satisfied_by(grant.scopes()) {
             return Err(Denial::insufficient_scope(
-                requirement.missing(grant.scopes()),
+                protection.requirement.missing(grant.scopes()),
             ));
         }
-        for (attribute, value) in &self.bound {
+        for ((_, attribute), value) in protection.bind.iter().zip(&m.bound) {
             match (grant.attr(attribute), value) {
                 (Some(have), Some(want)) if have == want => {}
                 (None, _) => {
@@ -423,34 +441,20 @@ impl RouteMatch<'_> {
     }
 }
 
-/// Steps 7–8 after authentication, for any lookup: the one place where an authenticated request is decided.
-pub(crate) fn decide_authenticated(
-    lookup: &Lookup<'_>,
-    grant: &Grant,
+/// Step 7 for one allowlist: the client must be inside it, if there is one; an unknown client never is.
+fn check_network(
+    allow: Option<&CidrSet>,
     client_ip: Option<IpAddr>,
-) -> Decision {
-    let outcome = match lookup {
-        Lookup::Public { route } => {
-            return Decision::Allow {
-                route: (*route).to_owned(),
-                kind: AllowKind::Public,
-            };
-        }
-        Lookup::Unlisted => match check_credential_network(grant, client_ip) {
-            Ok(()) => Err(Denial::new(
-                DenialKind::NoPolicy,
-                "no rule for this method and path",
-            )),
-            Err(denial) => Err(denial),
-        },
-        Lookup::Protected(m) => m.authorize(grant, client_ip).map(|()| m.route().to_owned()),
-    };
-    match outcome {
-        Ok(route) => Decision::Allow {
-            route,
-            kind: AllowKind::Granted,
-        },
-        Err(denial) => Decision::Deny(denial),
+    detail: &'static str,
+) -> Result<(), Denial> {
+    match (allow, client_ip) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(Denial::new(
+            DenialKind::IpNotAllowed,
+            "client IP unknown and an allowlist applies",
+        )),
+        (Some(set), Some(ip)) if set.contains(ip) => Ok(()),
+        (Some(_), Some(_)) => Err(Denial::new(DenialKind::IpNotAllowed, detail)),
     }
 }
 

@@ -188,6 +188,16 @@ impl Denial {
         }
     }
 
+    pub(crate) fn throttled(retry_after: Duration) -> Self {
+        Denial {
+            retry_after: Some(retry_after),
+            ..Denial::new(
+                DenialKind::Throttled,
+                "too many failed authentications from this client",
+            )
+        }
+    }
+
     /// The stable reason kind.
     pub fn kind(&self) -> DenialKind {
         self.kind

@@ -10,7 +10,7 @@ mod requirement;
 mod route;
 mod scope;
 
-pub(crate) use compiled::{Lookup, decide_authenticated};
+pub(crate) use compiled::Lookup;
 pub use compiled::{Policy, PolicyBuilder};
 pub use decision::{AllowKind, Answer, Challenge, Decision, Denial, DenialKind};
 pub use path::{PathError, check_path};

@@ -1,8 +1,14 @@
 //! scopegate's integration tests: one binary, one module per area.
 
 // Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines
+)]
 
 mod gate_file;
+mod layer;
 mod policy_props;
 mod policy_vectors;

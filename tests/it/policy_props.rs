@@ -112,10 +112,10 @@ proptest! {
         let expected = required.as_str().starts_with(&boundary) && required.as_str().len() > boundary.len();
         prop_assert_eq!(wildcard.covers(&required), expected, "{} vs {}", wildcard, required);
         // Never across a boundary: `prefix` followed by anything but ':' is not covered.
-        if let Some(rest) = required.as_str().strip_prefix(prefix.as_str()) {
-            if !rest.starts_with(':') {
-                prop_assert!(!wildcard.covers(&required));
-            }
+        if let Some(rest) = required.as_str().strip_prefix(prefix.as_str())
+            && !rest.starts_with(':')
+        {
+            prop_assert!(!wildcard.covers(&required));
         }
     }
 

@@ -1,0 +1,125 @@
+//! Audit: one structured event per decision, allow or deny, 400 and 429 included.
+//!
+//! Events never carry a secret: the credential appears only as its public id (an API key's id or a JWT's `sub`),
+//! and the path never includes the query string (query strings carry secrets). The default sink emits a `tracing`
+//! event on the target [`AUDIT_TARGET`]; [`JsonLinesAudit`] writes one JSON object per line (JSON-encoded, so no
+//! path can forge a line).
+
+use std::fmt;
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The `tracing` target of audit events.
+pub const AUDIT_TARGET: &str = "scopegate::audit";
+
+/// One decision.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct AuditEvent<'a> {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// `public`, `granted`, or the denial kind.
+    pub reason: &'static str,
+    /// A fixed sentence saying precisely why (never a secret).
+    pub detail: &'static str,
+    /// The HTTP status answered (200 for allows handed to the service).
+    pub status: u16,
+    /// `api_key` or `jwt`, once authenticated.
+    pub credential_kind: Option<&'static str>,
+    /// The credential's public id (API key id or JWT `sub`), once authenticated.
+    pub credential_id: Option<&'a str>,
+    /// The resolved client IP, when known.
+    pub client_ip: Option<IpAddr>,
+    /// The trusted proxy that forwarded the request, if one did.
+    pub peer_ip: Option<IpAddr>,
+    /// The request method.
+    pub method: &'a str,
+    /// The request path, without the query string.
+    pub path: &'a str,
+    /// The matched route pattern, if any.
+    pub route: Option<&'a str>,
+    /// Time spent deciding, in microseconds.
+    pub latency_us: u64,
+}
+
+impl AuditEvent<'_> {
+    pub(crate) fn latency_of(elapsed: Duration) -> u64 {
+        u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Where audit events go. Called synchronously on the request path: keep it fast (hand events to a channel if the
+/// destination is slow).
+pub trait AuditSink: Send + Sync + 'static {
+    /// Records one decision.
+    fn record(&self, event: &AuditEvent<'_>);
+}
+
+/// The default sink: a `tracing` event per decision on [`AUDIT_TARGET`] (info for allows, warn for denials).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingAudit;
+
+impl AuditSink for TracingAudit {
+    fn record(&self, e: &AuditEvent<'_>) {
+        let client_ip = e.client_ip.map(tracing::field::display);
+        let peer_ip = e.peer_ip.map(tracing::field::display);
+        macro_rules! emit {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "scopegate::audit",
+                    decision = e.decision,
+                    reason = e.reason,
+                    detail = e.detail,
+                    status = e.status,
+                    credential_kind = e.credential_kind,
+                    credential_id = e.credential_id,
+                    client_ip,
+                    peer_ip,
+                    method = %e.method,
+                    path = %e.path,
+                    route = e.route,
+                    latency_us = e.latency_us,
+                    "authorization decision"
+                )
+            };
+        }
+        if e.decision == "allow" {
+            emit!(info);
+        } else {
+            emit!(warn);
+        }
+    }
+}
+
+/// Writes each event as one JSON object per line (e.g. to stderr, as `scopegate serve` does).
+pub struct JsonLinesAudit<W>(Mutex<W>);
+
+impl<W: Write + Send + 'static> JsonLinesAudit<W> {
+    /// Writes events to `out`.
+    pub fn new(out: W) -> Self {
+        JsonLinesAudit(Mutex::new(out))
+    }
+}
+
+impl<W> fmt::Debug for JsonLinesAudit<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JsonLinesAudit")
+    }
+}
+
+impl<W: Write + Send + 'static> AuditSink for JsonLinesAudit<W> {
+    fn record(&self, event: &AuditEvent<'_>) {
+        let mut out = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // An audit write that fails cannot be reported to the client; tracing gets it instead.
+        if let Err(error) = serde_json::to_writer(&mut *out, event)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+        {
+            tracing::error!(target: "scopegate::audit", %error, "audit event could not be written");
+        }
+    }
+}

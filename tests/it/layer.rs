@@ -1,0 +1,682 @@
+//! The Tower layer, driven through `tower::ServiceExt::oneshot`: every reason kind on the wire, TLS and client-IP
+//! evidence, the throttle, audit events, and that the inner service never runs on a denial.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use scopegate::Grant;
+use scopegate::layer::{AuditEvent, AuditSink, ScopeGate, ThrottleConfig};
+use scopegate::network::ConnectionInfo;
+use scopegate::policy::{DenialKind, Policy, Route};
+use scopegate::testing::{StaticCredentials, TestGrant};
+use tower::{Service, ServiceExt};
+
+const GOOD: &str = "sg_goodkey";
+const READER: &str = "sg_readonly";
+const ACME: &str = "sg_acmekey";
+const PINNED: &str = "sg_pinnedkey";
+const REVOKED: &str = "sg_revoked";
+const EXPIRED: &str = "sg_expired";
+const BROKEN_STORE: &str = "sg_storedown";
+const JWT: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln";
+
+#[derive(Default, Clone)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl AuditSink for Captured {
+    fn record(&self, event: &AuditEvent<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(serde_json::to_string(event).unwrap());
+    }
+}
+
+impl Captured {
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+    fn raw(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+fn policy() -> Policy {
+    Policy::builder()
+        .route(Route::get("/health").public())
+        .route(Route::get("/v1/invoices/{id}").require_all(["invoices:read"]))
+        .route(Route::post("/v1/invoices").require_all(["invoices:write"]))
+        .route(
+            Route::get("/v1/tenants/{tenant}/data")
+                .require_all(["data:read"])
+                .bind("tenant", "tenant"),
+        )
+        .route(
+            Route::get("/v1/internal")
+                .require_all(["invoices:read"])
+                .allow_ips(["10.0.0.0/8"]),
+        )
+        .build()
+        .unwrap()
+}
+
+fn credentials() -> StaticCredentials {
+    StaticCredentials::new()
+        .with(
+            GOOD,
+            &TestGrant::api_key("key-good")
+                .scopes(["invoices:*", "data:read"])
+                .attr("tenant", "acme"),
+        )
+        .with(
+            READER,
+            &TestGrant::api_key("key-reader").scopes(["invoices:read"]),
+        )
+        .with(
+            ACME,
+            &TestGrant::api_key("key-acme")
+                .scopes(["data:read"])
+                .attr("tenant", "acme"),
+        )
+        .with(
+            PINNED,
+            &TestGrant::api_key("key-pinned")
+                .scopes(["invoices:read"])
+                .allow_ips(["203.0.113.0/24", "2001:db8::/32"]),
+        )
+        .with_denial(REVOKED, DenialKind::RevokedCredential)
+        .with_denial(EXPIRED, DenialKind::ExpiredCredential)
+        .with_denial(BROKEN_STORE, DenialKind::Unavailable)
+}
+
+struct Harness {
+    calls: Arc<AtomicUsize>,
+    audit: Captured,
+    service: tower::util::BoxCloneService<
+        Request<String>,
+        Response<scopegate::layer::GateBody<String>>,
+        Infallible,
+    >,
+}
+
+fn harness(configure: impl FnOnce(ScopeGate) -> ScopeGate) -> Harness {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let audit = Captured::default();
+    let gate = configure(
+        ScopeGate::builder(policy())
+            .api_keys(credentials())
+            .jwt(
+                StaticCredentials::new()
+                    .with(JWT, &TestGrant::jwt("user-1").scopes(["invoices:read"])),
+            )
+            .audit(audit.clone())
+            .hsts_max_age(Duration::from_secs(600)),
+    )
+    .build()
+    .unwrap();
+    let counter = calls.clone();
+    let inner = tower::service_fn(move |req: Request<String>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let grant = req.extensions().get::<Grant>().cloned();
+        async move {
+            let body = match grant {
+                Some(g) => format!("hello {}", g.principal()),
+                None => "hello anonymous".to_owned(),
+            };
+            Ok::<_, Infallible>(Response::new(body))
+        }
+    });
+    let service = tower::ServiceBuilder::new().layer(gate).service(inner);
+    Harness {
+        calls,
+        audit,
+        service: tower::util::BoxCloneService::new(service),
+    }
+}
+
+struct Req {
+    builder: http::request::Builder,
+    peer: SocketAddr,
+    tls: bool,
+}
+
+fn get(path: &str) -> Req {
+    Req {
+        builder: Request::get(path),
+        peer: "198.51.100.20:40000".parse().unwrap(),
+        tls: true,
+    }
+}
+
+impl Req {
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+    fn key(self, key: &str) -> Self {
+        self.header("x-api-key", key)
+    }
+    fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+    fn from(mut self, peer: &str) -> Self {
+        self.peer = peer.parse().unwrap();
+        self
+    }
+    fn plaintext(mut self) -> Self {
+        self.tls = false;
+        self
+    }
+    fn method(mut self, m: &str) -> Self {
+        self.builder = self.builder.method(m);
+        self
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Harness {
+    async fn send(&mut self, req: Req) -> Answer {
+        let mut request = req.builder.body(String::new()).unwrap();
+        request.extensions_mut().insert(ConnectionInfo {
+            peer: req.peer,
+            tls: req.tls,
+        });
+        let response = self
+            .service
+            .ready()
+            .await
+            .unwrap()
+            .call(request)
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes: Bytes = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8(bytes.to_vec()).unwrap(),
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Answer {
+    fn code(&self) -> String {
+        let json: serde_json::Value = serde_json::from_str(&self.body).unwrap();
+        json["code"].as_str().unwrap().to_owned()
+    }
+    fn challenge(&self) -> &str {
+        self.headers
+            .get("www-authenticate")
+            .map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn allowed_requests_reach_the_service_with_the_grant() {
+    let mut h = harness(ScopeGate::danger_disable_throttle);
+    let a = h.send(get("/v1/invoices/7").key(GOOD)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, "hello key-good");
+    assert_eq!(a.headers["strict-transport-security"], "max-age=600");
+    // Authorization: Bearer <api key> is accepted too.
+    let a = h.send(get("/v1/invoices/7").bearer(GOOD)).await;
+    assert_eq!(a.body, "hello key-good");
+    // A JWT-shaped bearer goes to the JWT authenticator.
+    let a = h.send(get("/v1/invoices/7").bearer(JWT)).await;
+    assert_eq!(a.body, "hello user-1");
+    // Public routes: anonymous, no grant.
+    let a = h.send(get("/health")).await;
+    assert_eq!(
+        (a.status.as_u16(), a.body.as_str()),
+        (200, "hello anonymous")
+    );
+    assert_eq!(h.calls(), 4);
+}
+
+#[tokio::test]
+async fn every_denial_kind_on_the_wire_and_the_service_never_runs() {
+    let mut h = harness(ScopeGate::danger_disable_throttle);
+    let cases: Vec<(Req, u16, &str, &str)> = vec![
+        (
+            get("/v1/invoices/7").key(GOOD).plaintext(),
+            403,
+            "tls_required",
+            "",
+        ),
+        (
+            get("/v1/invoices/../7").key(GOOD),
+            400,
+            "malformed_request",
+            "",
+        ),
+        (
+            get("/v1/invoices/7").key(GOOD).bearer(GOOD),
+            400,
+            "malformed_request",
+            "error=\"invalid_request\"",
+        ),
+        (
+            get("/v1/invoices/7"),
+            401,
+            "unauthenticated",
+            "Bearer realm=\"scopegate\"",
+        ),
+        (
+            get("/v1/unlisted"),
+            401,
+            "unauthenticated",
+            "Bearer realm=\"scopegate\"",
+        ),
+        (
+            get("/v1/invoices/7").key("sg_unknown"),
+            401,
+            "unauthenticated",
+            "error=\"invalid_token\"",
+        ),
+        (
+            get("/v1/invoices/7").header("authorization", "Basic dTpw"),
+            401,
+            "unauthenticated",
+            "error=\"invalid_token\"",
+        ),
+        (
+            get("/v1/invoices/7").key(REVOKED),
+            401,
+            "unauthenticated",
+            "error=\"invalid_token\"",
+        ),
+        (
+            get("/v1/invoices/7").key(EXPIRED),
+            401,
+            "unauthenticated",
+            "error=\"invalid_token\"",
+        ),
+        (
+            get("/v1/invoices/7").key(PINNED).from("192.0.2.1:1"),
+            403,
+            "forbidden",
+            "",
+        ),
+        (get("/v1/unlisted").key(GOOD), 403, "forbidden", ""),
+        (
+            get("/v1/invoices").method("POST").key(READER),
+            403,
+            "insufficient_scope",
+            "scope=\"invoices:write\"",
+        ),
+        (
+            get("/v1/tenants/globex/data").key(ACME),
+            403,
+            "forbidden",
+            "",
+        ),
+        (
+            get("/v1/invoices/7").key(BROKEN_STORE),
+            503,
+            "unavailable",
+            "",
+        ),
+    ];
+    for (req, status, code, challenge) in cases {
+        let a = h.send(req).await;
+        assert_eq!(a.status.as_u16(), status, "{code}: {}", a.body);
+        assert_eq!(a.code(), code);
+        assert_eq!(a.headers["content-type"], "application/problem+json");
+        assert!(
+            a.challenge().contains(challenge),
+            "{code}: {:?}",
+            a.challenge()
+        );
+        assert!(
+            a.headers.get("strict-transport-security").is_none(),
+            "no HSTS on denials"
+        );
+    }
+    assert_eq!(h.calls(), 0, "the inner service never runs on a denial");
+    let reasons: Vec<String> = h
+        .audit
+        .events()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "tls_required",
+            "malformed_request",
+            "malformed_request",
+            "missing_credential",
+            "missing_credential",
+            "invalid_credential",
+            "invalid_credential",
+            "revoked_credential",
+            "expired_credential",
+            "ip_not_allowed",
+            "no_policy",
+            "insufficient_scope",
+            "resource_not_permitted",
+            "unavailable",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_store_failure_is_503_never_200() {
+    let mut h = harness(|g| g);
+    for path in ["/v1/invoices/7", "/v1/unlisted", "/v1/tenants/acme/data"] {
+        let a = h.send(get(path).key(BROKEN_STORE)).await;
+        assert_eq!(a.status, 503, "{path}");
+    }
+    assert_eq!(h.calls(), 0);
+}
+
+#[tokio::test]
+async fn grpc_requests_get_grpc_statuses() {
+    let mut h = harness(ScopeGate::danger_disable_throttle);
+    let cases = [
+        (get("/v1/invoices/7"), "16"),
+        (get("/v1/invoices/7").key(READER).plaintext(), "7"),
+        (get("/v1/invoices").method("POST").key(READER), "7"),
+        (get("/v1/invoices/7").key(BROKEN_STORE), "14"),
+        (get("/v1/a//b"), "3"),
+    ];
+    for (req, code) in cases {
+        let a = h.send(req.header("content-type", "application/grpc")).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.headers["grpc-status"], code);
+        assert_eq!(a.headers["content-type"], "application/grpc");
+    }
+    // The twin: an allowed gRPC call reaches the service.
+    let a = h
+        .send(
+            get("/v1/invoices/7")
+                .key(READER)
+                .header("content-type", "application/grpc"),
+        )
+        .await;
+    assert_eq!(a.body, "hello key-reader");
+    assert_eq!(h.calls(), 1);
+}
+
+#[tokio::test]
+async fn spoofed_forwarding_headers_from_untrusted_peers_change_nothing() {
+    let mut h = harness(|g| g.trusted_proxies(["10.0.0.0/8"]));
+    // A plaintext client claiming https and an allowed address.
+    let spoof = |r: Req| {
+        r.plaintext()
+            .header("x-forwarded-proto", "https")
+            .header("forwarded", "for=203.0.113.9;proto=https")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-ssl", "on")
+    };
+    let a = h
+        .send(spoof(get("/v1/invoices/7").key(PINNED)).from("192.0.2.50:1"))
+        .await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.code(), "tls_required");
+    // Over TLS, the spoofed X-Forwarded-For does not move the client into the pinned network.
+    let a = h
+        .send(
+            get("/v1/invoices/7")
+                .key(PINNED)
+                .from("192.0.2.50:1")
+                .header("x-forwarded-for", "203.0.113.9"),
+        )
+        .await;
+    assert_eq!(a.code(), "forbidden");
+    // The twin: the same headers from a trusted proxy count.
+    let a = h
+        .send(spoof(get("/v1/invoices/7").key(PINNED)).from("10.1.1.1:1"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let events = h.audit.events();
+    let last = events.last().unwrap();
+    assert_eq!(last["client_ip"], "203.0.113.9");
+    assert_eq!(last["peer_ip"], "10.1.1.1");
+    // A malformed forwarding header from a trusted proxy is refused.
+    let a = h
+        .send(
+            get("/v1/invoices/7")
+                .key(PINNED)
+                .from("10.1.1.1:1")
+                .header("x-forwarded-for", "010.0.0.1"),
+        )
+        .await;
+    assert_eq!(a.status, 400);
+}
+
+#[tokio::test]
+async fn ip_restricted_keys_inside_and_outside() {
+    let mut h = harness(ScopeGate::danger_disable_throttle);
+    for (peer, status) in [
+        ("203.0.113.5:1", 200),
+        ("198.51.100.5:1", 403),
+        ("[2001:db8::5]:1", 200),
+        ("[2001:db9::5]:1", 403),
+        ("[::ffff:203.0.113.5]:1", 200),
+        ("[::ffff:198.51.100.5]:1", 403),
+    ] {
+        let a = h.send(get("/v1/invoices/7").key(PINNED).from(peer)).await;
+        assert_eq!(a.status.as_u16(), status, "{peer}");
+    }
+    // Route allowlist.
+    let a = h
+        .send(get("/v1/internal").key(READER).from("10.2.3.4:1"))
+        .await;
+    assert_eq!(a.status, 200);
+    let a = h
+        .send(get("/v1/internal").key(READER).from("11.2.3.4:1"))
+        .await;
+    assert_eq!(a.status, 403);
+}
+
+#[tokio::test]
+async fn plaintext_only_through_the_danger_option() {
+    let mut h = harness(ScopeGate::danger_allow_plaintext);
+    let a = h.send(get("/v1/invoices/7").key(READER).plaintext()).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.headers.get("strict-transport-security").is_none(),
+        "no HSTS over plaintext"
+    );
+}
+
+#[tokio::test]
+async fn the_throttle_locks_out_failures_only() {
+    let config = ThrottleConfig::per_minute(1.try_into().unwrap(), 3.try_into().unwrap());
+    let mut h = harness(|g| g.throttle(config));
+    let attacker = "192.0.2.66:1";
+    // Successes and missing credentials consume nothing.
+    for _ in 0..5 {
+        assert_eq!(
+            h.send(get("/v1/invoices/7").key(READER).from(attacker))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            h.send(get("/v1/invoices/7").from(attacker)).await.status,
+            401
+        );
+    }
+    // Three failures are the burst; the fourth locks the client out.
+    for _ in 0..4 {
+        assert_eq!(
+            h.send(get("/v1/invoices/7").key("sg_guess").from(attacker))
+                .await
+                .status,
+            401
+        );
+    }
+    let calls = h.calls();
+    let a = h
+        .send(get("/v1/invoices/7").key(READER).from(attacker))
+        .await;
+    assert_eq!(
+        a.status, 429,
+        "even a valid key waits: the check comes before any credential work"
+    );
+    let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(a.code(), "throttled");
+    // Public routes and malformed paths still get their answers.
+    assert_eq!(h.send(get("/health").from(attacker)).await.status, 200);
+    assert_eq!(h.send(get("/v1//x").from(attacker)).await.status, 400);
+    // Another client is unaffected.
+    assert_eq!(
+        h.send(get("/v1/invoices/7").key(READER).from("192.0.2.67:1"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(h.calls(), calls + 2);
+    // Two credentials at once count as a failure too.
+    let other = "192.0.2.77:1";
+    for _ in 0..4 {
+        assert_eq!(
+            h.send(get("/v1/invoices/7").key(READER).bearer(READER).from(other))
+                .await
+                .status,
+            400
+        );
+    }
+    assert_eq!(
+        h.send(get("/v1/invoices/7").key(READER).from(other))
+            .await
+            .status,
+        429
+    );
+    let throttled = h
+        .audit
+        .events()
+        .iter()
+        .filter(|e| e["reason"] == "throttled")
+        .count();
+    assert_eq!(throttled, 2, "429s are audited");
+}
+
+#[tokio::test]
+async fn secrets_never_reach_audit_events_or_responses() {
+    let mut h = harness(ScopeGate::danger_disable_throttle);
+    let secrets = [GOOD, READER, REVOKED, "sg_unknown", BROKEN_STORE, JWT];
+    let mut bodies = String::new();
+    for secret in secrets {
+        for req in [
+            get("/v1/invoices/7?api_key=zzz").key(secret),
+            get("/v1/invoices/7").bearer(secret),
+            get("/v1/unlisted").key(secret),
+            get("/v1/invoices").method("POST").key(secret),
+        ] {
+            let a = h.send(req).await;
+            bodies.push_str(&a.body);
+            for v in a.headers.values() {
+                bodies.push_str(v.to_str().unwrap_or(""));
+            }
+        }
+    }
+    let audit = h.audit.raw();
+    for secret in secrets {
+        assert!(!audit.contains(secret), "audit leaks {secret}");
+        assert!(!bodies.contains(secret), "responses leak {secret}");
+    }
+    assert!(!audit.contains("zzz"), "the query string is not audited");
+    assert!(
+        audit.contains("\"credential_id\":\"key-good\""),
+        "the public id is"
+    );
+}
+
+#[tokio::test]
+async fn every_decision_is_audited_once() {
+    let mut h = harness(ScopeGate::danger_disable_throttle);
+    h.send(get("/health")).await;
+    h.send(get("/v1/invoices/7").key(READER)).await;
+    h.send(get("/v1/invoices/7")).await;
+    let events = h.audit.events();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["reason"], "public");
+    assert_eq!(events[0]["route"], "/health");
+    assert_eq!(events[1]["decision"], "allow");
+    assert_eq!(events[1]["reason"], "granted");
+    assert_eq!(events[1]["credential_kind"], "api_key");
+    assert_eq!(events[1]["route"], "/v1/invoices/{id}");
+    assert_eq!(events[1]["path"], "/v1/invoices/7");
+    assert_eq!(events[1]["client_ip"], "198.51.100.20");
+    assert_eq!(events[2]["decision"], "deny");
+    assert_eq!(events[2]["status"], 401);
+}
+
+#[tokio::test]
+async fn credential_headers_are_marked_sensitive() {
+    let gate = ScopeGate::builder(policy())
+        .api_keys(credentials())
+        .danger_disable_throttle()
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let inner = tower::service_fn(move |req: Request<String>| {
+        let flags: Vec<bool> = ["authorization", "x-api-key"]
+            .iter()
+            .filter_map(|h| req.headers().get(*h).map(HeaderValue::is_sensitive))
+            .collect();
+        seen2.lock().unwrap().extend(flags);
+        async { Ok::<_, Infallible>(Response::new(String::new())) }
+    });
+    let svc = tower::ServiceBuilder::new().layer(gate).service(inner);
+    let mut req = Request::get("/v1/invoices/7")
+        .header("x-api-key", READER)
+        .body(String::new())
+        .unwrap();
+    req.extensions_mut().insert(ConnectionInfo {
+        peer: "192.0.2.1:1".parse().unwrap(),
+        tls: true,
+    });
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+    assert_eq!(*seen.lock().unwrap(), vec![true]);
+}
+
+#[test]
+fn gate_configuration_errors() {
+    let err = |g: ScopeGate| g.build().unwrap_err().to_string();
+    assert!(
+        err(ScopeGate::builder(policy()).trusted_proxies(["0.0.0.0/0"])).contains("every client")
+    );
+    assert!(
+        err(ScopeGate::builder(policy()).trusted_proxies(["10.0.0.1/8"])).contains("10.0.0.0/8")
+    );
+    assert!(
+        err(ScopeGate::builder(policy()).api_key_header("authorization"))
+            .contains("api_key_header")
+    );
+    assert!(
+        err(ScopeGate::builder(policy()).api_key_header("bad header")).contains("api_key_header")
+    );
+    assert!(err(ScopeGate::builder(policy()).realm("a\"b")).contains("realm"));
+    assert!(
+        ScopeGate::builder(policy())
+            .trusted_proxies(["10.0.0.0/8", "::1"])
+            .build()
+            .is_ok()
+    );
+}
