@@ -39,10 +39,13 @@ pub mod config;
 pub mod credential;
 mod error;
 mod grant;
+pub mod integrations;
 pub mod layer;
 pub mod network;
 pub mod policy;
 mod secret;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};

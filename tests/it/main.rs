@@ -8,6 +8,7 @@
     clippy::too_many_lines
 )]
 
+mod axum_tls;
 mod gate_file;
 mod layer;
 mod policy_props;

@@ -1,0 +1,45 @@
+//! The axum extractor: a handler takes a [`Grant`] argument; a route behind the gate always has one.
+//!
+//! A handler that asks for a `Grant` where none was inserted means the stack is misconfigured (the layer is
+//! missing, or the route is public): it answers 500, not 401, the way axum's `Extension` does.
+//! `Option<Grant>` is `None` on public routes.
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::grant::Grant;
+
+/// The rejection when no [`Grant`] is in the request: 500, because the gate is missing from the stack.
+#[derive(Debug, Clone, Copy)]
+pub struct MissingGrant;
+
+impl IntoResponse for MissingGrant {
+    fn into_response(self) -> Response {
+        tracing::error!(
+            target: "scopegate::audit",
+            "a handler asked for a Grant but the request has none: is the ScopeGate layer missing from this route?"
+        );
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Grant {
+    type Rejection = MissingGrant;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Grant>().cloned().ok_or(MissingGrant)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Grant {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Grant>().cloned())
+    }
+}

@@ -1,0 +1,4 @@
+//! Framework integrations, each behind its feature.
+
+#[cfg(feature = "axum")]
+pub mod axum;

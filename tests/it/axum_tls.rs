@@ -1,0 +1,214 @@
+//! A real axum server on loopback over real TLS (rustls, a certificate generated here), driven by a real HTTP client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use scopegate::Grant;
+use scopegate::layer::ScopeGate;
+use scopegate::policy::{Policy, Route};
+use scopegate::testing::{StaticCredentials, TestGrant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+
+const KEY: &str = "sg_readerkey";
+
+pub(crate) struct TlsServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) ca_pem: String,
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, and a rustls server config serving it.
+pub(crate) fn self_signed() -> (Arc<rustls::ServerConfig>, String) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert_pem = cert.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    (Arc::new(config), cert_pem)
+}
+
+pub(crate) fn client(ca_pem: &str, addr: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .resolve("localhost", addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn app() -> Router {
+    let policy = Policy::builder()
+        .route(Route::get("/health").public())
+        .route(Route::get("/v1/invoices/{id}").require_all(["invoices:read"]))
+        .build()
+        .unwrap();
+    let gate = ScopeGate::builder(policy)
+        .api_keys(
+            StaticCredentials::new()
+                .with(KEY, &TestGrant::api_key("key-1").scopes(["invoices:read"])),
+        )
+        .hsts_max_age(Duration::from_secs(31_536_000))
+        .build()
+        .unwrap();
+    Router::new()
+        .route(
+            "/health",
+            get(|grant: Option<Grant>| async move { format!("up {}", grant.is_some()) }),
+        )
+        .route(
+            "/v1/invoices/{id}",
+            get(|grant: Grant| async move { format!("invoice for {}", grant.principal()) }),
+        )
+        .route(
+            "/v1/ungated",
+            get(|grant: Grant| async move { grant.principal().to_owned() }),
+        )
+        .layer(gate)
+}
+
+async fn start_tls(router: Router) -> TlsServer {
+    let (config, ca_pem) = self_signed();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(scopegate::serve::serve_tls(
+        listener,
+        config,
+        router,
+        std::future::pending(),
+    ));
+    TlsServer { addr, ca_pem }
+}
+
+async fn start_plaintext(router: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(scopegate::serve::serve_plaintext(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    addr
+}
+
+#[tokio::test]
+async fn allowed_over_tls_with_hsts_and_the_grant() {
+    let server = start_tls(app()).await;
+    let client = client(&server.ca_pem, server.addr);
+    let url = format!("https://localhost:{}/v1/invoices/7", server.addr.port());
+    let r = client
+        .get(&url)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+    assert_eq!(r.text().await.unwrap(), "invoice for key-1");
+    // The deny twin: no key.
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"scopegate\""
+    );
+    // Public route, anonymous: the handler sees no grant.
+    let r = client
+        .get(format!("https://localhost:{}/health", server.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "up false");
+}
+
+#[tokio::test]
+async fn http2_over_tls_works_too() {
+    let server = start_tls(app()).await;
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap()])
+        .resolve("localhost", server.addr)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!(
+            "https://localhost:{}/v1/invoices/7",
+            server.addr.port()
+        ))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn plaintext_is_refused_whatever_the_client_claims() {
+    let addr = start_plaintext(app()).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("http://{addr}/v1/invoices/7"))
+        .header("x-api-key", KEY)
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "proto=https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["code"], "tls_required");
+    // An absolute-form https target over plaintext proves nothing either.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET https://localhost/v1/invoices/7 HTTP/1.1\r\nhost: localhost\r\nx-api-key: {KEY}\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(!response.contains(KEY));
+}
+
+#[tokio::test]
+async fn a_handler_without_the_gate_answers_500_not_401() {
+    let server = start_tls(app()).await;
+    let client = client(&server.ca_pem, server.addr);
+    // `/v1/ungated` is not in the policy, so the gate refuses it; serve a router with no gate at all to reach it.
+    let r = client
+        .get(format!(
+            "https://localhost:{}/v1/ungated",
+            server.addr.port()
+        ))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "unlisted in the policy");
+    let bare = Router::new().route(
+        "/v1/ungated",
+        get(|grant: Grant| async move { grant.principal().to_owned() }),
+    );
+    let bare_server = start_tls(bare).await;
+    let client = client_for(&bare_server);
+    let r = client
+        .get(format!(
+            "https://localhost:{}/v1/ungated",
+            bare_server.addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+}
+
+fn client_for(server: &TlsServer) -> reqwest::Client {
+    client(&server.ca_pem, server.addr)
+}
