@@ -38,6 +38,8 @@ mod clock;
 pub mod config;
 pub mod credential;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod grant;
 pub mod integrations;
 pub mod layer;

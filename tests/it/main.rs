@@ -9,6 +9,7 @@
 )]
 
 mod axum_tls;
+mod fuzz_corpus;
 mod gate_file;
 mod layer;
 mod policy_props;
