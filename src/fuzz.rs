@@ -82,32 +82,32 @@ pub fn forwarding_headers(data: &[u8]) {
     let trusted: CidrSet = ["10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())]
         .into_iter()
         .collect();
-    if let Ok(facts) = resolve_client(
+    let resolved = resolve_client(
         &headers,
         Connection {
             peer: Some(proxy),
             tls: false,
         },
         &trusted,
-    ) {
-        if let Some(ip) = facts.client_ip
-            && ip != proxy
-        {
-            let all: String = headers
-                .values()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(" ");
-            let text = ip.to_string();
-            let v4_in_mapped = match ip {
-                IpAddr::V4(v4) => all.contains(&v4.to_ipv6_mapped().to_string()),
-                IpAddr::V6(_) => false,
-            };
-            assert!(
-                all.contains(&text) || v4_in_mapped || all.to_ascii_lowercase().contains(&text),
-                "{ip} not in {all:?}"
-            );
-        }
+    );
+    if let Ok(facts) = resolved
+        && let Some(ip) = facts.client_ip
+        && ip != proxy
+    {
+        let all: String = headers
+            .values()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let text = ip.to_string();
+        let v4_in_mapped = match ip {
+            IpAddr::V4(v4) => all.contains(&v4.to_ipv6_mapped().to_string()),
+            IpAddr::V6(_) => false,
+        };
+        assert!(
+            all.contains(&text) || v4_in_mapped || all.to_ascii_lowercase().contains(&text),
+            "{ip} not in {all:?}"
+        );
     }
     // From an untrusted peer nothing is read, and nothing is refused.
     let untrusted = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
