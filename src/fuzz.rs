@@ -94,19 +94,22 @@ pub fn forwarding_headers(data: &[u8]) {
         && let Some(ip) = facts.client_ip
         && ip != proxy
     {
-        let all: String = headers
-            .values()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let text = ip.to_string();
-        let v4_in_mapped = match ip {
-            IpAddr::V4(v4) => all.contains(&v4.to_ipv6_mapped().to_string()),
-            IpAddr::V6(_) => false,
-        };
+        // The client must be an address literally present in the headers.
+        let mut present = Vec::new();
+        for value in headers.values().filter_map(|v| v.to_str().ok()) {
+            for token in value.split(|c: char| ", ;=\"[]\t".contains(c)) {
+                let host = match token.split_once(':') {
+                    Some((h, _)) if token.matches(':').count() == 1 => h,
+                    _ => token,
+                };
+                if let Ok(parsed) = host.parse::<IpAddr>() {
+                    present.push(crate::network::canonical(parsed));
+                }
+            }
+        }
         assert!(
-            all.contains(&text) || v4_in_mapped || all.to_ascii_lowercase().contains(&text),
-            "{ip} not in {all:?}"
+            present.contains(&ip),
+            "{ip} is not in the headers: {headers:?}"
         );
     }
     // From an untrusted peer nothing is read, and nothing is refused.
