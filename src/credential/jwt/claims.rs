@@ -1,0 +1,290 @@
+//! Strict JSON for JWT headers and payloads, and the typed reading of each claim.
+//!
+//! `serde_json` keeps the last of two members with the same name; another parser (the identity provider's, a
+//! proxy's) may keep the first. A token whose meaning depends on the parser is refused: [`parse_object`] fails on
+//! a duplicate member name at any depth.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+use crate::network::{Cidr, CidrSet};
+use crate::policy::{Denial, DenialKind, ScopeSet};
+
+/// A JSON value parsed with duplicate member names refused.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("non-finite number"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                return Err(de::Error::custom("duplicate member name"));
+            }
+            let Strict(v) = map.next_value()?;
+            members.insert(name, v);
+        }
+        Ok(Value::Object(members))
+    }
+}
+
+/// Parses a JSON object, refusing duplicate member names at any depth. `None` for anything else.
+pub(super) fn parse_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Strict>(bytes) {
+        Ok(Strict(Value::Object(map))) => Some(map),
+        _ => None,
+    }
+}
+
+fn invalid(detail: &'static str) -> Denial {
+    Denial::new(DenialKind::InvalidCredential, detail)
+}
+
+/// A `NumericDate` (RFC 7519 §2) as whole seconds since the epoch, floored. Non-numbers are refused; out-of-range
+/// floats saturate (a `1e300` expiry is "far future", never a wrap-around).
+pub(super) fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+    wrong_type: &'static str,
+) -> Result<Option<i64>, Denial> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Some(i))
+            } else if n.as_u64().is_some() {
+                Ok(Some(i64::MAX))
+            } else {
+                // `as` saturates for finite floats (serde_json never yields NaN or infinities).
+                #[allow(clippy::cast_possible_truncation)]
+                let secs = n.as_f64().map_or(i64::MAX, |f| f.floor() as i64);
+                Ok(Some(secs))
+            }
+        }
+        Some(_) => Err(invalid(wrong_type)),
+    }
+}
+
+/// A claim that must be a string when present.
+pub(super) fn string<'a>(
+    claims: &'a Map<String, Value>,
+    name: &str,
+    wrong_type: &'static str,
+) -> Result<Option<&'a str>, Denial> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(wrong_type)),
+    }
+}
+
+/// `aud`: a string or a non-empty array of strings; `Ok(true)` when one of them is accepted.
+pub(super) fn audience_matches(
+    aud: &Value,
+    accepted: impl Fn(&str) -> bool,
+) -> Result<bool, Denial> {
+    match aud {
+        Value::String(s) => Ok(accepted(s)),
+        Value::Array(items) if !items.is_empty() => {
+            let mut found = false;
+            for item in items {
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| invalid("aud holds a member that is not a string"))?;
+                found |= accepted(s);
+            }
+            Ok(found)
+        }
+        Value::Array(_) => Err(invalid("aud is an empty array")),
+        _ => Err(invalid("aud is neither a string nor an array of strings")),
+    }
+}
+
+fn scopes_from<'a>(
+    tokens: impl Iterator<Item = &'a str>,
+    superuser: bool,
+) -> Result<ScopeSet, Denial> {
+    let parsed = if superuser {
+        ScopeSet::danger_allow_superuser(tokens)
+    } else {
+        ScopeSet::parse(tokens)
+    };
+    parsed.map_err(|_| invalid("the scope claim holds an invalid scope"))
+}
+
+fn space_separated(text: &str, superuser: bool) -> Result<ScopeSet, Denial> {
+    if text.is_empty() {
+        return Ok(ScopeSet::new());
+    }
+    scopes_from(text.split(' '), superuser)
+}
+
+/// The granted scopes: the configured claim (a space-separated string); only when it is absent, `scp` (an array of
+/// strings or a space-separated string). Never the union. Neither present: no scope.
+pub(super) fn scopes(
+    claims: &Map<String, Value>,
+    scope_claim: &str,
+    superuser: bool,
+) -> Result<ScopeSet, Denial> {
+    if let Some(v) = claims.get(scope_claim) {
+        return match v {
+            Value::String(s) => space_separated(s, superuser),
+            _ => Err(invalid("the scope claim is not a string")),
+        };
+    }
+    match claims.get("scp") {
+        None => Ok(ScopeSet::new()),
+        Some(Value::String(s)) => space_separated(s, superuser),
+        Some(Value::Array(items)) => {
+            let mut tokens = Vec::with_capacity(items.len());
+            for item in items {
+                tokens.push(
+                    item.as_str()
+                        .ok_or_else(|| invalid("scp holds a member that is not a string"))?,
+                );
+            }
+            scopes_from(tokens.into_iter(), superuser)
+        }
+        Some(_) => Err(invalid("scp is neither a string nor an array of strings")),
+    }
+}
+
+/// The allowlist claim: an array of strict CIDR strings. An empty array restricts the token to no address.
+pub(super) fn allowlist(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<CidrSet>, Denial> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Array(items)) => {
+            let mut set = CidrSet::new();
+            for item in items {
+                let cidr = item
+                    .as_str()
+                    .and_then(|s| s.parse::<Cidr>().ok())
+                    .ok_or_else(|| invalid("the allowlist claim holds an invalid network"))?;
+                set.insert(cidr);
+            }
+            Ok(Some(set))
+        }
+        Some(_) => Err(invalid("the allowlist claim is not an array")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn duplicates_are_refused_at_any_depth() {
+        assert!(parse_object(br#"{"a":1,"b":2}"#).is_some());
+        assert!(parse_object(br#"{"a":1,"a":2}"#).is_none());
+        assert!(parse_object(br#"{"a":{"x":1,"x":1}}"#).is_none());
+        assert!(parse_object(br#"{"a":[{"x":1,"x":1}]}"#).is_none());
+        // Escapes are decoded before the comparison: "\u0061" is "a".
+        assert!(parse_object(br#"{"a":1,"\u0061":2}"#).is_none());
+        assert!(parse_object(b"[1]").is_none());
+        assert!(parse_object(br#"{"a":1} x"#).is_none());
+    }
+
+    #[test]
+    fn numeric_dates_saturate_and_floor() {
+        let c = parse_object(br#"{"a":1.9,"b":1e300,"c":-5,"d":"1","e":18446744073709551615}"#)
+            .unwrap();
+        assert_eq!(numeric_date(&c, "a", "x").unwrap(), Some(1));
+        assert_eq!(numeric_date(&c, "b", "x").unwrap(), Some(i64::MAX));
+        assert_eq!(numeric_date(&c, "c", "x").unwrap(), Some(-5));
+        assert!(numeric_date(&c, "d", "x").is_err());
+        assert_eq!(numeric_date(&c, "e", "x").unwrap(), Some(i64::MAX));
+        assert_eq!(numeric_date(&c, "z", "x").unwrap(), None);
+    }
+
+    #[test]
+    fn scope_claim_wins_over_scp_and_is_never_merged() {
+        let c = parse_object(br#"{"scope":"a:read","scp":["b:read"]}"#).unwrap();
+        let s = scopes(&c, "scope", false).unwrap();
+        assert_eq!(s.to_string(), "a:read");
+        let c = parse_object(br#"{"scp":["b:read","c:read"]}"#).unwrap();
+        assert_eq!(scopes(&c, "scope", false).unwrap().len(), 2);
+        let c = parse_object(br#"{"scp":"b:read c:read"}"#).unwrap();
+        assert_eq!(scopes(&c, "scope", false).unwrap().len(), 2);
+        for bad in [
+            r#"{"scope":["a"]}"#,
+            r#"{"scope":"a  b"}"#,
+            r#"{"scp":[1]}"#,
+            r#"{"scp":{}}"#,
+            r#"{"scope":"*"}"#,
+        ] {
+            let c = parse_object(bad.as_bytes()).unwrap();
+            assert!(scopes(&c, "scope", false).is_err(), "{bad}");
+        }
+        let c = parse_object(br#"{"scope":"*"}"#).unwrap();
+        assert!(scopes(&c, "scope", true).is_ok());
+    }
+
+    #[test]
+    fn allowlists_are_strict() {
+        let c =
+            parse_object(br#"{"ips":["10.0.0.0/8"],"e":[],"bad":["10.0.0.1/8"],"s":"10.0.0.0/8"}"#)
+                .unwrap();
+        assert_eq!(allowlist(&c, "ips").unwrap().unwrap().len(), 1);
+        assert!(allowlist(&c, "e").unwrap().unwrap().is_empty());
+        assert!(allowlist(&c, "bad").is_err());
+        assert!(allowlist(&c, "s").is_err());
+        assert!(allowlist(&c, "none").unwrap().is_none());
+    }
+}
