@@ -1,5 +1,5 @@
 //! JWT verification: raw `jsonwebtoken::decode` against our authenticator (cache off) for HS256, RS256, ES256 and
-//! EdDSA; and a cache hit against its floor (hashing the token + one map lookup) and against an ES256 verification.
+//! `EdDSA`; and a cache hit against its floor (hashing the token + one map lookup) and against an ES256 verification.
 //!
 //! `cargo bench --bench jwt -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -81,8 +81,8 @@ fn cases() -> Vec<Case> {
         ec_pkcs8.as_ref(),
     )
     .unwrap();
-    let ed = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref())
-        .unwrap();
+    let ed =
+        Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
     let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
     let rsa_pub = RsaPublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
     let point = ec.public_key().as_ref().to_vec();
@@ -117,7 +117,9 @@ fn cases() -> Vec<Case> {
         Case {
             alg: Algorithm::ES256,
             name: "ES256",
-            token: token("ES256", "ec", |m| ec.sign(&rng, m).unwrap().as_ref().to_vec()),
+            token: token("ES256", "ec", |m| {
+                ec.sign(&rng, m).unwrap().as_ref().to_vec()
+            }),
             decoding_key: DecodingKey::from_ec_components(&x, &y).unwrap(),
             jwk: json!({"kty": "EC", "crv": "P-256", "kid": "ec", "x": x, "y": y}),
         },

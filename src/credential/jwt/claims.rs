@@ -6,7 +6,9 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::network::{Cidr, CidrSet};
@@ -81,12 +83,148 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Parses a JSON object, refusing duplicate member names at any depth. `None` for anything else.
-pub(super) fn parse_object(bytes: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice::<Strict>(bytes) {
-        Ok(Strict(Value::Object(map))) => Some(map),
-        _ => None,
+/// The members of a JSON object that the caller asked for; every other member was only checked (for duplicate
+/// names at any depth), never kept.
+pub(super) struct Object {
+    members: Vec<(String, Value)>,
+}
+
+impl Object {
+    /// A kept member.
+    pub(super) fn get(&self, name: &str) -> Option<&Value> {
+        self.members
+            .iter()
+            .find_map(|(n, v)| (n == name).then_some(v))
     }
+
+    /// Whether a kept member is present.
+    pub(super) fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+/// A member name, borrowed from the input when it holds no escape.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// Any JSON value, discarded, with duplicate member names refused at any depth.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let mut seen: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(Name(name)) = map.next_key()? {
+            if seen.contains(&name) {
+                return Err(de::Error::custom("duplicate member name"));
+            }
+            map.next_value::<Checked>()?;
+            seen.push(name);
+        }
+        Ok(Checked)
+    }
+}
+
+struct ObjectSeed<'k> {
+    keep: &'k dyn Fn(&str) -> bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+    type Value = Object;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Object, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectSeed<'_> {
+    type Value = Object;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(16);
+        let mut members = Vec::new();
+        while let Some(Name(name)) = map.next_key()? {
+            if seen.contains(&name) {
+                return Err(de::Error::custom("duplicate member name"));
+            }
+            if (self.keep)(&name) {
+                let Strict(v) = map.next_value()?;
+                members.push((name.to_string(), v));
+            } else {
+                map.next_value::<Checked>()?;
+            }
+            seen.push(name);
+        }
+        Ok(Object { members })
+    }
+}
+
+/// Parses a JSON object, refusing duplicate member names at any depth, and keeps the members `keep` selects.
+/// `None` for anything but one object (trailing bytes included).
+pub(super) fn parse_object(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Option<Object> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let object = ObjectSeed { keep }.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(object)
 }
 
 fn invalid(detail: &'static str) -> Denial {
@@ -96,7 +234,7 @@ fn invalid(detail: &'static str) -> Denial {
 /// A `NumericDate` (RFC 7519 §2) as whole seconds since the epoch, floored. Non-numbers are refused; out-of-range
 /// floats saturate (a `1e300` expiry is "far future", never a wrap-around).
 pub(super) fn numeric_date(
-    claims: &Map<String, Value>,
+    claims: &Object,
     name: &str,
     wrong_type: &'static str,
 ) -> Result<Option<i64>, Denial> {
@@ -120,7 +258,7 @@ pub(super) fn numeric_date(
 
 /// A claim that must be a string when present.
 pub(super) fn string<'a>(
-    claims: &'a Map<String, Value>,
+    claims: &'a Object,
     name: &str,
     wrong_type: &'static str,
 ) -> Result<Option<&'a str>, Denial> {
@@ -175,7 +313,7 @@ fn space_separated(text: &str, superuser: bool) -> Result<ScopeSet, Denial> {
 /// The granted scopes: the configured claim (a space-separated string); only when it is absent, `scp` (an array of
 /// strings or a space-separated string). Never the union. Neither present: no scope.
 pub(super) fn scopes(
-    claims: &Map<String, Value>,
+    claims: &Object,
     scope_claim: &str,
     superuser: bool,
 ) -> Result<ScopeSet, Denial> {
@@ -203,10 +341,7 @@ pub(super) fn scopes(
 }
 
 /// The allowlist claim: an array of strict CIDR strings. An empty array restricts the token to no address.
-pub(super) fn allowlist(
-    claims: &Map<String, Value>,
-    name: &str,
-) -> Result<Option<CidrSet>, Denial> {
+pub(super) fn allowlist(claims: &Object, name: &str) -> Result<Option<CidrSet>, Denial> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Array(items)) => {
@@ -229,22 +364,35 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn all(bytes: &[u8]) -> Option<Object> {
+        parse_object(bytes, &|_| true)
+    }
+
+    #[test]
+    fn only_kept_members_are_kept_but_all_are_checked() {
+        let o = parse_object(br#"{"a":1,"b":{"x":[1,{"y":2}]}}"#, &|n| n == "a").unwrap();
+        assert!(o.contains_key("a"));
+        assert!(!o.contains_key("b"));
+        assert!(parse_object(br#"{"a":1,"b":{"x":[1,{"y":2,"y":3}]}}"#, &|n| n == "a").is_none());
+        assert!(parse_object(br#"{"a":1,"b":2,"b":3}"#, &|n| n == "a").is_none());
+        assert!(parse_object(br#"{"a":1,"b":"\u0000"}"#, &|n| n == "a").is_some());
+    }
+
     #[test]
     fn duplicates_are_refused_at_any_depth() {
-        assert!(parse_object(br#"{"a":1,"b":2}"#).is_some());
-        assert!(parse_object(br#"{"a":1,"a":2}"#).is_none());
-        assert!(parse_object(br#"{"a":{"x":1,"x":1}}"#).is_none());
-        assert!(parse_object(br#"{"a":[{"x":1,"x":1}]}"#).is_none());
+        assert!(all(br#"{"a":1,"b":2}"#).is_some());
+        assert!(all(br#"{"a":1,"a":2}"#).is_none());
+        assert!(all(br#"{"a":{"x":1,"x":1}}"#).is_none());
+        assert!(all(br#"{"a":[{"x":1,"x":1}]}"#).is_none());
         // Escapes are decoded before the comparison: "\u0061" is "a".
-        assert!(parse_object(br#"{"a":1,"\u0061":2}"#).is_none());
-        assert!(parse_object(b"[1]").is_none());
-        assert!(parse_object(br#"{"a":1} x"#).is_none());
+        assert!(all(br#"{"a":1,"\u0061":2}"#).is_none());
+        assert!(all(b"[1]").is_none());
+        assert!(all(br#"{"a":1} x"#).is_none());
     }
 
     #[test]
     fn numeric_dates_saturate_and_floor() {
-        let c = parse_object(br#"{"a":1.9,"b":1e300,"c":-5,"d":"1","e":18446744073709551615}"#)
-            .unwrap();
+        let c = all(br#"{"a":1.9,"b":1e300,"c":-5,"d":"1","e":18446744073709551615}"#).unwrap();
         assert_eq!(numeric_date(&c, "a", "x").unwrap(), Some(1));
         assert_eq!(numeric_date(&c, "b", "x").unwrap(), Some(i64::MAX));
         assert_eq!(numeric_date(&c, "c", "x").unwrap(), Some(-5));
@@ -255,12 +403,12 @@ mod tests {
 
     #[test]
     fn scope_claim_wins_over_scp_and_is_never_merged() {
-        let c = parse_object(br#"{"scope":"a:read","scp":["b:read"]}"#).unwrap();
+        let c = all(br#"{"scope":"a:read","scp":["b:read"]}"#).unwrap();
         let s = scopes(&c, "scope", false).unwrap();
         assert_eq!(s.to_string(), "a:read");
-        let c = parse_object(br#"{"scp":["b:read","c:read"]}"#).unwrap();
+        let c = all(br#"{"scp":["b:read","c:read"]}"#).unwrap();
         assert_eq!(scopes(&c, "scope", false).unwrap().len(), 2);
-        let c = parse_object(br#"{"scp":"b:read c:read"}"#).unwrap();
+        let c = all(br#"{"scp":"b:read c:read"}"#).unwrap();
         assert_eq!(scopes(&c, "scope", false).unwrap().len(), 2);
         for bad in [
             r#"{"scope":["a"]}"#,
@@ -269,18 +417,17 @@ mod tests {
             r#"{"scp":{}}"#,
             r#"{"scope":"*"}"#,
         ] {
-            let c = parse_object(bad.as_bytes()).unwrap();
+            let c = all(bad.as_bytes()).unwrap();
             assert!(scopes(&c, "scope", false).is_err(), "{bad}");
         }
-        let c = parse_object(br#"{"scope":"*"}"#).unwrap();
+        let c = all(br#"{"scope":"*"}"#).unwrap();
         assert!(scopes(&c, "scope", true).is_ok());
     }
 
     #[test]
     fn allowlists_are_strict() {
         let c =
-            parse_object(br#"{"ips":["10.0.0.0/8"],"e":[],"bad":["10.0.0.1/8"],"s":"10.0.0.0/8"}"#)
-                .unwrap();
+            all(br#"{"ips":["10.0.0.0/8"],"e":[],"bad":["10.0.0.1/8"],"s":"10.0.0.0/8"}"#).unwrap();
         assert_eq!(allowlist(&c, "ips").unwrap().unwrap().len(), 1);
         assert!(allowlist(&c, "e").unwrap().unwrap().is_empty());
         assert!(allowlist(&c, "bad").is_err());

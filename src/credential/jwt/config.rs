@@ -301,6 +301,14 @@ impl JwtAuthenticatorBuilder {
         if refresh.is_none() && !self.algorithms.iter().any(|a| keys.supports(*a)) {
             return Err(JwtConfigError::NoKeyForAlgorithms(self.algorithms));
         }
+        let mut read_claims: Vec<String> = ["exp", "nbf", "iat", "iss", "aud", "sub", "scp"]
+            .map(str::to_owned)
+            .to_vec();
+        read_claims.push(self.scope_claim.clone());
+        read_claims.extend(self.allow_ips_claim.iter().cloned());
+        read_claims.extend(self.attr_claims.iter().cloned());
+        read_claims.sort();
+        read_claims.dedup();
         let config = Config {
             algorithms: self.algorithms,
             issuers: self.issuers,
@@ -314,6 +322,7 @@ impl JwtAuthenticatorBuilder {
             typ,
             max_token_len: self.max_token_len,
             superuser: self.superuser,
+            read_claims,
         };
         Ok(JwtAuthenticator::new(
             config,

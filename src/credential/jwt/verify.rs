@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::cache::TokenCache;
@@ -62,6 +62,8 @@ pub(super) struct Config {
     pub(super) typ: Vec<String>,
     pub(super) max_token_len: usize,
     pub(super) superuser: bool,
+    /// Every claim name the checks read; other claims are only checked for duplicates, never kept.
+    pub(super) read_claims: Vec<String>,
 }
 
 /// Lower case, without an `application/` prefix (RFC 7515 §4.1.9).
@@ -340,10 +342,10 @@ impl JwtAuthenticator {
         }
 
         // 4. Header.
-        let header = claims::parse_object(&b64_decode(
-            header_b64,
-            "the token header is not base64url",
-        )?)
+        let header = claims::parse_object(
+            &b64_decode(header_b64, "the token header is not base64url")?,
+            &|_| true,
+        )
         .ok_or_else(|| {
             invalid("the token header is not a JSON object without duplicate members")
         })?;
@@ -365,10 +367,10 @@ impl JwtAuthenticator {
         }
 
         // 6. Claims (authenticated from here on).
-        let claims = claims::parse_object(&b64_decode(
-            payload_b64,
-            "the token payload is not base64url",
-        )?)
+        let claims = claims::parse_object(
+            &b64_decode(payload_b64, "the token payload is not base64url")?,
+            &|name| config.read_claims.iter().any(|c| c == name),
+        )
         .ok_or_else(|| {
             invalid("the token payload is not a JSON object without duplicate members")
         })?;
@@ -399,7 +401,7 @@ impl JwtAuthenticator {
 
     fn check_header<'h>(
         &self,
-        header: &'h Map<String, Value>,
+        header: &'h claims::Object,
     ) -> Result<(Algorithm, Option<&'h str>), Denial> {
         let config = &self.0.config;
         for (name, detail) in REFUSED_HEADER_MEMBERS {
@@ -434,7 +436,7 @@ impl JwtAuthenticator {
     }
 
     /// The grant, and the token's `exp`.
-    fn check_claims(&self, c: &Map<String, Value>, now: i64) -> Result<(Grant, i64), Denial> {
+    fn check_claims(&self, c: &claims::Object, now: i64) -> Result<(Grant, i64), Denial> {
         let config = &self.0.config;
         // Types first: a wrong-typed claim is invalid whatever the time.
         let exp = claims::numeric_date(c, "exp", "the token's exp is not a number")?
