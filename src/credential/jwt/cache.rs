@@ -164,6 +164,7 @@ impl TokenCache {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::policy::ScopeSet;
     use crate::{Attributes, CredentialKind};
@@ -206,6 +207,22 @@ mod tests {
         assert!(c.get(b"tok", 1).is_none(), "stale generation dropped");
         c.insert(b"tok", grant("a"), 100, 1);
         assert!(c.get(b"tok", 1).is_some());
+    }
+
+    #[test]
+    fn a_hash_collision_is_a_miss() {
+        let c = TokenCache::new(4);
+        c.insert(b"genuine", grant("a"), 100, 0);
+        // Simulate a collision: move the entry under the key that "forged" hashes to.
+        {
+            let mut inner = c.lock();
+            let entry = inner.map.remove(&c.hasher.hash_one(b"genuine")).unwrap();
+            inner.map.insert(c.hasher.hash_one(b"forged!"), entry);
+        }
+        assert!(
+            c.get(b"forged!", 1).is_none(),
+            "the whole token is compared"
+        );
     }
 
     #[test]

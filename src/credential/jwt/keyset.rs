@@ -471,10 +471,18 @@ mod tests {
         let doc = format!(r#"{{"keys":[{}]}}"#, oct("a", r#","alg":"HS384""#));
         // 32 bytes is too short for HS384.
         assert!(KeySet::from_jwks_json(doc.as_bytes()).is_err());
-        let doc = format!(r#"{{"keys":[{}]}}"#, oct("a", r#","alg":"HS256""#));
+        // A 64-byte secret could serve HS512, but its alg pins it to HS256.
+        let k64 = URL_SAFE_NO_PAD.encode([7u8; 64]);
+        let doc = format!(r#"{{"keys":[{{"kty":"oct","kid":"a","alg":"HS256","k":"{k64}"}}]}}"#);
         let set = KeySet::from_jwks_json(doc.as_bytes()).unwrap();
         assert!(set.supports(Algorithm::HS256));
         assert!(!set.supports(Algorithm::HS512));
+        let unpinned = format!(r#"{{"keys":[{{"kty":"oct","kid":"a","k":"{k64}"}}]}}"#);
+        assert!(
+            KeySet::from_jwks_json(unpinned.as_bytes())
+                .unwrap()
+                .supports(Algorithm::HS512)
+        );
         assert_eq!(
             set.select(Some("a"), Algorithm::HS512).err(),
             Some(Selection::KeyAlgMismatch)
