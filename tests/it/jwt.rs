@@ -1151,6 +1151,12 @@ fn a_failing_source_answers_unavailable_never_allow() {
         DenialKind::Unavailable
     );
     assert!(rt.block_on(a.authenticate(&t)).is_ok());
+    // A known key used with the wrong alg is invalid, not unavailable: no refresh could change that.
+    let wrong_alg = token(&header("ES256", "ed-1"), &claims(), Signer::Es256);
+    assert_eq!(
+        rt.block_on(a.authenticate(&wrong_alg)).unwrap_err().kind(),
+        DenialKind::InvalidCredential
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -74,6 +74,9 @@ pub type JwksFetch<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, JwksFetchEr
 ///
 /// The authenticator calls it at most once per refresh interval (see
 /// [`JwtAuthenticatorBuilder::refreshable_key_set`](super::JwtAuthenticatorBuilder::refreshable_key_set)).
+///
+/// The fetch should time out on its own (an HTTP client timeout, say): while it runs, requests that wait on it (those
+/// naming an unknown `kid`) wait too.
 pub trait JwksSource: Send + Sync + fmt::Debug + 'static {
     /// Fetches the current JWKS document (JSON bytes).
     fn fetch(&self) -> JwksFetch<'_>;

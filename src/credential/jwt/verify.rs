@@ -384,8 +384,10 @@ impl JwtAuthenticator {
     }
 
     fn selection_failure(&self, selection: Selection) -> Failure {
+        let missing_key = matches!(selection, Selection::UnknownKid | Selection::NoKeyForAlg);
         match &self.0.refresher {
-            Some(r) if !r.healthy.load(Ordering::Acquire) => Failure {
+            // The key set is stale or was never loaded: a key we do not know may exist. Fail closed, as unavailable.
+            Some(r) if missing_key && !r.healthy.load(Ordering::Acquire) => Failure {
                 denial: Denial::new(
                     DenialKind::Unavailable,
                     "the key set is not loaded (its last refresh failed)",
