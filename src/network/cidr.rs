@@ -252,6 +252,7 @@ impl Eq for CidrSet {}
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

@@ -181,6 +181,7 @@ impl Denial {
         }
     }
 
+    #[allow(dead_code)] // for the layer's credential extraction (not merged yet)
     pub(crate) fn malformed_credentials(detail: &'static str) -> Self {
         Denial {
             about_credentials: true,
@@ -188,6 +189,7 @@ impl Denial {
         }
     }
 
+    #[allow(dead_code)] // for the layer's throttle (not merged yet)
     pub(crate) fn throttled(retry_after: Duration) -> Self {
         Denial {
             retry_after: Some(retry_after),

@@ -152,6 +152,7 @@ impl fmt::Display for Requirement {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn set(s: &[&str]) -> ScopeSet {
