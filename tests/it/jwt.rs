@@ -1504,16 +1504,17 @@ fn downscoping_can_narrow_but_never_widen() {
             MintError::AllowlistWidening
         );
     }
-    // Lifetime stays bounded.
-    assert!(matches!(
-        issuer.downscope(
+    // Lifetime stays bounded: a day is cut to what is left of the grant.
+    let long = issuer
+        .downscope(
             &grant,
             read(),
             Some(cidrs(&["10.0.0.0/8"])),
-            Duration::from_secs(86_400)
-        ),
-        Err(MintError::Lifetime { .. })
-    ));
+            Duration::from_secs(86_400),
+        )
+        .unwrap();
+    let g = v.verify(long.expose_str().unwrap()).unwrap();
+    assert_eq!(g.expires_at(), grant.expires_at());
 }
 
 #[test]
@@ -1546,4 +1547,51 @@ fn an_unrestricted_grant_may_add_an_allowlist() {
         .unwrap();
     let g = v.verify(d.expose_str().unwrap()).unwrap();
     assert_eq!(g.allow_ips().unwrap().len(), 1);
+}
+
+#[test]
+fn a_downscoped_token_never_outlives_its_grant() {
+    let k = keys();
+    let c = clock();
+    let issuer = TokenIssuer::new(
+        SigningKey::ed25519_from_pkcs8_der(&k.ed_pkcs8).unwrap(),
+        "m",
+        ISS,
+        AUD,
+    )
+    .clock(c.clone());
+    let v = JwtAuthenticator::builder()
+        .algorithms([Algorithm::EdDSA])
+        .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
+        .issuer(ISS)
+        .audience(AUD)
+        .leeway(Duration::ZERO)
+        .clock(c.clone())
+        .build()
+        .unwrap();
+    let read = || ScopeSet::parse(["a:b"]).unwrap();
+    let parent = issuer
+        .issue(&MintRequest::new("k", read(), Duration::from_secs(120)))
+        .unwrap();
+    let grant = v.verify(parent.expose_str().unwrap()).unwrap();
+    assert_eq!(
+        grant.expires_at(),
+        Some(UNIX_EPOCH + Duration::from_secs(T0 + 120))
+    );
+    // Asking for an hour gets what is left of the parent's two minutes.
+    let child = issuer
+        .downscope(&grant, read(), None, Duration::from_secs(3600))
+        .unwrap();
+    assert!(v.verify(child.expose_str().unwrap()).is_ok());
+    c.advance(Duration::from_secs(120));
+    assert_eq!(
+        v.verify(child.expose_str().unwrap()).unwrap_err().kind(),
+        DenialKind::ExpiredCredential
+    );
+    assert_eq!(
+        issuer
+            .downscope(&grant, read(), None, Duration::from_secs(60))
+            .unwrap_err(),
+        MintError::GrantExpired
+    );
 }

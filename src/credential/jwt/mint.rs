@@ -48,6 +48,9 @@ pub enum MintError {
     /// An empty subject.
     #[error("the subject is empty")]
     EmptySubject,
+    /// Down-scoping a grant whose credential has already expired.
+    #[error("the grant being exchanged has expired")]
+    GrantExpired,
     /// The crypto backend failed to sign.
     #[error("signing failed")]
     Signing,
@@ -125,11 +128,8 @@ impl SigningKey {
             }),
             KeyKind::Es256(k) => {
                 // Uncompressed SEC1 point: 0x04 || x || y.
-                let point = k.public_key().as_ref();
-                let (x, y) = point
-                    .get(1..)
-                    .unwrap_or_default()
-                    .split_at(32.min(point.len().saturating_sub(1)));
+                let xy = k.public_key().as_ref().get(1..).unwrap_or_default();
+                let (x, y) = xy.split_at(xy.len() / 2);
                 json!({
                     "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
                     "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
@@ -330,7 +330,8 @@ impl TokenIssuer {
     /// Exchanges a grant (an API key's, or a token's) for a short-lived token carrying at most the grant's
     /// scopes: `scopes` must be covered by the grant's ([`ScopeSet::covers_all`]), and the token keeps the
     /// grant's IP allowlist or a narrower one (every requested network inside one of the grant's). The subject
-    /// and attributes are the grant's.
+    /// and attributes are the grant's. The token never outlives the grant: when the grant has an
+    /// [`expires_at`](Grant::expires_at), the lifetime is shortened to end there.
     pub fn downscope(
         &self,
         grant: &Grant,
@@ -351,6 +352,20 @@ impl TokenIssuer {
                 return Err(MintError::AllowlistWidening);
             }
         }
+        let lifetime = match grant.expires_at() {
+            None => lifetime,
+            Some(end) => {
+                let left = end
+                    .duration_since(self.clock.now())
+                    .map_err(|_| MintError::GrantExpired)?;
+                // Whole seconds, rounded down: the token's `exp` is never after the grant's end.
+                let left = Duration::from_secs(left.as_secs());
+                if left.is_zero() {
+                    return Err(MintError::GrantExpired);
+                }
+                lifetime.min(left)
+            }
+        };
         let mut request = MintRequest::new(grant.principal(), scopes, lifetime);
         request.allow_ips = allow_ips;
         request.attributes = grant.attributes().clone();

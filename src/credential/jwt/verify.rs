@@ -495,13 +495,19 @@ impl JwtAuthenticator {
                 attributes.insert(name.clone(), v.to_owned());
             }
         }
-        let grant = Grant::new(
+        let mut grant = Grant::new(
             CredentialKind::Jwt,
             sub.to_owned(),
             scopes,
             allow_ips,
             attributes,
         );
+        if let Some(at) = u64::try_from(exp)
+            .ok()
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+        {
+            grant = grant.with_expiry(at);
+        }
         Ok((grant, exp))
     }
 }
