@@ -1595,3 +1595,13 @@ fn a_downscoped_token_never_outlives_its_grant() {
         MintError::GrantExpired
     );
 }
+
+#[test]
+fn the_authenticator_fits_in_a_tower_service() {
+    fn send_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let a = auth();
+    send_sync(&a);
+    send(a.authenticate("x"));
+    send(a.refresh_keys());
+}

@@ -253,8 +253,11 @@ impl JwtAuthenticator {
         };
         let mut state = refresher.gate.lock().await;
         let now = self.0.clock.now();
+        // Within the interval (or a clock that went backwards): no fetch. An interval that overflows never ends.
         if let Some(last) = state.last_attempt
-            && now < last.checked_add(refresher.min_interval).unwrap_or(last)
+            && last
+                .checked_add(refresher.min_interval)
+                .is_none_or(|end| now < end)
         {
             return;
         }
