@@ -1605,3 +1605,26 @@ fn the_authenticator_fits_in_a_tower_service() {
     send(a.authenticate("x"));
     send(a.refresh_keys());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// Any one-character change to a valid token — header, payload or signature, including a change that only
+    /// touches base64 padding bits — is refused, and nothing panics.
+    #[test]
+    fn every_single_character_change_is_refused(
+        position in 0usize..4096,
+        replacement in "[A-Za-z0-9_.=+/ -]",
+    ) {
+        static TOKEN: OnceLock<String> = OnceLock::new();
+        let good = TOKEN.get_or_init(|| es256(&claims()));
+        let a = auth();
+        let i = position % good.len();
+        let mut bytes = good.clone().into_bytes();
+        let r = replacement.as_bytes()[0];
+        proptest::prop_assume!(bytes[i] != r);
+        bytes[i] = r;
+        let mutated = String::from_utf8(bytes).unwrap();
+        proptest::prop_assert!(a.verify(&mutated).is_err());
+    }
+}

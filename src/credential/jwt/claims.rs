@@ -368,6 +368,60 @@ mod tests {
         parse_object(bytes, &|_| true)
     }
 
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\\\\\"\u{e9}]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c]{1,2}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Without duplicates, the strict parser agrees with serde_json exactly.
+        #[test]
+        fn agrees_with_serde_json_on_unique_names(
+            members in proptest::collection::btree_map("[a-d]{1,2}", json_value(), 0..6)
+        ) {
+            let text = Value::Object(members.clone().into_iter().collect()).to_string();
+            let parsed = all(text.as_bytes()).unwrap();
+            for (name, value) in &members {
+                proptest::prop_assert_eq!(parsed.get(name), Some(value));
+            }
+            proptest::prop_assert_eq!(parsed.members.len(), members.len());
+        }
+
+        /// Repeating any member name, at the top or nested, is refused.
+        #[test]
+        fn any_repeated_name_is_refused(
+            members in proptest::collection::btree_map("[a-d]{1,2}", json_value(), 1..6),
+            pick in 0usize..6,
+            nested in proptest::bool::ANY,
+        ) {
+            let names: Vec<&String> = members.keys().collect();
+            let dup = names[pick % names.len()];
+            let body = Value::Object(members.clone().into_iter().collect()).to_string();
+            let with_dup = format!("{},{:?}:0}}", body.trim_end_matches('}'), dup);
+            let text = if nested { format!("{{\"outer\":{with_dup}}}") } else { with_dup };
+            proptest::prop_assert!(all(text.as_bytes()).is_none(), "{}", text);
+            proptest::prop_assert!(parse_object(text.as_bytes(), &|_| false).is_none(), "{}", text);
+        }
+
+        /// Arbitrary bytes never panic.
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = all(&bytes);
+        }
+    }
+
     #[test]
     fn only_kept_members_are_kept_but_all_are_checked() {
         let o = parse_object(br#"{"a":1,"b":{"x":[1,{"y":2}]}}"#, &|n| n == "a").unwrap();
