@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::network::CidrSet;
 use crate::policy::{Denial, Scope, ScopeSet};
@@ -39,13 +40,14 @@ pub type Attributes = BTreeMap<String, String>;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Grant(Arc<GrantInner>);
 
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct GrantInner {
     kind: CredentialKind,
     principal: String,
     scopes: ScopeSet,
     allow_ips: Option<CidrSet>,
     attributes: Attributes,
+    expires_at: Option<SystemTime>,
 }
 
 impl Grant {
@@ -63,7 +65,15 @@ impl Grant {
             scopes,
             allow_ips,
             attributes,
+            expires_at: None,
         }))
+    }
+
+    /// The same grant, ending at `at` (the credential's own expiry: a JWT's `exp`, an API key's `expires_at`).
+    #[must_use]
+    pub(crate) fn with_expiry(mut self, at: SystemTime) -> Self {
+        Arc::make_mut(&mut self.0).expires_at = Some(at);
+        self
     }
 
     /// API key or JWT.
@@ -84,6 +94,12 @@ impl Grant {
     /// The credential's network restriction, if it has one.
     pub fn allow_ips(&self) -> Option<&CidrSet> {
         self.0.allow_ips.as_ref()
+    }
+
+    /// When the credential behind this grant expires, if it does (and if its authenticator said so). Tokens
+    /// minted from this grant never outlive it.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.0.expires_at
     }
 
     /// All attributes.
@@ -115,6 +131,7 @@ impl fmt::Debug for Grant {
             .field("scopes", &self.0.scopes)
             .field("allow_ips", &self.0.allow_ips)
             .field("attributes", &self.0.attributes)
+            .field("expires_at", &self.0.expires_at)
             .finish()
     }
 }

@@ -1,0 +1,242 @@
+//! The verified-token cache: a repeat of a token that already verified costs a keyed hash, one map lookup and a
+//! constant-time comparison instead of a signature check.
+//!
+//! - Keyed by a per-process randomly keyed SipHash-1-3 (`std`'s `RandomState`) of the **whole** token, and the
+//!   whole token is compared (in constant time) on a hit: a forged payload with a reused signature, or a hash
+//!   collision, is a miss, never a hit. Only tokens that fully verified are ever inserted, so an attacker cannot
+//!   fill the cache, nor aim collisions at it without valid tokens.
+//! - Bounded: at capacity the oldest entry goes (FIFO).
+//! - An entry lives until the token's `exp` (without the leeway) and the time is re-checked on every hit.
+//! - A key-set change flushes it; an insertion made with a key set older than the last flush is dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Mutex, PoisonError};
+
+use subtle::ConstantTimeEq;
+
+use crate::{Grant, Secret};
+
+/// The map key is already a keyed hash: use it as is.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in rather than panic.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+struct Entry {
+    token: Secret,
+    grant: Grant,
+    /// Unix seconds: the entry is dead from this second on.
+    expires_at: i64,
+}
+
+struct Inner {
+    map: HashMap<u64, Entry, BuildHasherDefault<Prehashed>>,
+    /// Insertion order, for eviction. May hold keys already gone from the map (rebuilt when it grows too long).
+    order: VecDeque<u64>,
+    /// The key-set generation the entries belong to.
+    generation: u64,
+}
+
+pub(super) struct TokenCache {
+    hasher: RandomState,
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+/// Equal-length slices compared in time that depends only on the length, eight bytes at a time.
+fn ct_eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u64;
+    let (a_words, a_tail) = a.split_at(a.len() - a.len() % 8);
+    let (b_words, b_tail) = b.split_at(a_words.len());
+    for (x, y) in a_words.chunks_exact(8).zip(b_words.chunks_exact(8)) {
+        let mut xa = [0u8; 8];
+        let mut ya = [0u8; 8];
+        xa.copy_from_slice(x);
+        ya.copy_from_slice(y);
+        diff |= u64::from_ne_bytes(xa) ^ u64::from_ne_bytes(ya);
+    }
+    for (x, y) in a_tail.iter().zip(b_tail) {
+        diff |= u64::from(x ^ y);
+    }
+    bool::from(diff.ct_eq(&0))
+}
+
+impl TokenCache {
+    pub(super) fn new(capacity: usize) -> Self {
+        TokenCache {
+            hasher: RandomState::new(),
+            capacity,
+            inner: Mutex::new(Inner {
+                map: HashMap::default(),
+                order: VecDeque::new(),
+                generation: 0,
+            }),
+        }
+    }
+
+    pub(super) fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The map holds no invariant that a panic elsewhere could break halfway.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The grant for `token` if it verified before and has not expired at `now` (Unix seconds).
+    pub(super) fn get(&self, token: &[u8], now: i64) -> Option<Grant> {
+        if !self.is_enabled() {
+            return None;
+        }
+        let key = self.hasher.hash_one(token);
+        let mut inner = self.lock();
+        let entry = inner.map.get(&key)?;
+        if !ct_eq_bytes(entry.token.expose(), token) {
+            return None;
+        }
+        if now >= entry.expires_at {
+            inner.map.remove(&key);
+            return None;
+        }
+        Some(entry.grant.clone())
+    }
+
+    /// Remembers a verified token until `expires_at`, unless the key set changed since `generation` was read.
+    pub(super) fn insert(&self, token: &[u8], grant: Grant, expires_at: i64, generation: u64) {
+        if !self.is_enabled() {
+            return;
+        }
+        let key = self.hasher.hash_one(token);
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        while inner.map.len() >= self.capacity && !inner.map.contains_key(&key) {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            inner.map.remove(&oldest);
+        }
+        let entry = Entry {
+            token: Secret::new(token.to_vec()),
+            grant,
+            expires_at,
+        };
+        if inner.map.insert(key, entry).is_none() {
+            inner.order.push_back(key);
+        }
+        if inner.order.len() > self.capacity.saturating_mul(2) {
+            let Inner { map, order, .. } = &mut *inner;
+            *order = map.keys().copied().collect();
+        }
+    }
+
+    /// Drops every entry; from now on only insertions made under `generation` are kept.
+    pub(super) fn flush(&self, generation: u64) {
+        let mut inner = self.lock();
+        inner.map.clear();
+        inner.order.clear();
+        inner.generation = generation;
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::policy::ScopeSet;
+    use crate::{Attributes, CredentialKind};
+
+    fn grant(p: &str) -> Grant {
+        Grant::new(
+            CredentialKind::Jwt,
+            p.to_owned(),
+            ScopeSet::new(),
+            None,
+            Attributes::new(),
+        )
+    }
+
+    #[test]
+    fn constant_time_compare_is_exact() {
+        let a = b"0123456789abcdefXYZ";
+        assert!(ct_eq_bytes(a, a));
+        for i in 0..a.len() {
+            let mut b = *a;
+            b[i] ^= 1;
+            assert!(!ct_eq_bytes(a, &b), "{i}");
+        }
+        assert!(!ct_eq_bytes(a, &a[..18]));
+        assert!(ct_eq_bytes(b"", b""));
+    }
+
+    #[test]
+    fn hits_expire_and_flush() {
+        let c = TokenCache::new(4);
+        c.insert(b"tok", grant("a"), 100, 0);
+        assert!(c.get(b"tok", 99).is_some());
+        assert!(c.get(b"tok2", 99).is_none());
+        assert!(c.get(b"tok", 100).is_none(), "dead at exp");
+        assert_eq!(c.len(), 0);
+        c.insert(b"tok", grant("a"), 100, 0);
+        c.flush(1);
+        assert!(c.get(b"tok", 1).is_none());
+        c.insert(b"tok", grant("a"), 100, 0);
+        assert!(c.get(b"tok", 1).is_none(), "stale generation dropped");
+        c.insert(b"tok", grant("a"), 100, 1);
+        assert!(c.get(b"tok", 1).is_some());
+    }
+
+    #[test]
+    fn a_hash_collision_is_a_miss() {
+        let c = TokenCache::new(4);
+        c.insert(b"genuine", grant("a"), 100, 0);
+        // Simulate a collision: move the entry under the key that "forged" hashes to.
+        {
+            let mut inner = c.lock();
+            let entry = inner.map.remove(&c.hasher.hash_one(b"genuine")).unwrap();
+            inner.map.insert(c.hasher.hash_one(b"forged!"), entry);
+        }
+        assert!(
+            c.get(b"forged!", 1).is_none(),
+            "the whole token is compared"
+        );
+    }
+
+    #[test]
+    fn bounded() {
+        let c = TokenCache::new(3);
+        for i in 0..100u32 {
+            c.insert(&i.to_be_bytes(), grant("a"), 1000, 0);
+            assert!(c.len() <= 3);
+            assert!(c.lock().order.len() <= 6);
+        }
+        assert!(c.get(&99u32.to_be_bytes(), 0).is_some());
+        assert!(c.get(&0u32.to_be_bytes(), 0).is_none());
+        let off = TokenCache::new(0);
+        off.insert(b"t", grant("a"), 1000, 0);
+        assert!(off.get(b"t", 0).is_none());
+    }
+}

@@ -1,0 +1,335 @@
+//! Building a [`JwtAuthenticator`]: every setting is checked once, here, never on the request path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use super::keyset::{JwksSource, KeySet, KeySetError};
+use super::verify::{Config, JwtAuthenticator};
+use crate::{Clock, SystemClock};
+
+/// Default maximum token length in bytes (hard-cases §2): larger tokens are refused before any decoding.
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Default clock-skew allowance for `exp`, `nbf` and `iat`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// The largest leeway accepted: more would let expired tokens live on.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// Default number of verified tokens kept in the cache.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+/// Default minimum time between two key-set refreshes triggered by unknown `kid`s.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why a JWT configuration was refused. Each variant names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtConfigError {
+    /// No accepted algorithm was configured.
+    #[error("jwt: `algorithms` is empty; list the algorithms your identity provider signs with")]
+    NoAlgorithms,
+    /// No key set was configured.
+    #[error("jwt: no key set; set a JWKS file, an in-memory key set or a refreshable source")]
+    NoKeySet,
+    /// The key set could not be loaded.
+    #[error("jwt: {0}")]
+    KeySet(#[from] KeySetError),
+    /// A static key set has no key for any configured algorithm: every token would be refused.
+    #[error("jwt: the key set has no key for any of the configured algorithms {0:?}")]
+    NoKeyForAlgorithms(Vec<Algorithm>),
+    /// No issuer, and the opt-out was not taken.
+    #[error(
+        "jwt: `issuer` is required (or call `danger_accept_any_issuer`: tokens from any issuer trusted by the key set would pass)"
+    )]
+    NoIssuer,
+    /// No audience, and the opt-out was not taken.
+    #[error(
+        "jwt: `audience` is required (or call `danger_accept_any_audience`: tokens meant for other services would pass)"
+    )]
+    NoAudience,
+    /// The leeway is larger than [`MAX_LEEWAY`].
+    #[error("jwt: `leeway` of {0:?} is larger than the maximum of 300 s")]
+    LeewayTooLong(Duration),
+    /// A claim name (scope, allowlist, attribute) is empty.
+    #[error("jwt: `{0}` names an empty claim")]
+    EmptyClaimName(&'static str),
+    /// An empty `typ` value.
+    #[error("jwt: `typ` holds an empty value")]
+    EmptyTyp,
+    /// A zero maximum token length.
+    #[error("jwt: `max_token_len` must be at least 1")]
+    ZeroMaxTokenLen,
+    /// A zero refresh interval: unknown-`kid` floods would hammer the source.
+    #[error("jwt: the key-set refresh interval must be at least one second")]
+    RefreshIntervalTooShort,
+}
+
+pub(super) enum KeySource {
+    Static(KeySet),
+    File(PathBuf),
+    Refreshable {
+        source: Arc<dyn JwksSource>,
+        min_interval: Duration,
+    },
+}
+
+/// Builds a [`JwtAuthenticator`]. Start with [`JwtAuthenticator::builder`].
+///
+/// Required: [`algorithms`](Self::algorithms), a key set, [`issuer`](Self::issuer) and
+/// [`audience`](Self::audience) (each of the last two can only be waived by its `danger_` method).
+#[must_use]
+pub struct JwtAuthenticatorBuilder {
+    algorithms: Vec<Algorithm>,
+    keys: Option<KeySource>,
+    issuers: Vec<String>,
+    any_issuer: bool,
+    audiences: Vec<String>,
+    any_audience: bool,
+    leeway: Duration,
+    scope_claim: String,
+    allow_ips_claim: Option<String>,
+    attr_claims: Vec<String>,
+    typ: Vec<String>,
+    max_token_len: usize,
+    cache_capacity: usize,
+    clock: Arc<dyn Clock>,
+    superuser: bool,
+}
+
+impl std::fmt::Debug for JwtAuthenticatorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuthenticatorBuilder")
+            .field("algorithms", &self.algorithms)
+            .field("issuers", &self.issuers)
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtAuthenticatorBuilder {
+    pub(super) fn new() -> Self {
+        JwtAuthenticatorBuilder {
+            algorithms: Vec::new(),
+            keys: None,
+            issuers: Vec::new(),
+            any_issuer: false,
+            audiences: Vec::new(),
+            any_audience: false,
+            leeway: DEFAULT_LEEWAY,
+            scope_claim: "scope".to_owned(),
+            allow_ips_claim: None,
+            attr_claims: Vec::new(),
+            typ: Vec::new(),
+            max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            clock: Arc::new(SystemClock),
+            superuser: false,
+        }
+    }
+
+    /// The accepted signature algorithms, exactly (a token whose `alg` is not listed is refused; `none` cannot be
+    /// listed). No default: pin what your identity provider uses.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        for a in algorithms {
+            if !self.algorithms.contains(&a) {
+                self.algorithms.push(a);
+            }
+        }
+        self
+    }
+
+    /// A key set held in memory (e.g. [`KeySet::from_jwks_json`]). Replace it later with
+    /// [`JwtAuthenticator::replace_key_set`].
+    pub fn key_set(mut self, keys: KeySet) -> Self {
+        self.keys = Some(KeySource::Static(keys));
+        self
+    }
+
+    /// A JWKS file, read when [`build`](Self::build) runs (an unreadable or invalid file is an error naming it).
+    pub fn jwks_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.keys = Some(KeySource::File(path.into()));
+        self
+    }
+
+    /// A key set fetched from `source`: on first use, on [`JwtAuthenticator::refresh_keys`], and when
+    /// [`JwtAuthenticator::authenticate`] meets an unknown `kid` — at most once per `min_interval` (measured on the
+    /// injected clock), however many unknown `kid`s arrive. Until a fetch succeeds, and after a failed one, a token
+    /// that no known key can verify is refused as `unavailable` (503), never allowed.
+    /// Defaults: none; [`DEFAULT_REFRESH_INTERVAL`] is a sensible `min_interval`.
+    pub fn refreshable_key_set(mut self, source: impl JwksSource, min_interval: Duration) -> Self {
+        self.keys = Some(KeySource::Refreshable {
+            source: Arc::new(source),
+            min_interval,
+        });
+        self
+    }
+
+    /// An accepted issuer (`iss`, compared exactly). Call again to accept several.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+
+    /// Accepts any `iss` (it must still be a string when present). Dangerous: every issuer whose keys are in the
+    /// key set becomes trusted for this service.
+    pub fn danger_accept_any_issuer(mut self) -> Self {
+        self.any_issuer = true;
+        self
+    }
+
+    /// An accepted audience (one `aud` value must equal one configured audience). Call again for several.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Accepts any `aud` (it must still be well-typed when present). Dangerous: a token minted for another
+    /// service of the same issuer would be accepted here.
+    pub fn danger_accept_any_audience(mut self) -> Self {
+        self.any_audience = true;
+        self
+    }
+
+    /// Clock-skew allowance for `exp`, `nbf` and `iat`. Defaults to [`DEFAULT_LEEWAY`] (30 s); at most
+    /// [`MAX_LEEWAY`].
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The claim holding space-separated scopes. Defaults to `scope` (RFC 9068). Only when it is absent is `scp`
+    /// read (an array of strings or a space-separated string); the two are never merged.
+    pub fn scope_claim(mut self, name: impl Into<String>) -> Self {
+        self.scope_claim = name.into();
+        self
+    }
+
+    /// A claim holding the token's CIDR allowlist (an array of strict CIDR strings). Defaults to none: tokens
+    /// carry no network restriction.
+    pub fn allow_ips_claim(mut self, name: impl Into<String>) -> Self {
+        self.allow_ips_claim = Some(name.into());
+        self
+    }
+
+    /// Claims copied into the grant's attributes (e.g. `tenant`). Each must be a string when present. Defaults to
+    /// none.
+    pub fn attr_claims<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.attr_claims.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Required header `typ` values (case-insensitive, an `application/` prefix allowed), e.g. `at+jwt`
+    /// (RFC 9068). Defaults to none (any `typ`): many identity providers send `JWT`.
+    pub fn required_typ<S: Into<String>>(mut self, values: impl IntoIterator<Item = S>) -> Self {
+        self.typ.extend(values.into_iter().map(Into::into));
+        self
+    }
+
+    /// The longest token accepted, in bytes, checked before any decoding. Defaults to
+    /// [`DEFAULT_MAX_TOKEN_LEN`] (8 KiB).
+    pub fn max_token_len(mut self, bytes: usize) -> Self {
+        self.max_token_len = bytes;
+        self
+    }
+
+    /// How many verified tokens to remember. Defaults to [`DEFAULT_CACHE_CAPACITY`]; `0` turns the cache off.
+    pub fn cache_capacity(mut self, entries: usize) -> Self {
+        self.cache_capacity = entries;
+        self
+    }
+
+    /// The clock for `exp`/`nbf`/`iat`, cache expiry and the refresh rate. Defaults to the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Accepts a bare `*` scope in tokens as "every scope". Dangerous: a leaked token opens every route. Off by
+    /// default; without it a token carrying `*` is refused.
+    pub fn danger_allow_superuser_scope(mut self) -> Self {
+        self.superuser = true;
+        self
+    }
+
+    /// Checks the configuration and loads the key set (unless refreshable).
+    pub fn build(self) -> Result<JwtAuthenticator, JwtConfigError> {
+        if self.algorithms.is_empty() {
+            return Err(JwtConfigError::NoAlgorithms);
+        }
+        if self.issuers.is_empty() && !self.any_issuer {
+            return Err(JwtConfigError::NoIssuer);
+        }
+        if self.audiences.is_empty() && !self.any_audience {
+            return Err(JwtConfigError::NoAudience);
+        }
+        if self.leeway > MAX_LEEWAY {
+            return Err(JwtConfigError::LeewayTooLong(self.leeway));
+        }
+        if self.scope_claim.is_empty() {
+            return Err(JwtConfigError::EmptyClaimName("scope_claim"));
+        }
+        if self.allow_ips_claim.as_deref() == Some("") {
+            return Err(JwtConfigError::EmptyClaimName("allow_ips_claim"));
+        }
+        if self.attr_claims.iter().any(String::is_empty) {
+            return Err(JwtConfigError::EmptyClaimName("attr_claims"));
+        }
+        if self.max_token_len == 0 {
+            return Err(JwtConfigError::ZeroMaxTokenLen);
+        }
+        let mut typ = Vec::with_capacity(self.typ.len());
+        for t in &self.typ {
+            let n = super::verify::normalize_media_type(t);
+            if n.is_empty() {
+                return Err(JwtConfigError::EmptyTyp);
+            }
+            typ.push(n);
+        }
+        let (keys, refresh) = match self.keys.ok_or(JwtConfigError::NoKeySet)? {
+            KeySource::Static(set) => (set, None),
+            KeySource::File(path) => (KeySet::from_jwks_file(path)?, None),
+            KeySource::Refreshable {
+                source,
+                min_interval,
+            } => {
+                if min_interval < Duration::from_secs(1) {
+                    return Err(JwtConfigError::RefreshIntervalTooShort);
+                }
+                (KeySet::empty(), Some((source, min_interval)))
+            }
+        };
+        if refresh.is_none() && !self.algorithms.iter().any(|a| keys.supports(*a)) {
+            return Err(JwtConfigError::NoKeyForAlgorithms(self.algorithms));
+        }
+        let mut read_claims: Vec<String> = ["exp", "nbf", "iat", "iss", "aud", "sub", "scp"]
+            .map(str::to_owned)
+            .to_vec();
+        read_claims.push(self.scope_claim.clone());
+        read_claims.extend(self.allow_ips_claim.iter().cloned());
+        read_claims.extend(self.attr_claims.iter().cloned());
+        read_claims.sort();
+        read_claims.dedup();
+        let config = Config {
+            algorithms: self.algorithms,
+            issuers: self.issuers,
+            any_issuer: self.any_issuer,
+            audiences: self.audiences,
+            any_audience: self.any_audience,
+            leeway: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
+            scope_claim: self.scope_claim,
+            allow_ips_claim: self.allow_ips_claim,
+            attr_claims: self.attr_claims,
+            typ,
+            max_token_len: self.max_token_len,
+            superuser: self.superuser,
+            read_claims,
+        };
+        Ok(JwtAuthenticator::new(
+            config,
+            keys,
+            refresh,
+            self.cache_capacity,
+            self.clock,
+        ))
+    }
+}

@@ -1,0 +1,526 @@
+//! Verification keys: an RFC 7517 JWK Set parsed once into ready-to-use verifiers, chosen by `kid`.
+//!
+//! Every key is parsed when the set is loaded (never per token), and each key lists the algorithms it may verify:
+//! the key's own `kty`/`crv` fix the family, and its `alg`, `use` and `key_ops`, when present, narrow it further.
+//! The token header never chooses the key type.
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+
+use crate::policy::{Denial, DenialKind};
+
+/// The smallest RSA modulus accepted, in bits.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Why a key set could not be loaded. The message names the file (or says "in-memory JWKS") and the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeySetError {
+    /// The JWKS file could not be read.
+    #[error("cannot read JWKS file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The document is not a JSON object with a `keys` array.
+    #[error("invalid JWKS {origin}: {reason}")]
+    Document {
+        /// The file, or `in-memory JWKS`.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// One key is malformed (a usable `kty` whose material does not parse, a short secret, a weak RSA modulus…).
+    #[error("invalid JWKS {origin}: key #{index}{kid}: {reason}", kid = .kid.as_deref().map(|k| format!(" (kid {k:?})")).unwrap_or_default())]
+    Key {
+        /// The file, or `in-memory JWKS`.
+        origin: String,
+        /// Position of the key in the `keys` array.
+        index: usize,
+        /// The key's `kid`, if it has one.
+        kid: Option<String>,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Two keys share a `kid`: selection would be ambiguous.
+    #[error("invalid JWKS {origin}: two keys have the kid {kid:?}")]
+    DuplicateKid {
+        /// The file, or `in-memory JWKS`.
+        origin: String,
+        /// The repeated key id.
+        kid: String,
+    },
+}
+
+/// The error a [`JwksSource`] returns when it cannot fetch the document.
+pub type JwksFetchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future returned by [`JwksSource::fetch`].
+pub type JwksFetch<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, JwksFetchError>> + Send + 'a>>;
+
+/// A user-supplied, asynchronous source of a JWKS document (an HTTP client for the identity provider's `jwks_uri`,
+/// a secrets manager, a file watcher…). scopegate never fetches anything on its own, and never follows `jku`/`x5u`.
+///
+/// The authenticator calls it at most once per refresh interval (see
+/// [`JwtAuthenticatorBuilder::refreshable_key_set`](super::JwtAuthenticatorBuilder::refreshable_key_set)).
+///
+/// The fetch should time out on its own (an HTTP client timeout, say): while it runs, requests that wait on it (those
+/// naming an unknown `kid`) wait too.
+pub trait JwksSource: Send + Sync + fmt::Debug + 'static {
+    /// Fetches the current JWKS document (JSON bytes).
+    fn fetch(&self) -> JwksFetch<'_>;
+}
+
+/// One way to check a signature, ready to use.
+enum Verifier {
+    Hmac(Box<hmac::Key>),
+    Public(ParsedPublicKey),
+}
+
+impl Verifier {
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            // `hmac::verify` compares tags in constant time.
+            Verifier::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+            Verifier::Public(key) => key.verify_sig(message, signature).is_ok(),
+        }
+    }
+}
+
+/// One key of the set, with the verifier for each algorithm it may check.
+struct VerifyingKey {
+    kid: Option<Box<str>>,
+    verifiers: Vec<(Algorithm, Verifier)>,
+}
+
+impl VerifyingKey {
+    fn verifier(&self, alg: Algorithm) -> Option<&Verifier> {
+        self.verifiers
+            .iter()
+            .find_map(|(a, v)| (*a == alg).then_some(v))
+    }
+}
+
+/// A parsed JWK Set: the verification keys, chosen by `kid`.
+///
+/// Keys that can never verify a JWS signature are skipped when the set is loaded: `use` other than `sig`,
+/// `key_ops` without `verify`, a `kty`/`crv`/`alg` that scopegate does not verify (e.g. encryption keys). A key
+/// of a supported type whose material is malformed is an error, never skipped.
+///
+/// ```
+/// use scopegate::credential::jwt::KeySet;
+///
+/// let jwks = r#"{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"c2NvcGVnYXRlLWRvYy1leGFtcGxlLXNlY3JldC0zMi1ieXRlcyE"}]}"#;
+/// let set = KeySet::from_jwks_json(jwks.as_bytes()).unwrap();
+/// assert_eq!(set.len(), 1);
+/// assert!(KeySet::from_jwks_json(b"{\"keys\": 3}").is_err());
+/// ```
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Key ids and algorithms only: never key material.
+        f.debug_list()
+            .entries(self.keys.iter().map(|k| {
+                (
+                    k.kid.as_deref(),
+                    k.verifiers.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+                )
+            }))
+            .finish()
+    }
+}
+
+/// Why no key could be chosen for a token (mapped to a denial by the authenticator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Selection {
+    /// The `kid` is not in the set.
+    UnknownKid,
+    /// The `kid` names a key that may not verify this `alg`.
+    KeyAlgMismatch,
+    /// No `kid`, and no key fits the `alg`.
+    NoKeyForAlg,
+    /// No `kid`, and several keys fit the `alg`.
+    AmbiguousKey,
+}
+
+impl Selection {
+    pub(super) fn denial(self) -> Denial {
+        let detail = match self {
+            Selection::UnknownKid => "the token's kid is not in the key set",
+            Selection::KeyAlgMismatch => "the key named by kid may not verify the token's alg",
+            Selection::NoKeyForAlg => "the token has no kid and no key fits its alg",
+            Selection::AmbiguousKey => "the token has no kid and several keys fit its alg",
+        };
+        Denial::new(DenialKind::InvalidCredential, detail)
+    }
+}
+
+const IN_MEMORY: &str = "in-memory JWKS";
+
+impl KeySet {
+    /// An empty set (verifies nothing).
+    pub fn empty() -> Self {
+        KeySet { keys: Vec::new() }
+    }
+
+    /// Parses a JWKS document (RFC 7517 §5) held in memory.
+    pub fn from_jwks_json(document: &[u8]) -> Result<Self, KeySetError> {
+        Self::parse(document, IN_MEMORY)
+    }
+
+    /// Reads and parses a JWKS file. Errors name the file.
+    pub fn from_jwks_file(path: impl AsRef<Path>) -> Result<Self, KeySetError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| KeySetError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&bytes, &path.display().to_string())
+    }
+
+    pub(super) fn parse(document: &[u8], origin: &str) -> Result<Self, KeySetError> {
+        let doc_err = |reason: String| KeySetError::Document {
+            origin: origin.to_owned(),
+            reason,
+        };
+        let doc: Value = serde_json::from_slice(document).map_err(|e| doc_err(e.to_string()))?;
+        let keys = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| doc_err("expected an object with a \"keys\" array".to_owned()))?;
+        let mut set = KeySet { keys: Vec::new() };
+        for (index, jwk) in keys.iter().enumerate() {
+            let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_owned);
+            let key_err = |reason: &'static str| KeySetError::Key {
+                origin: origin.to_owned(),
+                index,
+                kid: kid.clone(),
+                reason,
+            };
+            let Some(key) = parse_jwk(jwk).map_err(key_err)? else {
+                continue;
+            };
+            if let Some(k) = &key.kid
+                && set.keys.iter().any(|other| other.kid.as_ref() == Some(k))
+            {
+                return Err(KeySetError::DuplicateKid {
+                    origin: origin.to_owned(),
+                    kid: k.to_string(),
+                });
+            }
+            set.keys.push(key);
+        }
+        Ok(set)
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set has no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Whether some key may verify `alg`.
+    pub fn supports(&self, alg: Algorithm) -> bool {
+        self.keys.iter().any(|k| k.verifier(alg).is_some())
+    }
+
+    /// Whether the set holds a key with this exact `kid`.
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Chooses the verifier: by exact `kid`, or, without one, the only key that fits `alg`.
+    fn select(&self, kid: Option<&str>, alg: Algorithm) -> Result<&Verifier, Selection> {
+        if let Some(kid) = kid {
+            let key = self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .ok_or(Selection::UnknownKid)?;
+            return key.verifier(alg).ok_or(Selection::KeyAlgMismatch);
+        }
+        let mut fitting = self.keys.iter().filter_map(|k| k.verifier(alg));
+        match (fitting.next(), fitting.next()) {
+            (Some(v), None) => Ok(v),
+            (None, _) => Err(Selection::NoKeyForAlg),
+            (Some(_), Some(_)) => Err(Selection::AmbiguousKey),
+        }
+    }
+
+    /// Selects the key and checks `signature` over `message`.
+    pub(super) fn verify(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, Selection> {
+        Ok(self.select(kid, alg)?.verify(message, signature))
+    }
+}
+
+fn b64(value: Option<&Value>, missing: &'static str) -> Result<Vec<u8>, &'static str> {
+    let text = value.and_then(Value::as_str).ok_or(missing)?;
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| "a key parameter is not base64url without padding")
+}
+
+const RSA_ALGS: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+fn rsa_params(alg: Algorithm) -> &'static signature::RsaParameters {
+    match alg {
+        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        _ => &signature::RSA_PKCS1_2048_8192_SHA256,
+    }
+}
+
+/// Parses one JWK. `Ok(None)`: a key that can never verify a JWS signature here (skipped).
+fn parse_jwk(jwk: &Value) -> Result<Option<VerifyingKey>, &'static str> {
+    let obj = jwk.as_object().ok_or("a key is not a JSON object")?;
+    let text = |name: &str| -> Result<Option<&str>, &'static str> {
+        match obj.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err("kty, crv, alg, use and kid must be strings"),
+        }
+    };
+    let kid = text("kid")?;
+    let kty = text("kty")?.ok_or("a key has no kty")?;
+    if text("use")?.is_some_and(|u| u != "sig") {
+        return Ok(None);
+    }
+    if let Some(ops) = obj.get("key_ops") {
+        let ops = ops.as_array().ok_or("key_ops must be an array")?;
+        if !ops.iter().any(|op| op.as_str() == Some("verify")) {
+            return Ok(None);
+        }
+    }
+    // The key's own alg, when present, pins it to that one algorithm. An alg we do not verify: skip the key.
+    let pinned = match text("alg")? {
+        None => None,
+        Some(a) => match a.parse::<Algorithm>() {
+            Ok(a) => Some(a),
+            Err(_) => return Ok(None),
+        },
+    };
+    let candidates: Vec<Algorithm> = match (kty, text("crv")?) {
+        ("RSA", _) => RSA_ALGS.to_vec(),
+        ("EC", Some("P-256")) => vec![Algorithm::ES256],
+        ("EC", Some("P-384")) => vec![Algorithm::ES384],
+        ("OKP", Some("Ed25519")) => vec![Algorithm::EdDSA],
+        ("oct", _) => vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+        ("EC" | "OKP", None) => return Err("an EC or OKP key has no crv"),
+        _ => return Ok(None),
+    };
+    let algs: Vec<Algorithm> = match pinned {
+        Some(a) if candidates.contains(&a) => vec![a],
+        Some(_) => return Err("the key's alg does not match its kty/crv"),
+        None => candidates,
+    };
+    Ok(Some(VerifyingKey {
+        kid: kid.map(Into::into),
+        verifiers: verifiers(kty, obj, algs)?,
+    }))
+}
+
+/// Parses the key material once per algorithm the key may verify.
+fn verifiers(
+    kty: &str,
+    obj: &serde_json::Map<String, Value>,
+    algs: Vec<Algorithm>,
+) -> Result<Vec<(Algorithm, Verifier)>, &'static str> {
+    let mut verifiers = Vec::with_capacity(algs.len());
+    match kty {
+        "RSA" => {
+            let n = b64(obj.get("n"), "an RSA key has no n")?;
+            let e = b64(obj.get("e"), "an RSA key has no e")?;
+            let bits = n.iter().position(|b| *b != 0).map_or(0, |first| {
+                (n.len() - first) * 8 - n[first].leading_zeros() as usize
+            });
+            if bits < MIN_RSA_BITS {
+                return Err("the RSA modulus is shorter than 2048 bits");
+            }
+            let components = RsaPublicKeyComponents {
+                n: n.as_slice(),
+                e: e.as_slice(),
+            };
+            for alg in algs {
+                let key = components
+                    .to_parsed_public_key(rsa_params(alg))
+                    .map_err(|_| "the RSA key does not parse")?;
+                verifiers.push((alg, Verifier::Public(key)));
+            }
+        }
+        "EC" => {
+            let (alg, len, verification): (_, _, &'static signature::EcdsaVerificationAlgorithm) =
+                if algs.contains(&Algorithm::ES256) {
+                    (Algorithm::ES256, 32, &signature::ECDSA_P256_SHA256_FIXED)
+                } else {
+                    (Algorithm::ES384, 48, &signature::ECDSA_P384_SHA384_FIXED)
+                };
+            let x = b64(obj.get("x"), "an EC key has no x")?;
+            let y = b64(obj.get("y"), "an EC key has no y")?;
+            if x.len() != len || y.len() != len {
+                return Err("the EC coordinates have the wrong length for the curve");
+            }
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let key = ParsedPublicKey::new(verification, &point)
+                .map_err(|_| "the EC point is not on the curve")?;
+            verifiers.push((alg, Verifier::Public(key)));
+        }
+        "OKP" => {
+            let x = b64(obj.get("x"), "an OKP key has no x")?;
+            if x.len() != 32 {
+                return Err("an Ed25519 key must be 32 bytes");
+            }
+            let key = ParsedPublicKey::new(&signature::ED25519, &x)
+                .map_err(|_| "the Ed25519 key does not parse")?;
+            verifiers.push((Algorithm::EdDSA, Verifier::Public(key)));
+        }
+        _ => {
+            // oct: RFC 7518 §3.2 requires a key at least as long as the hash output.
+            let k = zeroize::Zeroizing::new(b64(obj.get("k"), "an oct key has no k")?);
+            for alg in algs {
+                let (min, h) = match alg {
+                    Algorithm::HS384 => (48, hmac::HMAC_SHA384),
+                    Algorithm::HS512 => (64, hmac::HMAC_SHA512),
+                    _ => (32, hmac::HMAC_SHA256),
+                };
+                if k.len() >= min {
+                    verifiers.push((alg, Verifier::Hmac(Box::new(hmac::Key::new(h, &k)))));
+                }
+            }
+            if verifiers.is_empty() {
+                return Err("an oct key is shorter than its hash output (RFC 7518 §3.2)");
+            }
+        }
+    }
+    Ok(verifiers)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const SECRET_32: &str = "c2NvcGVnYXRlLWRvYy1leGFtcGxlLXNlY3JldC0zMi1ieXRlcyE";
+
+    fn oct(kid: &str, extra: &str) -> String {
+        format!(r#"{{"kty":"oct","kid":"{kid}","k":"{SECRET_32}"{extra}}}"#)
+    }
+
+    #[test]
+    fn skips_keys_that_cannot_verify_and_refuses_broken_ones() {
+        let doc = format!(
+            r#"{{"keys":[{},{},{},{{"kty":"RSA-weird"}}]}}"#,
+            oct("a", ""),
+            oct("enc", r#","use":"enc""#),
+            oct("ops", r#","key_ops":["sign"]"#),
+        );
+        let set = KeySet::from_jwks_json(doc.as_bytes()).unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(set.contains_kid("a"));
+        assert!(!set.contains_kid("A"), "kid is case-sensitive");
+
+        let short = r#"{"keys":[{"kty":"oct","kid":"s","k":"c2hvcnQ"}]}"#;
+        let err = KeySet::from_jwks_json(short.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("kid \"s\""), "{err}");
+
+        let dup = format!(r#"{{"keys":[{},{}]}}"#, oct("a", ""), oct("a", ""));
+        assert!(matches!(
+            KeySet::from_jwks_json(dup.as_bytes()),
+            Err(KeySetError::DuplicateKid { .. })
+        ));
+
+        let mismatch = format!(r#"{{"keys":[{}]}}"#, oct("a", r#","alg":"ES256""#));
+        assert!(KeySet::from_jwks_json(mismatch.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_key_alg_pins_the_verifier() {
+        let doc = format!(r#"{{"keys":[{}]}}"#, oct("a", r#","alg":"HS384""#));
+        // 32 bytes is too short for HS384.
+        assert!(KeySet::from_jwks_json(doc.as_bytes()).is_err());
+        // A 64-byte secret could serve HS512, but its alg pins it to HS256.
+        let k64 = URL_SAFE_NO_PAD.encode([7u8; 64]);
+        let doc = format!(r#"{{"keys":[{{"kty":"oct","kid":"a","alg":"HS256","k":"{k64}"}}]}}"#);
+        let set = KeySet::from_jwks_json(doc.as_bytes()).unwrap();
+        assert!(set.supports(Algorithm::HS256));
+        assert!(!set.supports(Algorithm::HS512));
+        let unpinned = format!(r#"{{"keys":[{{"kty":"oct","kid":"a","k":"{k64}"}}]}}"#);
+        assert!(
+            KeySet::from_jwks_json(unpinned.as_bytes())
+                .unwrap()
+                .supports(Algorithm::HS512)
+        );
+        assert_eq!(
+            set.select(Some("a"), Algorithm::HS512).err(),
+            Some(Selection::KeyAlgMismatch)
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let err = KeySet::from_jwks_file("/nonexistent/jwks.json").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/jwks.json"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, "{").unwrap();
+        let err = KeySet::from_jwks_file(&path).unwrap_err();
+        assert!(err.to_string().contains("bad.json"), "{err}");
+    }
+
+    #[test]
+    fn selection_without_kid_needs_exactly_one_fitting_key() {
+        let one = format!(r#"{{"keys":[{}]}}"#, oct("a", ""));
+        let set = KeySet::from_jwks_json(one.as_bytes()).unwrap();
+        assert!(set.select(None, Algorithm::HS256).is_ok());
+        assert_eq!(
+            set.select(None, Algorithm::ES256).err(),
+            Some(Selection::NoKeyForAlg)
+        );
+        let two = format!(r#"{{"keys":[{},{}]}}"#, oct("a", ""), oct("b", ""));
+        let set = KeySet::from_jwks_json(two.as_bytes()).unwrap();
+        assert_eq!(
+            set.select(None, Algorithm::HS256).err(),
+            Some(Selection::AmbiguousKey)
+        );
+        assert_eq!(
+            set.select(Some("c"), Algorithm::HS256).err(),
+            Some(Selection::UnknownKid)
+        );
+    }
+}
