@@ -212,3 +212,130 @@ async fn a_handler_without_the_gate_answers_500_not_401() {
 fn client_for(server: &TlsServer) -> reqwest::Client {
     client(&server.ca_pem, server.addr)
 }
+
+mod jwt_over_tls {
+    use std::time::Duration;
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    use axum::Router;
+    use axum::routing::get;
+    use scopegate::Grant;
+    use scopegate::credential::jwt::{
+        JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
+    };
+    use scopegate::layer::ScopeGate;
+    use scopegate::network::CidrSet;
+    use scopegate::policy::{Policy, Route, ScopeSet};
+
+    use super::{client, start_tls};
+
+    fn issuer() -> TokenIssuer {
+        let der =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let key = SigningKey::es256_from_pkcs8_der(der.as_ref()).unwrap();
+        TokenIssuer::new(key, "key-2026", "https://issuer.test", "orders-api")
+    }
+
+    #[tokio::test]
+    async fn minted_tokens_through_the_gate_over_tls() {
+        let issuer = issuer();
+        let auth = JwtAuthenticator::builder()
+            .algorithms([jsonwebtoken::Algorithm::ES256])
+            .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
+            .issuer("https://issuer.test")
+            .audience("orders-api")
+            .attr_claims(["tenant"])
+            .build()
+            .unwrap();
+        let policy = Policy::builder()
+            .route(
+                Route::get("/v1/tenants/{tenant}/orders")
+                    .require_all(["orders:read"])
+                    .bind("tenant", "tenant"),
+            )
+            .build()
+            .unwrap();
+        let gate = ScopeGate::builder(policy).jwt(auth).build().unwrap();
+        let app = Router::new()
+            .route(
+                "/v1/tenants/{tenant}/orders",
+                get(|g: Grant| async move { format!("{} {:?}", g.principal(), g.kind()) }),
+            )
+            .layer(gate);
+        let server = start_tls(app).await;
+        let client = client(&server.ca_pem, server.addr);
+        let base = format!("https://localhost:{}/v1/tenants", server.addr.port());
+
+        let mint = |scopes: &[&str], allow: Option<&str>| {
+            let mut req = MintRequest::new(
+                "user-7",
+                ScopeSet::parse(scopes).unwrap(),
+                Duration::from_secs(300),
+            )
+            .attribute("tenant", "acme");
+            if let Some(cidr) = allow {
+                req = req.allow_ips([cidr.parse().unwrap()].into_iter().collect::<CidrSet>());
+            }
+            issuer.issue(&req).unwrap().expose_str().unwrap().to_owned()
+        };
+
+        let token = mint(&["orders:read"], None);
+        let r = client
+            .get(format!("{base}/acme/orders"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "user-7 Jwt");
+        // Deny twins: another tenant, a missing scope, an address outside the token's allowlist, a forged token.
+        let r = client
+            .get(format!("{base}/globex/orders"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let r = client
+            .get(format!("{base}/acme/orders"))
+            .bearer_auth(mint(&["orders:write"], None))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("scope=\"orders:read\"")
+        );
+        let r = client
+            .get(format!("{base}/acme/orders"))
+            .bearer_auth(mint(&["orders:read"], Some("10.0.0.0/8")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "loopback is outside 10.0.0.0/8");
+        let r = client
+            .get(format!("{base}/acme/orders"))
+            .bearer_auth(mint(&["orders:read"], Some("127.0.0.0/8")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "inside the token's allowlist");
+        let forged = format!("{}x", &token[..token.len() - 1]);
+        let r = client
+            .get(format!("{base}/acme/orders"))
+            .bearer_auth(forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Bearer realm=\"scopegate\", error=\"invalid_token\""
+        );
+    }
+}

@@ -20,6 +20,8 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// Default minimum time between two key-set refreshes triggered by unknown `kid`s.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// The default claim holding a token's CIDR allowlist: the one [`TokenIssuer`](super::TokenIssuer) writes.
+pub const DEFAULT_ALLOW_IPS_CLAIM: &str = "allowed_ips";
 
 /// Why a JWT configuration was refused. Each variant names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +119,7 @@ impl JwtAuthenticatorBuilder {
             any_audience: false,
             leeway: DEFAULT_LEEWAY,
             scope_claim: "scope".to_owned(),
-            allow_ips_claim: None,
+            allow_ips_claim: Some(DEFAULT_ALLOW_IPS_CLAIM.to_owned()),
             attr_claims: Vec::new(),
             typ: Vec::new(),
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
@@ -204,8 +206,9 @@ impl JwtAuthenticatorBuilder {
         self
     }
 
-    /// A claim holding the token's CIDR allowlist (an array of strict CIDR strings). Defaults to none: tokens
-    /// carry no network restriction.
+    /// The claim holding the token's CIDR allowlist (an array of strict CIDR strings). Defaults to
+    /// [`DEFAULT_ALLOW_IPS_CLAIM`] (`allowed_ips`, the claim [`TokenIssuer`](super::TokenIssuer) writes), so that a
+    /// token that restricts itself is never silently unrestricted. A token without the claim is unrestricted.
     pub fn allow_ips_claim(mut self, name: impl Into<String>) -> Self {
         self.allow_ips_claim = Some(name.into());
         self
