@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::GateFile;
 use crate::credential::extract_credential;
-use crate::network::{CidrSet, Connection, resolve_client};
+use crate::network::{CidrSet, ConnectionInfo, resolve_client};
 use crate::policy::{Scope, ScopeSet, check_path};
 
 /// Path canonicalisation: never panics; an accepted path has no dot segment, no inner empty segment, no encoded
@@ -84,7 +84,7 @@ pub fn forwarding_headers(data: &[u8]) {
         .collect();
     let resolved = resolve_client(
         &headers,
-        Connection {
+        ConnectionInfo {
             peer: Some(proxy),
             tls: false,
         },
@@ -116,7 +116,7 @@ pub fn forwarding_headers(data: &[u8]) {
     let untrusted = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let facts = resolve_client(
         &headers,
-        Connection {
+        ConnectionInfo {
             peer: Some(untrusted),
             tls: false,
         },

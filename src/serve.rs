@@ -60,7 +60,7 @@ where
         let acceptor = acceptor.clone();
         async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_connection(tls, ConnectionInfo { peer, tls: true }, service).await,
+                Ok(Ok(tls)) => serve_connection(tls, ConnectionInfo { peer: Some(peer.ip()), tls: true }, service).await,
                 Ok(Err(error)) => tracing::debug!(target: "scopegate::serve", %peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(target: "scopegate::serve", %peer, "TLS handshake timed out"),
             }
@@ -87,7 +87,14 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     accept_loop(listener, service, shutdown, |stream, peer, service| {
-        serve_connection(stream, ConnectionInfo { peer, tls: false }, service)
+        serve_connection(
+            stream,
+            ConnectionInfo {
+                peer: Some(peer.ip()),
+                tls: false,
+            },
+            service,
+        )
     })
     .await
 }
@@ -145,6 +152,6 @@ where
         .serve_connection(TokioIo::new(io), hyper_service)
         .await
     {
-        tracing::debug!(target: "scopegate::serve", peer = %info.peer, %error, "connection ended with an error");
+        tracing::debug!(target: "scopegate::serve", peer = ?info.peer, %error, "connection ended with an error");
     }
 }

@@ -17,12 +17,12 @@
 //!
 //! // Over TLS (the acceptor marks the connection): allowed.
 //! let mut req = Request::get("/health").body(String::new())?;
-//! req.extensions_mut().insert(ConnectionInfo { peer: "192.0.2.1:5000".parse()?, tls: true });
+//! req.extensions_mut().insert(ConnectionInfo { peer: Some("192.0.2.1".parse()?), tls: true });
 //! assert_eq!(service.clone().oneshot(req).await?.status(), StatusCode::OK);
 //!
 //! // Plaintext: refused.
 //! let mut req = Request::get("/health").body(String::new())?;
-//! req.extensions_mut().insert(ConnectionInfo { peer: "192.0.2.1:5000".parse()?, tls: false });
+//! req.extensions_mut().insert(ConnectionInfo { peer: Some("192.0.2.1".parse()?), tls: false });
 //! assert_eq!(service.oneshot(req).await?.status(), StatusCode::FORBIDDEN);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
@@ -58,7 +58,7 @@ use crate::credential::{
 };
 use crate::error::{ConfigError, Location};
 use crate::grant::Grant;
-use crate::network::{Cidr, CidrSet, ClientFacts, Connection, ConnectionInfo, resolve_client};
+use crate::network::{Cidr, CidrSet, ClientFacts, ConnectionInfo, resolve_client};
 use crate::policy::{Decision, Denial, DenialKind, Lookup, Policy};
 
 /// The response body of a gated service: the inner service's body, or a denial's.
@@ -330,18 +330,15 @@ struct Context_ {
 }
 
 /// The request's connection facts, from the acceptor's marker or the frameworks' connect info.
-fn connection(extensions: &Extensions) -> Connection {
+fn connection(extensions: &Extensions) -> ConnectionInfo {
     if let Some(info) = extensions.get::<ConnectionInfo>() {
-        return Connection {
-            peer: Some(info.peer.ip()),
-            tls: info.tls,
-        };
+        return *info;
     }
     #[cfg(feature = "axum")]
     if let Some(axum::extract::ConnectInfo(addr)) =
         extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
     {
-        return Connection {
+        return ConnectionInfo {
             peer: Some(addr.ip()),
             tls: false,
         };
@@ -350,19 +347,19 @@ fn connection(extensions: &Extensions) -> Connection {
     {
         use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
         if let Some(info) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
-            return Connection {
+            return ConnectionInfo {
                 peer: info.get_ref().remote_addr().map(|a| a.ip()),
                 tls: true,
             };
         }
         if let Some(info) = extensions.get::<TcpConnectInfo>() {
-            return Connection {
+            return ConnectionInfo {
                 peer: info.remote_addr().map(|a| a.ip()),
                 tls: false,
             };
         }
     }
-    Connection {
+    ConnectionInfo {
         peer: None,
         tls: false,
     }

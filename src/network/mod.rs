@@ -6,6 +6,4 @@ mod proxy;
 
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use ip::{IpLiteralError, canonical, parse_ip};
-pub use proxy::{
-    ClientFacts, Connection, ConnectionInfo, MAX_FORWARDED_HOPS, resolve_client, throttle_key,
-};
+pub use proxy::{ClientFacts, ConnectionInfo, MAX_FORWARDED_HOPS, resolve_client, throttle_key};

@@ -14,7 +14,7 @@
 //! ```
 //! use std::net::IpAddr;
 //! use http::HeaderMap;
-//! use scopegate::network::{CidrSet, Connection, resolve_client};
+//! use scopegate::network::{CidrSet, ConnectionInfo, resolve_client};
 //!
 //! let trusted: CidrSet = ["10.0.0.0/8".parse()?].into_iter().collect();
 //! let mut headers = HeaderMap::new();
@@ -22,12 +22,12 @@
 //! headers.insert("x-forwarded-proto", "https".parse()?);
 //!
 //! // From a trusted proxy: the forwarded client, and TLS.
-//! let via_proxy = resolve_client(&headers, Connection { peer: Some("10.0.0.1".parse()?), tls: false }, &trusted)?;
+//! let via_proxy = resolve_client(&headers, ConnectionInfo { peer: Some("10.0.0.1".parse()?), tls: false }, &trusted)?;
 //! assert_eq!(via_proxy.client_ip, Some("203.0.113.7".parse::<IpAddr>()?));
 //! assert!(via_proxy.tls);
 //!
 //! // The same headers from anyone else change nothing.
-//! let direct = resolve_client(&headers, Connection { peer: Some("198.51.100.9".parse()?), tls: false }, &trusted)?;
+//! let direct = resolve_client(&headers, ConnectionInfo { peer: Some("198.51.100.9".parse()?), tls: false }, &trusted)?;
 //! assert_eq!(direct.client_ip, Some("198.51.100.9".parse::<IpAddr>()?));
 //! assert!(!direct.tls);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -49,23 +49,14 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 pub const MAX_FORWARDED_HOPS: usize = 64;
 
 /// Facts about the connection a request arrived on, put into the request's extensions by the server's acceptor
-/// (scopegate's `serve` helpers do). Only a server may insert it: nothing the client writes
-/// can. Without it, the gate falls back to axum's `ConnectInfo<SocketAddr>` and tonic's connect info, and treats
-/// the connection as plaintext with an unknown peer.
+/// (scopegate's `serve` helpers do). Only a server may insert it: nothing the client writes can. Without it, the
+/// gate falls back to axum's `ConnectInfo<SocketAddr>` and tonic's connect info, and treats the connection as
+/// plaintext from an unknown peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionInfo {
-    /// The peer's socket address.
-    pub peer: std::net::SocketAddr,
-    /// Whether the connection is TLS (the handshake completed on it).
-    pub tls: bool,
-}
-
-/// What the connection itself says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Connection {
     /// The peer's address, when known.
     pub peer: Option<IpAddr>,
-    /// Whether the TLS acceptor marked the connection as TLS.
+    /// Whether the connection is TLS (the handshake completed on it).
     pub tls: bool,
 }
 
@@ -99,7 +90,7 @@ fn malformed(detail: &'static str) -> Denial {
 /// Resolves the client IP and TLS evidence (see the module docs).
 pub fn resolve_client(
     headers: &HeaderMap,
-    connection: Connection,
+    connection: ConnectionInfo,
     trusted: &CidrSet,
 ) -> Result<ClientFacts, Denial> {
     let peer = connection.peer.map(canonical);
@@ -391,7 +382,7 @@ mod tests {
         }
         resolve_client(
             &headers,
-            Connection {
+            ConnectionInfo {
                 peer: Some(ip(peer)),
                 tls,
             },
