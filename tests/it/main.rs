@@ -11,6 +11,7 @@
 mod axum_tls;
 mod fuzz_corpus;
 mod gate_file;
+mod grpc;
 mod jwt;
 mod layer;
 mod policy_props;
