@@ -34,6 +34,7 @@ mod throttle;
 
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -59,7 +60,39 @@ use crate::credential::{
 use crate::error::{ConfigError, Location};
 use crate::grant::Grant;
 use crate::network::{Cidr, CidrSet, ClientFacts, ConnectionInfo, resolve_client};
-use crate::policy::{Decision, Denial, DenialKind, Lookup, Policy};
+use crate::policy::{AllowKind, Decision, Denial, DenialKind, Lookup, Policy};
+
+/// What the gate decided about an allowed request, in the request's extensions beside the [`Grant`] (which public
+/// routes do not get).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    route: String,
+    kind: AllowKind,
+    client_ip: Option<IpAddr>,
+    proxy_ip: Option<IpAddr>,
+}
+
+impl Allowed {
+    /// The matched route pattern.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// Public, or granted to a credential.
+    pub fn kind(&self) -> AllowKind {
+        self.kind
+    }
+
+    /// The resolved client IP, when known.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    /// The trusted proxy that forwarded the request, if one did.
+    pub fn proxy_ip(&self) -> Option<IpAddr> {
+        self.proxy_ip
+    }
+}
 
 /// The response body of a gated service: the inner service's body, or a denial's.
 pub type GateBody<B> = Either<B, Full<Bytes>>;
@@ -555,7 +588,7 @@ where
                     Decision::Deny(_) => None,
                 };
                 gate.audit(&req, &ctx, &decision, None, route);
-                ResponseFuture::inner(inner, req, &gate, &ctx)
+                ResponseFuture::inner(inner, req, &gate, &ctx, decision)
             }
             Early::Authenticate(auth, lookup) => ResponseFuture {
                 state: State::Authenticating {
@@ -619,7 +652,21 @@ where
         }
     }
 
-    fn inner(mut inner: S, req: Request<B>, gate: &Gate, ctx: &Context_) -> Self {
+    fn inner(
+        mut inner: S,
+        mut req: Request<B>,
+        gate: &Gate,
+        ctx: &Context_,
+        decision: Decision,
+    ) -> Self {
+        if let Decision::Allow { route, kind } = decision {
+            req.extensions_mut().insert(Allowed {
+                route,
+                kind,
+                client_ip: ctx.client.client_ip,
+                proxy_ip: ctx.client.proxy_ip,
+            });
+        }
         let hsts = if ctx.client.tls {
             gate.hsts.clone()
         } else {
@@ -716,7 +763,7 @@ where
                     // 9. Allow.
                     gate.audit(&req, &ctx, &decision, Some(&grant), route.as_deref());
                     req.extensions_mut().insert(grant);
-                    let next = ResponseFuture::inner(inner, req, &gate, &ctx);
+                    let next = ResponseFuture::inner(inner, req, &gate, &ctx, decision);
                     self.as_mut().project().state.set(next.state);
                 }
             }

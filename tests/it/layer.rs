@@ -680,3 +680,49 @@ fn gate_configuration_errors() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn allowed_requests_carry_the_route_and_client() {
+    let gate = ScopeGate::builder(policy())
+        .api_keys(credentials())
+        .danger_disable_throttle()
+        .build()
+        .unwrap();
+    let inner = tower::service_fn(|req: Request<String>| async move {
+        let allowed = req.extensions().get::<scopegate::layer::Allowed>().cloned();
+        let text = allowed.map_or("none".to_owned(), |a| {
+            format!("{} {} {:?}", a.route(), a.kind().as_str(), a.client_ip())
+        });
+        Ok::<_, Infallible>(Response::new(text))
+    });
+    let svc = tower::ServiceBuilder::new().layer(gate).service(inner);
+    for (path, key, expected) in [
+        (
+            "/v1/invoices/7",
+            Some(READER),
+            "/v1/invoices/{id} granted Some(192.0.2.1)",
+        ),
+        ("/health", None, "/health public Some(192.0.2.1)"),
+    ] {
+        let mut req = Request::get(path);
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        let mut req = req.body(String::new()).unwrap();
+        req.extensions_mut().insert(ConnectionInfo {
+            peer: Some("192.0.2.1".parse().unwrap()),
+            tls: true,
+        });
+        let body = svc
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, expected.as_bytes());
+    }
+}
