@@ -1,1 +1,2 @@
 //! Credentials: API keys and JWT bearer tokens.
+pub mod api_key;

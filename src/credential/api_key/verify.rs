@@ -1,0 +1,129 @@
+//! Verification: parse → checksum → lookup (through the cache) → constant-time compare → revoked? → expired? →
+//! grant.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::cache::{KeyCache, Lookup, unix_nanos};
+use super::format::KeyFormat;
+use super::hash::Peppers;
+use crate::policy::{Denial, DenialKind};
+use crate::{Clock, Grant};
+
+/// Verifies presented API keys and turns them into [`Grant`]s.
+///
+/// | failure | denial kind |
+/// |---|---|
+/// | wrong prefix, length, character, checksum (no store call) | `invalid_credential` |
+/// | unknown id, wrong secret, digest under a pepper version not configured | `invalid_credential` |
+/// | revoked, or a rotated key past its grace | `revoked_credential` |
+/// | past its expiry | `expired_credential` |
+/// | the store failed | `unavailable` (fail closed) |
+pub struct ApiKeyVerifier {
+    format: KeyFormat,
+    peppers: Peppers,
+    cache: Arc<KeyCache>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ApiKeyVerifier {
+    /// A verifier for keys of `format`, hashed under any of `peppers`, looked up through `cache`.
+    pub fn new(
+        format: KeyFormat,
+        peppers: Peppers,
+        cache: Arc<KeyCache>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        ApiKeyVerifier {
+            format,
+            peppers,
+            cache,
+            clock,
+        }
+    }
+
+    /// The key format this verifier accepts.
+    pub fn format(&self) -> &KeyFormat {
+        &self.format
+    }
+
+    /// The cache (and through it, the store).
+    pub fn cache(&self) -> &Arc<KeyCache> {
+        &self.cache
+    }
+
+    /// Verifies `presented` (the whole key, `<prefix>_<body>`). A malformed key is refused before any store or
+    /// crypto work. A cache hit allocates nothing.
+    pub async fn verify(&self, presented: &str) -> Result<Grant, Denial> {
+        let Some(parsed) = self.format.parse(presented) else {
+            return Err(Denial::new(
+                DenialKind::InvalidCredential,
+                "API key is malformed or its checksum does not match",
+            ));
+        };
+        let now = self.clock.now();
+        let key = match self.cache.lookup(parsed.id, now).await {
+            Ok(Lookup::Found(key)) => key,
+            Ok(Lookup::NotFound) => {
+                return Err(Denial::new(
+                    DenialKind::InvalidCredential,
+                    "API key id is unknown",
+                ));
+            }
+            Err(error) => {
+                tracing::warn!(key_id = %parsed.id, %error, "API key lookup failed");
+                return Err(Denial::new(
+                    DenialKind::Unavailable,
+                    "the API key store did not answer",
+                ));
+            }
+        };
+        match self
+            .peppers
+            .verify(&parsed.id, parsed.secret, key.pepper_version, &key.digest)
+        {
+            Some(true) => {}
+            Some(false) => {
+                return Err(Denial::new(
+                    DenialKind::InvalidCredential,
+                    "API key secret does not match",
+                ));
+            }
+            None => {
+                tracing::warn!(
+                    key_id = %parsed.id,
+                    pepper_version = key.pepper_version,
+                    "API key is hashed under a pepper version that is not configured"
+                );
+                return Err(Denial::new(
+                    DenialKind::InvalidCredential,
+                    "API key is hashed under a pepper version that is not configured",
+                ));
+            }
+        }
+        let now = unix_nanos(now);
+        if key.revoked_at <= now {
+            return Err(Denial::new(
+                DenialKind::RevokedCredential,
+                "API key is revoked",
+            ));
+        }
+        if key.expires_at <= now {
+            return Err(Denial::new(
+                DenialKind::ExpiredCredential,
+                "API key has expired",
+            ));
+        }
+        Ok(key.grant)
+    }
+}
+
+impl fmt::Debug for ApiKeyVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyVerifier")
+            .field("format", &self.format)
+            .field("peppers", &self.peppers)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
