@@ -1,6 +1,6 @@
-//! API keys end to end: issue → verify through the cache → revoke / rotate / expire, over the memory and SQLite
+//! API keys end to end: issue → verify through the cache → revoke / rotate / expire, over the memory and `SQLite`
 //! stores. Every allowed case has its refused twin.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::format_collect)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -186,10 +186,14 @@ struct Shard {
     epoch: u64,
 }
 
-/// Outcome of a cached lookup.
-pub(crate) enum Lookup {
-    Found(CachedKey),
+/// What the cache holds for an id.
+pub(crate) enum Cached<R> {
+    /// A fresh entry, and what the caller computed from it.
+    Found(R),
+    /// A fresh "not found".
     NotFound,
+    /// Nothing fresh: ask [`KeyCache::fetch`].
+    Miss,
 }
 
 /// A bounded TTL cache in front of a [`KeyStore`]; itself a `KeyStore` whose writes drop the entries they touch.
@@ -272,24 +276,36 @@ impl KeyCache {
         now >= fetched_at && now - fetched_at < self.ttl_nanos
     }
 
-    /// The key with this id, from the cache when fresh, else from the store (and then cached).
-    pub(crate) async fn lookup(&self, id: KeyId, now: SystemTime) -> Result<Lookup, StoreError> {
-        let now = unix_nanos(now);
+    /// Runs `f` on the fresh entry for `id`, under the shard's read lock (so that `f` can read the entry in place,
+    /// without copying it or touching its grant's reference count before it has to). `now` is in Unix nanoseconds.
+    pub(crate) fn peek<R>(
+        &self,
+        id: &KeyId,
+        now: u64,
+        f: impl FnOnce(&CachedKey) -> R,
+    ) -> Cached<R> {
+        let shard = self
+            .shard(id)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = shard.found.map.get(id)
+            && self.fresh(slot.fetched_at, now)
+        {
+            return Cached::Found(f(&slot.value));
+        }
+        if let Some(slot) = shard.missing.map.get(id)
+            && self.fresh(slot.fetched_at, now)
+        {
+            return Cached::NotFound;
+        }
+        Cached::Miss
+    }
+
+    /// Reads `id` from the store and caches the answer (found or not found; never an error). A read that raced
+    /// with an invalidation of its shard is returned but not cached.
+    pub(crate) async fn fetch(&self, id: KeyId, now: u64) -> Result<Option<CachedKey>, StoreError> {
         let shard = self.shard(&id);
-        let epoch = {
-            let s = shard.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(slot) = s.found.map.get(&id)
-                && self.fresh(slot.fetched_at, now)
-            {
-                return Ok(Lookup::Found(slot.value.clone()));
-            }
-            if let Some(slot) = s.missing.map.get(&id)
-                && self.fresh(slot.fetched_at, now)
-            {
-                return Ok(Lookup::NotFound);
-            }
-            s.epoch
-        };
+        let epoch = shard.read().unwrap_or_else(PoisonError::into_inner).epoch;
         let record = self.store.get(id).await?;
         if let Some(r) = &record
             && r.info.id != id
@@ -312,10 +328,7 @@ impl KeyCache {
                 }
             }
         }
-        Ok(match found {
-            Some(key) => Lookup::Found(key),
-            None => Lookup::NotFound,
-        })
+        Ok(found)
     }
 }
 

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::cache::{KeyCache, Lookup, unix_nanos};
-use super::format::KeyFormat;
+use super::cache::{Cached, CachedKey, KeyCache, unix_nanos};
+use super::format::{KeyFormat, ParsedKey};
 use super::hash::Peppers;
 use crate::policy::{Denial, DenialKind};
 use crate::{Clock, Grant};
@@ -61,23 +61,30 @@ impl ApiKeyVerifier {
                 "API key is malformed or its checksum does not match",
             ));
         };
-        let now = self.clock.now();
-        let key = match self.cache.lookup(parsed.id, now).await {
-            Ok(Lookup::Found(key)) => key,
-            Ok(Lookup::NotFound) => {
-                return Err(Denial::new(
-                    DenialKind::InvalidCredential,
-                    "API key id is unknown",
-                ));
-            }
-            Err(error) => {
-                tracing::warn!(key_id = %parsed.id, %error, "API key lookup failed");
-                return Err(Denial::new(
-                    DenialKind::Unavailable,
-                    "the API key store did not answer",
-                ));
-            }
-        };
+        let now = unix_nanos(self.clock.now());
+        let check = |key: &CachedKey| self.check(&parsed, key, now);
+        match self.cache.peek(&parsed.id, now, check) {
+            Cached::Found(outcome) => outcome,
+            Cached::NotFound => Err(unknown_id()),
+            Cached::Miss => match self.cache.fetch(parsed.id, now).await {
+                Ok(Some(key)) => check(&key),
+                Ok(None) => Err(unknown_id()),
+                Err(error) => {
+                    tracing::warn!(key_id = %parsed.id, %error, "API key lookup failed");
+                    Err(Denial::new(
+                        DenialKind::Unavailable,
+                        "the API key store did not answer",
+                    ))
+                }
+            },
+        }
+    }
+
+    /// Compare, revoked?, expired? — on the cache entry in place.
+    fn check(&self, parsed: &ParsedKey<'_>, key: &CachedKey, now: u64) -> Result<Grant, Denial> {
+        // Start loading the grant (its own allocation, likely a cache miss at scale) now, so that the load overlaps
+        // with the HMAC instead of following it.
+        std::hint::black_box(key.grant.kind());
         match self
             .peppers
             .verify(&parsed.id, parsed.secret, key.pepper_version, &key.digest)
@@ -101,7 +108,6 @@ impl ApiKeyVerifier {
                 ));
             }
         }
-        let now = unix_nanos(now);
         if key.revoked_at <= now {
             return Err(Denial::new(
                 DenialKind::RevokedCredential,
@@ -114,8 +120,12 @@ impl ApiKeyVerifier {
                 "API key has expired",
             ));
         }
-        Ok(key.grant)
+        Ok(key.grant.clone())
     }
+}
+
+fn unknown_id() -> Denial {
+    Denial::new(DenialKind::InvalidCredential, "API key id is unknown")
 }
 
 impl fmt::Debug for ApiKeyVerifier {
