@@ -258,7 +258,7 @@ impl KeyCache {
     }
 
     /// Number of cached keys and cached unknown ids, including stale ones not yet replaced.
-    pub fn len(&self) -> (usize, usize) {
+    pub fn entry_counts(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(f, m), s| {
             let s = s.read().unwrap_or_else(PoisonError::into_inner);
             (f + s.found.map.len(), m + s.missing.map.len())
@@ -334,7 +334,7 @@ impl KeyCache {
 
 impl fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (keys, unknown) = self.len();
+        let (keys, unknown) = self.entry_counts();
         f.debug_struct("KeyCache")
             .field("config", &self.config)
             .field("cached_keys", &keys)
