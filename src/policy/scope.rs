@@ -224,7 +224,7 @@ impl ScopeSet {
         other.exact.iter().all(|s| self.covers(s))
             && other.wildcards.iter().all(|w| {
                 self.wildcards.contains(w)
-                    || self.wildcards.iter().any(|mine| mine.is_superuser())
+                    || self.wildcards.iter().any(Scope::is_superuser)
                     || (!w.is_superuser() && self.wildcard_covers_wildcard(w))
             })
     }
@@ -254,6 +254,7 @@ impl ScopeSet {
     }
 
     /// A copy without `scope` (used by tests and by down-scoping).
+    #[must_use]
     pub fn without(&self, scope: &Scope) -> ScopeSet {
         let mut copy = self.clone();
         copy.exact.remove(scope);
