@@ -108,7 +108,8 @@ impl KeyFormat {
             return None;
         }
         let body = &bytes[plen + 1..];
-        if !body.iter().all(u8::is_ascii_alphanumeric) {
+        // One table lookup per byte, folded without early exit (no data-dependent branch per character).
+        if body.iter().fold(0u8, |acc, &b| acc | DIGIT[usize::from(b)]) & INVALID != 0 {
             return None;
         }
         let (checked, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
@@ -256,13 +257,27 @@ fn encode_checksum(mut crc: u32) -> [u8; CHECKSUM_LEN] {
     out
 }
 
-fn base62_digit(c: u8) -> Option<u64> {
-    match c {
-        b'0'..=b'9' => Some(u64::from(c - b'0')),
-        b'A'..=b'Z' => Some(u64::from(c - b'A') + 10),
-        b'a'..=b'z' => Some(u64::from(c - b'a') + 36),
-        _ => None,
+/// Marks a byte outside the alphabet in [`DIGIT`].
+const INVALID: u8 = 0x80;
+
+/// The value of each base62 digit, or [`INVALID`].
+const DIGIT: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        // i < 62: the cast is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            table[ALPHABET[i] as usize] = i as u8;
+        }
+        i += 1;
     }
+    table
+};
+
+fn base62_digit(c: u8) -> Option<u64> {
+    let d = DIGIT[usize::from(c)];
+    (d & INVALID == 0).then_some(u64::from(d))
 }
 
 /// Decodes [`CHECKSUM_LEN`] base62 digits (at most 62⁶ − 1, which fits easily in a `u64`).
@@ -330,6 +345,20 @@ mod tests {
                 &k.as_bytes()[10 + ID_LEN..10 + ID_LEN + SECRET_LEN]
             );
         }
+    }
+
+    #[test]
+    fn the_digit_table_accepts_exactly_the_alphabet() {
+        for b in 0..=255u8 {
+            assert_eq!(
+                base62_digit(b).is_some(),
+                b.is_ascii_alphanumeric(),
+                "byte {b}"
+            );
+        }
+        assert_eq!(base62_digit(b'0'), Some(0));
+        assert_eq!(base62_digit(b'A'), Some(10));
+        assert_eq!(base62_digit(b'z'), Some(61));
     }
 
     #[test]
