@@ -710,6 +710,65 @@ async fn issuance_validates_its_request() {
     assert_eq!(r.issuer.list().await.unwrap().len(), 1);
 }
 
+/// A store's own rotation re-checks, atomically, that the old key is still active (the issuer's check can race).
+async fn rotation_is_conditional_in_the_store(store: Arc<dyn KeyStore>) {
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+    let r = replica_with(
+        &clock,
+        store.clone(),
+        Peppers::single(pepper(1, 7)),
+        CacheConfig::default(),
+    );
+    let (issued, _) = issue(&r).await;
+    let record = store.get(issued.id()).await.unwrap().unwrap();
+    assert!(matches!(
+        store.insert(record.clone()).await,
+        Err(StoreError::Duplicate(id)) if id == issued.id()
+    ));
+    let mut successor = record.clone();
+    successor.info.id = "NewKeyId00000000".parse().unwrap();
+    successor.info.replaces = Some(issued.id());
+    // Revoked: nothing is written.
+    store.revoke(issued.id(), clock.now()).await.unwrap();
+    assert!(
+        !store
+            .rotate(issued.id(), clock.now(), clock.now(), successor.clone())
+            .await
+            .unwrap()
+    );
+    assert!(store.get(successor.info.id).await.unwrap().is_none());
+    // Expired: nothing is written either.
+    let expiring = r
+        .issuer
+        .issue(request().expires_in(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .id();
+    let at_expiry = clock.now() + Duration::from_secs(10);
+    successor.info.replaces = Some(expiring);
+    assert!(
+        !store
+            .rotate(expiring, at_expiry, at_expiry, successor.clone())
+            .await
+            .unwrap()
+    );
+    assert!(store.get(successor.info.id).await.unwrap().is_none());
+    // Twin: active one second earlier, it rotates.
+    let before = at_expiry - Duration::from_secs(1);
+    assert!(
+        store
+            .rotate(expiring, before, before, successor.clone())
+            .await
+            .unwrap()
+    );
+    assert!(store.get(successor.info.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_memory_store_rotates_conditionally() {
+    rotation_is_conditional_in_the_store(Arc::new(MemoryKeyStore::new())).await;
+}
+
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use scopegate::credential::api_key::{OpenMode, SqliteKeyStore};
@@ -853,36 +912,12 @@ mod sqlite {
     }
 
     #[tokio::test]
-    async fn duplicate_ids_and_conditional_rotation_hold_in_sql() {
+    async fn the_sqlite_store_rotates_conditionally() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteKeyStore::open(&url(&dir), OpenMode::CreateIfMissing)
             .await
             .unwrap();
-        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
-        let store: Arc<dyn KeyStore> = Arc::new(store);
-        let r = replica_with(
-            &clock,
-            store.clone(),
-            Peppers::single(pepper(1, 7)),
-            CacheConfig::default(),
-        );
-        let (issued, _) = issue(&r).await;
-        let record = store.get(issued.id()).await.unwrap().unwrap();
-        assert!(matches!(
-            store.insert(record.clone()).await,
-            Err(StoreError::Duplicate(id)) if id == issued.id()
-        ));
-        // A rotation of a revoked key writes nothing.
-        store.revoke(issued.id(), clock.now()).await.unwrap();
-        let mut successor = record.clone();
-        successor.info.id = "NewKeyId00000000".parse().unwrap();
-        assert!(
-            !store
-                .rotate(issued.id(), clock.now(), clock.now(), successor.clone())
-                .await
-                .unwrap()
-        );
-        assert!(store.get(successor.info.id).await.unwrap().is_none());
+        rotation_is_conditional_in_the_store(Arc::new(store)).await;
     }
 }
 
