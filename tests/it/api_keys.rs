@@ -674,11 +674,30 @@ fn the_key_store_trait_is_object_safe_and_shareable() {
 #[test]
 fn verification_futures_are_send() {
     fn assert_send<T: Send>(_: &T) {}
+    fn assert_static_send<T: Send + 'static>(_: T) {}
     let r = replica();
     let future = r.verifier.verify("sg_x");
     assert_send(&future);
     let issue = r.issuer.issue(request());
     assert_send(&issue);
+    // A clone of the verifier and an owned secret make a `'static` future (what a boxed authenticator needs).
+    let verifier = r.verifier.clone();
+    let secret = scopegate::Secret::from("sg_x");
+    assert_static_send(async move { verifier.verify_secret(&secret).await });
+}
+
+#[tokio::test]
+async fn a_key_held_as_a_secret_verifies_the_same() {
+    let r = replica();
+    let (issued, _) = issue(&r).await;
+    let grant = r.verifier.verify_secret(issued.key()).await.unwrap();
+    assert_eq!(grant.principal(), issued.id().as_str());
+    // Twin: bytes that are not UTF-8.
+    let garbage = scopegate::Secret::new(vec![0xff; 57]);
+    assert_eq!(
+        r.verifier.verify_secret(&garbage).await.unwrap_err().kind(),
+        DenialKind::InvalidCredential
+    );
 }
 
 #[tokio::test]

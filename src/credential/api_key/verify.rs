@@ -8,7 +8,7 @@ use super::cache::{Cached, CachedKey, KeyCache, unix_nanos};
 use super::format::{KeyFormat, ParsedKey};
 use super::hash::Peppers;
 use crate::policy::{Denial, DenialKind};
-use crate::{Clock, Grant};
+use crate::{Clock, Grant, Secret};
 
 /// Verifies presented API keys and turns them into [`Grant`]s.
 ///
@@ -19,7 +19,12 @@ use crate::{Clock, Grant};
 /// | revoked, or a rotated key past its grace | `revoked_credential` |
 /// | past its expiry | `expired_credential` |
 /// | the store failed | `unavailable` (fail closed) |
-pub struct ApiKeyVerifier {
+///
+/// Cheap to clone (an `Arc` inside), so that a future that must not borrow it can own a clone.
+#[derive(Clone)]
+pub struct ApiKeyVerifier(Arc<Inner>);
+
+struct Inner {
     format: KeyFormat,
     peppers: Peppers,
     cache: Arc<KeyCache>,
@@ -34,39 +39,52 @@ impl ApiKeyVerifier {
         cache: Arc<KeyCache>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        ApiKeyVerifier {
+        ApiKeyVerifier(Arc::new(Inner {
             format,
             peppers,
             cache,
             clock,
-        }
+        }))
     }
 
     /// The key format this verifier accepts.
     pub fn format(&self) -> &KeyFormat {
-        &self.format
+        &self.0.format
     }
 
     /// The cache (and through it, the store).
     pub fn cache(&self) -> &Arc<KeyCache> {
-        &self.cache
+        &self.0.cache
+    }
+
+    /// [`verify`](Self::verify) for a key held as a [`Secret`] (as credential extraction hands it over); bytes that
+    /// are not UTF-8 are `invalid_credential`.
+    pub async fn verify_secret(&self, presented: &Secret) -> Result<Grant, Denial> {
+        match presented.expose_str() {
+            Some(text) => self.verify(text).await,
+            None => Err(Denial::new(
+                DenialKind::InvalidCredential,
+                "API key is malformed or its checksum does not match",
+            )),
+        }
     }
 
     /// Verifies `presented` (the whole key, `<prefix>_<body>`). A malformed key is refused before any store or
     /// crypto work. A cache hit allocates nothing.
     pub async fn verify(&self, presented: &str) -> Result<Grant, Denial> {
-        let Some(parsed) = self.format.parse(presented) else {
+        let this = &*self.0;
+        let Some(parsed) = this.format.parse(presented) else {
             return Err(Denial::new(
                 DenialKind::InvalidCredential,
                 "API key is malformed or its checksum does not match",
             ));
         };
-        let now = unix_nanos(self.clock.now());
-        let check = |key: &CachedKey| self.check(&parsed, key, now);
-        match self.cache.peek(&parsed.id, now, check) {
+        let now = unix_nanos(this.clock.now());
+        let check = |key: &CachedKey| this.check(&parsed, key, now);
+        match this.cache.peek(&parsed.id, now, check) {
             Cached::Found(outcome) => outcome,
             Cached::NotFound => Err(unknown_id()),
-            Cached::Miss => match self.cache.fetch(parsed.id, now).await {
+            Cached::Miss => match this.cache.fetch(parsed.id, now).await {
                 Ok(Some(key)) => check(&key),
                 Ok(None) => Err(unknown_id()),
                 Err(error) => {
@@ -79,7 +97,9 @@ impl ApiKeyVerifier {
             },
         }
     }
+}
 
+impl Inner {
     /// Compare, revoked?, expired? — on the cache entry in place.
     fn check(&self, parsed: &ParsedKey<'_>, key: &CachedKey, now: u64) -> Result<Grant, Denial> {
         // Start loading the grant's reference count (its own allocation, likely a cache miss at scale) now, with a
@@ -131,9 +151,9 @@ fn unknown_id() -> Denial {
 impl fmt::Debug for ApiKeyVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiKeyVerifier")
-            .field("format", &self.format)
-            .field("peppers", &self.peppers)
-            .field("cache", &self.cache)
+            .field("format", &self.0.format)
+            .field("peppers", &self.0.peppers)
+            .field("cache", &self.0.cache)
             .finish_non_exhaustive()
     }
 }
