@@ -271,13 +271,22 @@ mod tests {
             err.to_string()
                 .contains("SCOPEGATE_TEST_PEPPER_SURELY_UNSET")
         );
-        // PATH is set on every test machine and is not a pepper.
-        if let Ok(path) = std::env::var("PATH") {
-            if path.len() < MIN_PEPPER_LEN {
-                let err = Pepper::from_env("PATH", 1).unwrap_err();
-                assert!(err.to_string().contains("PATH"));
-                assert!(!err.to_string().contains(&path));
-            }
+        // A short variable that is set on most machines (tests may not set variables: `set_var` is unsafe).
+        let short = ["HOME", "USER", "SHELL", "LANG", "PATH"]
+            .into_iter()
+            .find_map(|var| Some((var, std::env::var(var).ok()?)))
+            .filter(|(_, value)| !value.is_empty() && value.len() < MIN_PEPPER_LEN);
+        if let Some((var, value)) = short {
+            let err = Pepper::from_env(var, 1).unwrap_err();
+            assert_eq!(
+                err,
+                PepperError::EnvTooShort {
+                    var: var.to_owned(),
+                    len: value.len()
+                }
+            );
+            assert!(err.to_string().contains(var));
+            assert!(!err.to_string().contains(&value));
         }
     }
 
