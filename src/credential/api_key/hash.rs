@@ -274,8 +274,10 @@ mod tests {
         // A short variable that is set on most machines (tests may not set variables: `set_var` is unsafe).
         let short = ["HOME", "USER", "SHELL", "LANG", "PATH"]
             .into_iter()
-            .find_map(|var| Some((var, std::env::var(var).ok()?)))
-            .filter(|(_, value)| !value.is_empty() && value.len() < MIN_PEPPER_LEN);
+            .find_map(|var| {
+                let value = std::env::var(var).ok()?;
+                (!value.is_empty() && value.len() < MIN_PEPPER_LEN).then_some((var, value))
+            });
         if let Some((var, value)) = short {
             let err = Pepper::from_env(var, 1).unwrap_err();
             assert_eq!(
