@@ -1,5 +1,6 @@
 //! Credentials: extraction from headers, API keys and JWT bearer tokens.
 
+pub mod api_key;
 mod header;
 pub mod jwt;
 

@@ -8,6 +8,7 @@
     clippy::too_many_lines
 )]
 
+mod api_keys;
 mod axum_tls;
 mod fuzz_corpus;
 mod gate_file;

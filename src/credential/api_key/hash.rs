@@ -1,0 +1,339 @@
+//! The pepper and the keyed hash: only `HMAC-SHA256(pepper, id ‖ secret)` is ever stored.
+//!
+//! The pepper is a server-side key that never enters the store, so a stolen database holds digests that cannot
+//! be checked offline. Each pepper has a version, recorded beside every digest; several versions can be configured
+//! at once so that keys hashed under an older pepper keep verifying while new keys use the current one.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use super::format::{ID_LEN, KeyId, SECRET_LEN};
+use crate::Secret;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The shortest pepper accepted, in bytes.
+pub const MIN_PEPPER_LEN: usize = 32;
+
+/// Why a pepper (or a set of them) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PepperError {
+    /// Fewer than [`MIN_PEPPER_LEN`] bytes.
+    #[error("the API key pepper is {len} bytes long; at least {MIN_PEPPER_LEN} are required")]
+    TooShort {
+        /// The length found.
+        len: usize,
+    },
+    /// The environment variable is not set.
+    #[error(
+        "the environment variable {var} (the API key pepper) is not set; set it to at least {MIN_PEPPER_LEN} random bytes, e.g. `openssl rand -hex 32`"
+    )]
+    EnvMissing {
+        /// The variable's name.
+        var: String,
+    },
+    /// The environment variable is too short.
+    #[error(
+        "the environment variable {var} (the API key pepper) is {len} bytes long; at least {MIN_PEPPER_LEN} are required"
+    )]
+    EnvTooShort {
+        /// The variable's name.
+        var: String,
+        /// The length found.
+        len: usize,
+    },
+    /// Two peppers with the same version.
+    #[error("two API key peppers have version {0}; versions must be distinct")]
+    DuplicateVersion(u32),
+}
+
+/// A server-side hashing key with its version. At least [`MIN_PEPPER_LEN`] bytes; `Debug` is redacted.
+#[derive(Clone)]
+pub struct Pepper {
+    version: u32,
+    secret: Secret,
+}
+
+impl Pepper {
+    /// A pepper of `version` from raw bytes.
+    pub fn new(version: u32, bytes: Vec<u8>) -> Result<Self, PepperError> {
+        let secret = Secret::new(bytes);
+        if secret.len() < MIN_PEPPER_LEN {
+            return Err(PepperError::TooShort { len: secret.len() });
+        }
+        Ok(Pepper { version, secret })
+    }
+
+    /// A pepper of `version` read from the environment variable `var` (its bytes, as set). The error names the
+    /// variable, never its value.
+    pub fn from_env(var: &str, version: u32) -> Result<Self, PepperError> {
+        let value = std::env::var_os(var).ok_or_else(|| PepperError::EnvMissing {
+            var: var.to_owned(),
+        })?;
+        let secret = Secret::new(value.into_encoded_bytes());
+        if secret.len() < MIN_PEPPER_LEN {
+            return Err(PepperError::EnvTooShort {
+                var: var.to_owned(),
+                len: secret.len(),
+            });
+        }
+        Ok(Pepper { version, secret })
+    }
+
+    /// The version recorded beside digests made with this pepper.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pepper")
+            .field("version", &self.version)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// The configured peppers: the current one (new keys are hashed with it) and older ones (still verified).
+///
+/// Each pepper is keyed into HMAC once, here; every hash clones the prepared state.
+#[derive(Clone)]
+pub struct Peppers {
+    current: u32,
+    /// (version, prepared HMAC state), current first. A handful of entries: a linear scan is the fastest lookup.
+    prepared: Vec<(u32, HmacSha256)>,
+}
+
+impl Peppers {
+    /// The current pepper and any older ones that keys may still be hashed under.
+    pub fn new(
+        current: Pepper,
+        older: impl IntoIterator<Item = Pepper>,
+    ) -> Result<Self, PepperError> {
+        let mut prepared = Vec::new();
+        let current_version = current.version;
+        for pepper in std::iter::once(current).chain(older) {
+            if prepared.iter().any(|(v, _)| *v == pepper.version) {
+                return Err(PepperError::DuplicateVersion(pepper.version));
+            }
+            let mac = HmacSha256::new_from_slice(pepper.secret.expose())
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+            prepared.push((pepper.version, mac));
+        }
+        Ok(Peppers {
+            current: current_version,
+            prepared,
+        })
+    }
+
+    /// A single pepper.
+    pub fn single(pepper: Pepper) -> Self {
+        let version = pepper.version;
+        Self::new(pepper, []).unwrap_or_else(|_| unreachable!("one version {version} is distinct"))
+    }
+
+    /// The current version.
+    pub fn current_version(&self) -> u32 {
+        self.current
+    }
+
+    /// The configured versions, current first.
+    pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.prepared.iter().map(|(v, _)| *v)
+    }
+
+    /// Hashes a new key under the current pepper.
+    pub(crate) fn hash(&self, id: &KeyId, secret: &[u8; SECRET_LEN]) -> KeyHash {
+        let (version, mac) = &self.prepared[0];
+        KeyHash {
+            pepper_version: *version,
+            digest: digest(mac, id, secret),
+        }
+    }
+
+    /// Checks a presented secret against a stored digest, in constant time. `None` when the digest's pepper
+    /// version is not configured.
+    pub(crate) fn verify(
+        &self,
+        id: &KeyId,
+        secret: &[u8; SECRET_LEN],
+        pepper_version: u32,
+        stored: &[u64; 4],
+    ) -> Option<bool> {
+        let (_, mac) = self.prepared.iter().find(|(v, _)| *v == pepper_version)?;
+        let computed = lanes(&digest(mac, id, secret));
+        Some(bool::from(computed[..].ct_eq(&stored[..])))
+    }
+}
+
+impl fmt::Debug for Peppers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peppers")
+            .field("current", &self.current)
+            .field("versions", &self.versions().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn digest(prepared: &HmacSha256, id: &KeyId, secret: &[u8; SECRET_LEN]) -> [u8; 32] {
+    let mut mac = prepared.clone();
+    // id ‖ secret is 48 bytes: one compression for the inner hash, one for the outer.
+    let mut message = [0u8; ID_LEN + SECRET_LEN];
+    message[..ID_LEN].copy_from_slice(id.as_bytes());
+    message[ID_LEN..].copy_from_slice(secret);
+    mac.update(&message);
+    zeroize::Zeroize::zeroize(&mut message);
+    mac.finalize().into_bytes().into()
+}
+
+/// A digest as four `u64` lanes, for a fast constant-time comparison.
+pub(crate) fn lanes(digest: &[u8; 32]) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for (lane, chunk) in out.iter_mut().zip(digest.chunks_exact(8)) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        *lane = u64::from_le_bytes(bytes);
+    }
+    out
+}
+
+/// What the store keeps instead of a key: the pepper version and `HMAC-SHA256(pepper, id ‖ secret)`.
+///
+/// `Debug` prints the version only. There is no `PartialEq`: compare with [`KeyHash::ct_eq`].
+#[derive(Clone)]
+pub struct KeyHash {
+    pepper_version: u32,
+    digest: [u8; 32],
+}
+
+impl KeyHash {
+    /// Rebuilds a stored hash (for [`KeyStore`](super::KeyStore) implementations).
+    pub fn from_parts(pepper_version: u32, digest: [u8; 32]) -> Self {
+        KeyHash {
+            pepper_version,
+            digest,
+        }
+    }
+
+    /// The pepper version the digest was made with.
+    pub fn pepper_version(&self) -> u32 {
+        self.pepper_version
+    }
+
+    /// The digest bytes, for [`KeyStore`](super::KeyStore) implementations to persist.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
+    /// Constant-time equality of version and digest.
+    pub fn ct_eq(&self, other: &KeyHash) -> bool {
+        self.pepper_version == other.pepper_version
+            && bool::from(self.digest[..].ct_eq(&other.digest[..]))
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyHash")
+            .field("pepper_version", &self.pepper_version)
+            .field("digest", &"[REDACTED]")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pepper(version: u32, fill: u8) -> Pepper {
+        Pepper::new(version, vec![fill; 32]).unwrap()
+    }
+
+    #[test]
+    fn short_peppers_are_refused() {
+        assert_eq!(
+            Pepper::new(1, vec![7; 31]).unwrap_err(),
+            PepperError::TooShort { len: 31 }
+        );
+        assert!(Pepper::new(1, vec![7; 32]).is_ok());
+    }
+
+    #[test]
+    fn env_errors_name_the_variable_and_never_the_value() {
+        let err = Pepper::from_env("SCOPEGATE_TEST_PEPPER_SURELY_UNSET", 1).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("SCOPEGATE_TEST_PEPPER_SURELY_UNSET")
+        );
+        // A short variable that is set on most machines (tests may not set variables: `set_var` is unsafe).
+        let short = ["HOME", "USER", "SHELL", "LANG", "PATH"]
+            .into_iter()
+            .find_map(|var| {
+                let value = std::env::var(var).ok()?;
+                (!value.is_empty() && value.len() < MIN_PEPPER_LEN).then_some((var, value))
+            });
+        if let Some((var, value)) = short {
+            let err = Pepper::from_env(var, 1).unwrap_err();
+            assert_eq!(
+                err,
+                PepperError::EnvTooShort {
+                    var: var.to_owned(),
+                    len: value.len()
+                }
+            );
+            assert!(err.to_string().contains(var));
+            assert!(!err.to_string().contains(&value));
+        }
+    }
+
+    #[test]
+    fn duplicate_versions_are_refused() {
+        assert_eq!(
+            Peppers::new(pepper(1, 1), [pepper(1, 2)]).unwrap_err(),
+            PepperError::DuplicateVersion(1)
+        );
+    }
+
+    #[test]
+    fn a_digest_verifies_only_under_its_pepper() {
+        let id: KeyId = "0123456789abcdef".parse().unwrap();
+        let secret = [b'x'; SECRET_LEN];
+        let a = Peppers::single(pepper(1, 1));
+        let hash = a.hash(&id, &secret);
+        let stored = lanes(hash.digest());
+        assert_eq!(a.verify(&id, &secret, 1, &stored), Some(true));
+        let mut other = secret;
+        other[0] = b'y';
+        assert_eq!(a.verify(&id, &other, 1, &stored), Some(false));
+        let other_id: KeyId = "0123456789abcdeg".parse().unwrap();
+        assert_eq!(a.verify(&other_id, &secret, 1, &stored), Some(false));
+        // Same version number, different bytes: never verifies.
+        let b = Peppers::single(pepper(1, 2));
+        assert_eq!(b.verify(&id, &secret, 1, &stored), Some(false));
+        // Unknown version.
+        assert_eq!(b.verify(&id, &secret, 2, &stored), None);
+        // Older version still configured.
+        let rotated = Peppers::new(pepper(2, 2), [pepper(1, 1)]).unwrap();
+        assert_eq!(rotated.current_version(), 2);
+        assert_eq!(rotated.verify(&id, &secret, 1, &stored), Some(true));
+        assert_eq!(rotated.hash(&id, &secret).pepper_version(), 2);
+    }
+
+    #[test]
+    fn debug_prints_no_secret_material() {
+        let p = Pepper::new(3, b"pepper-bytes-that-must-stay-hidden!!".to_vec()).unwrap();
+        let set = Peppers::single(p.clone());
+        let hash = KeyHash::from_parts(3, [0xab; 32]);
+        let printed = format!("{p:?} {set:?} {hash:?} {p:#?} {hash:#?}");
+        assert!(!printed.contains("pepper-bytes"), "{printed}");
+        assert!(!printed.contains("171"), "{printed}"); // 0xab as a decimal byte
+        assert!(!printed.to_lowercase().contains("abab"), "{printed}");
+        assert!(printed.contains("version"));
+    }
+}
