@@ -382,3 +382,207 @@ impl GateFile {
         }
     }
 }
+
+/// Resolves a path written in the gate file: relative paths are relative to the file's directory.
+fn resolve_path(base: Option<&Path>, path: &Path) -> PathBuf {
+    match base.and_then(Path::parent) {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+impl GateFile {
+    fn at(&self, section: &str, field: &str) -> Location {
+        Location {
+            file: self.source.clone(),
+            line: None,
+            section: Some(format!("[{section}]")),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    /// A path written in the file, resolved against the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        resolve_path(self.source.as_deref(), path)
+    }
+
+    /// The `sqlite://PATH` URL of `[api_keys] store`, with a relative path resolved against the file's directory.
+    pub fn store_url(&self) -> Option<Result<String, ConfigError>> {
+        let section = self.api_keys.as_ref()?;
+        Some(match section.store.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => Ok(format!(
+                "sqlite://{}",
+                self.resolve(Path::new(path)).display()
+            )),
+            _ => Err(ConfigError::invalid(
+                self.at("api_keys", "store"),
+                format!(
+                    "{:?} is not a supported store URL: expected sqlite://PATH",
+                    section.store
+                ),
+            )),
+        })
+    }
+
+    /// Builds the gate this file describes — policy, API keys (the store must exist; the pepper comes from the
+    /// environment variable the file names), JWTs (the key set file must load), transport and throttle — as a
+    /// builder, so that the caller can still choose the audit sink.
+    ///
+    /// `env` reads environment variables (pass `|name| std::env::var(name).ok()`); `clock` is the gate's clock.
+    pub async fn gate(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+        clock: impl crate::Clock + Clone,
+    ) -> Result<crate::layer::ScopeGate, ConfigError> {
+        let mut gate = crate::layer::ScopeGate::builder(self.policy()?);
+        let t = &self.transport;
+        if !t.require_tls {
+            gate = gate.danger_allow_plaintext();
+        }
+        gate = gate.trusted_proxies(t.trusted_proxies.iter().map(ToString::to_string));
+        if t.hsts_max_age > 0 {
+            gate = gate.hsts_max_age(std::time::Duration::from_secs(t.hsts_max_age));
+        }
+        if let Some(throttle) = &self.throttle {
+            let (Some(rate), Some(burst)) = (
+                std::num::NonZeroU32::new(throttle.failed_auth_per_minute),
+                std::num::NonZeroU32::new(throttle.burst),
+            ) else {
+                return Err(ConfigError::invalid(
+                    self.at("throttle", "burst"),
+                    "must be at least 1",
+                ));
+            };
+            gate = gate.throttle(crate::layer::ThrottleConfig::per_minute(rate, burst));
+        }
+        if let Some(keys) = &self.api_keys {
+            gate = gate
+                .api_key_header(keys.header.clone())
+                .api_keys(self.api_key_verifier(&env, clock.clone()).await?);
+        }
+        if let Some(jwt) = &self.jwt {
+            gate = gate.jwt(self.jwt_authenticator(jwt, clock)?);
+        }
+        Ok(gate)
+    }
+
+    /// The pepper of `[api_keys]`, read from the environment variable the file names.
+    pub fn pepper(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<crate::credential::api_key::Pepper, ConfigError> {
+        let var = self
+            .api_keys
+            .as_ref()
+            .map_or("SCOPEGATE_PEPPER", |k| k.pepper_env.as_str());
+        pepper_from(var, env)
+            .map_err(|problem| ConfigError::invalid(self.at("api_keys", "pepper_env"), problem))
+    }
+
+    async fn api_key_verifier(
+        &self,
+        env: &impl Fn(&str) -> Option<String>,
+        clock: impl crate::Clock,
+    ) -> Result<crate::credential::api_key::ApiKeyVerifier, ConfigError> {
+        use crate::credential::api_key::{
+            ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, Peppers,
+        };
+        let section = self
+            .api_keys
+            .as_ref()
+            .ok_or_else(|| ConfigError::invalid(self.at("api_keys", "store"), "missing"))?;
+        let format = KeyFormat::new(&section.prefix)
+            .map_err(|e| ConfigError::invalid(self.at("api_keys", "prefix"), e.to_string()))?;
+        let peppers = Peppers::single(self.pepper(env)?);
+        let url = self.store_url().unwrap_or_else(|| Ok(String::new()))?;
+        let store = open_existing_store(&url)
+            .await
+            .map_err(|problem| ConfigError::invalid(self.at("api_keys", "store"), problem))?;
+        let cache = std::sync::Arc::new(KeyCache::new(store, CacheConfig::default()));
+        Ok(ApiKeyVerifier::new(
+            format,
+            peppers,
+            cache,
+            std::sync::Arc::new(clock),
+        ))
+    }
+
+    fn jwt_authenticator(
+        &self,
+        section: &JwtSection,
+        clock: impl crate::Clock,
+    ) -> Result<crate::credential::jwt::JwtAuthenticator, ConfigError> {
+        use crate::credential::jwt::{Algorithm, JwtAuthenticator};
+        let mut algorithms = Vec::with_capacity(section.algorithms.len());
+        for name in &section.algorithms {
+            let alg = name.parse::<Algorithm>().map_err(|_| {
+                ConfigError::invalid(
+                    self.at("jwt", "algorithms"),
+                    format!("{name:?} is not a JWS algorithm name such as \"ES256\""),
+                )
+            })?;
+            algorithms.push(alg);
+        }
+        let mut builder = JwtAuthenticator::builder()
+            .algorithms(algorithms)
+            .jwks_file(self.resolve(&section.jwks_file))
+            .leeway(std::time::Duration::from_secs(section.leeway_seconds))
+            .scope_claim(section.scope_claim.clone())
+            .attr_claims(section.attr_claims.clone())
+            .clock(clock);
+        for issuer in section.issuer.to_vec() {
+            builder = builder.issuer(issuer);
+        }
+        for audience in section.audience.to_vec() {
+            builder = builder.audience(audience);
+        }
+        if let Some(claim) = &section.allow_ips_claim {
+            builder = builder.allow_ips_claim(claim.clone());
+        }
+        if let Some(typ) = &section.typ {
+            builder = builder.required_typ(typ.clone());
+        }
+        builder.build().map_err(|e| {
+            let location = Location {
+                field: None,
+                ..self.at("jwt", "")
+            };
+            ConfigError::invalid(location, e.to_string())
+        })
+    }
+}
+
+fn pepper_from(
+    var: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<crate::credential::api_key::Pepper, String> {
+    use crate::credential::api_key::{MIN_PEPPER_LEN, Pepper};
+    let value = env(var)
+        .ok_or_else(|| format!("the environment variable {var} (the pepper) is not set"))?;
+    if value.len() < MIN_PEPPER_LEN {
+        return Err(format!(
+            "the environment variable {var} (the pepper) is shorter than {MIN_PEPPER_LEN} bytes"
+        ));
+    }
+    Pepper::new(1, value.into_bytes()).map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_existing_store(
+    url: &str,
+) -> Result<std::sync::Arc<dyn crate::credential::api_key::KeyStore>, String> {
+    use crate::credential::api_key::{OpenMode, SqliteKeyStore};
+    let store = SqliteKeyStore::open(url, OpenMode::MustExist)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(std::sync::Arc::new(store))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_existing_store(
+    url: &str,
+) -> Result<std::sync::Arc<dyn crate::credential::api_key::KeyStore>, String> {
+    Err(format!(
+        "{url:?}: this build has no SQLite support (enable the `sqlite` feature)"
+    ))
+}

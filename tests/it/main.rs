@@ -10,6 +10,8 @@
 
 mod api_keys;
 mod axum_tls;
+#[cfg(feature = "cli")]
+mod cli;
 mod fuzz_corpus;
 mod gate_file;
 mod grpc;

@@ -28,10 +28,16 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
         .checked_mul(unit_secs)
         .filter(|s| *s <= 100 * 365 * 86_400)
         .ok_or_else(|| format!("invalid duration {text:?}: longer than 100 years"))?;
-    if secs == 0 {
-        return Err(format!("invalid duration {text:?}: must be positive"));
-    }
     Ok(Duration::from_secs(secs))
+}
+
+/// A duration that must be more than zero (lifetimes).
+pub(crate) fn parse_positive(text: &str) -> Result<Duration, String> {
+    let d = parse(text)?;
+    if d.is_zero() {
+        return Err(format!("invalid duration {text:?}: must be more than zero"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -53,12 +59,14 @@ mod tests {
             "10 m",
             "10M",
             "1w",
-            "0s",
             "01h",
             "99999999999999999999d",
             "36501d",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse("0s"), Ok(Duration::ZERO));
+        assert!(parse_positive("0s").is_err());
+        assert!(parse_positive("1s").is_ok());
     }
 }

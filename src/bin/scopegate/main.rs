@@ -3,7 +3,13 @@
 //! Exit codes: 0 success (an allowed `check`), 1 a denied `check`, 2 bad usage or bad input, with one line on
 //! stderr naming the flag, file or line at fault.
 
+// Doc comments here are the command's help text, written for people, not rustdoc.
+#![allow(clippy::doc_markdown)]
+
+mod check;
 mod duration;
+mod keys;
+mod serve;
 mod token;
 
 use std::process::ExitCode;
@@ -20,9 +26,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// API keys in a key store.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// JWT bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Explain the decision a gate file takes for one request (exit 0 allow, 1 deny).
+    Check(check::CheckArgs),
+    /// Run the reference gate in front of an echo service.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +56,22 @@ impl Failure {
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure {
             code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// A denied `check`: exit 1, the decision is already printed.
+    pub(crate) fn denied() -> Self {
+        Failure {
+            code: 1,
+            message: String::new(),
+        }
+    }
+
+    /// The server failed while running: exit 1.
+    pub(crate) fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
             message: message.into(),
         }
     }
@@ -86,6 +115,20 @@ fn main() -> ExitCode {
     };
     let outcome = match &cli.command {
         Command::Token(TokenCommand::Mint(args)) => token::mint(args),
+        command => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(async {
+                match command {
+                    Command::Keys(keys) => keys::run(keys).await,
+                    Command::Check(args) => check::run(args).await,
+                    Command::Serve(args) => serve::run(args).await,
+                    Command::Token(_) => Ok(()),
+                }
+            }),
+            Err(e) => Err(Failure::runtime(format!("cannot start the runtime: {e}"))),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

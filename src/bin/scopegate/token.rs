@@ -42,7 +42,7 @@ pub(crate) struct MintArgs {
 }
 
 pub(crate) fn mint(args: &MintArgs) -> Result<(), Failure> {
-    let lifetime = duration::parse(&args.expires_in)
+    let lifetime = duration::parse_positive(&args.expires_in)
         .map_err(|e| Failure::usage(format!("--expires-in: {e}")))?;
     if lifetime > MAX_MINT_LIFETIME {
         return Err(Failure::usage(format!(

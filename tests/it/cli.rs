@@ -1,0 +1,589 @@
+//! The `scopegate` binary end to end: keys on a real `SQLite` file, `check`, `token mint`, and `serve` over real TLS,
+//! with the exit codes and one-line errors of the contract.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const PEPPER: &str = "an-example-pepper-of-more-than-32-bytes-0123456789";
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Self {
+        Cli {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn store(&self) -> String {
+        format!("sqlite://{}", self.path("keys.db").display())
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_scopegate"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("SCOPEGATE_PEPPER", PEPPER)
+            .env_remove("SCOPEGATE_CREDENTIAL");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn issue(&self, extra: &[&str]) -> Value {
+        let store = self.store();
+        let mut args = vec![
+            "keys",
+            "issue",
+            "--store",
+            &store,
+            "--name",
+            "acme-reader",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
+    fn gate(&self, extra: &str) -> PathBuf {
+        let path = self.path("gate.toml");
+        let text = format!(
+            "{extra}\n[api_keys]\nstore = \"sqlite://keys.db\"\n\n[[route]]\npath = \"/health\"\nmethods = [\"GET\"]\npublic = true\n\n\
+             [[route]]\npath = \"/v1/tenants/{{tenant}}/invoices/{{id}}\"\nmethods = [\"GET\"]\nrequire = {{ all = [\"invoices:read\"] }}\n\
+             bind = {{ tenant = \"tenant\" }}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn check(
+        &self,
+        gate: &Path,
+        path: &str,
+        credential: Option<&str>,
+        extra: &[&str],
+    ) -> (i32, Value) {
+        let gate = gate.to_str().unwrap();
+        let mut args = vec![
+            "check", "--config", gate, "--method", "GET", "--path", path, "--json",
+        ];
+        if let Some(c) = credential {
+            args.extend(["--credential", c]);
+        }
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let code = out.status.code().unwrap();
+        assert!(
+            code == 0 || code == 1,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (code, serde_json::from_slice(&out.stdout).unwrap())
+    }
+}
+
+fn usage_error(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    err
+}
+
+#[test]
+fn issue_check_rotate_revoke() {
+    let cli = Cli::new();
+    let issued = cli.issue(&[
+        "--scope",
+        "invoices:read",
+        "--allow-ip",
+        "127.0.0.0/8",
+        "--attr",
+        "tenant=acme",
+        "--expires-in",
+        "30d",
+    ]);
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let id = issued["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sg_"));
+    assert_eq!(issued["scopes"], serde_json::json!(["invoices:read"]));
+    assert_eq!(issued["allow_ips"], serde_json::json!(["127.0.0.0/8"]));
+    assert_eq!(issued["attrs"]["tenant"], "acme");
+    assert!(issued["expires_at"].as_str().unwrap().ends_with('Z'));
+
+    let gate = cli.gate("");
+    let own = "/v1/tenants/acme/invoices/7";
+    let (code, out) = cli.check(&gate, own, Some(&key), &["--client-ip", "127.0.0.1"]);
+    assert_eq!(
+        (code, out["decision"].as_str(), out["status"].as_u64()),
+        (0, Some("allow"), Some(200))
+    );
+    assert_eq!(out["reason"], "granted");
+    assert_eq!(out["route"], "/v1/tenants/{tenant}/invoices/{id}");
+    // Deny twins.
+    let (code, out) = cli.check(
+        &gate,
+        "/v1/tenants/globex/invoices/7",
+        Some(&key),
+        &["--client-ip", "127.0.0.1"],
+    );
+    assert_eq!(
+        (code, out["reason"].as_str()),
+        (1, Some("resource_not_permitted"))
+    );
+    let (_, out) = cli.check(&gate, own, Some(&key), &["--client-ip", "192.0.2.1"]);
+    assert_eq!(out["reason"], "ip_not_allowed");
+    let (_, out) = cli.check(&gate, own, Some(&key), &[]);
+    assert_eq!(
+        out["reason"], "ip_not_allowed",
+        "unknown client IP with a restricted key"
+    );
+    let (_, out) = cli.check(
+        &gate,
+        own,
+        Some(&key),
+        &["--client-ip", "127.0.0.1", "--no-tls"],
+    );
+    assert_eq!(out["reason"], "tls_required");
+    let (_, out) = cli.check(&gate, own, None, &[]);
+    assert_eq!(
+        (out["reason"].as_str(), out["status"].as_u64()),
+        (Some("missing_credential"), Some(401))
+    );
+    let (_, out) = cli.check(
+        &gate,
+        "/v1/tenants/acme/../globex/invoices/7",
+        Some(&key),
+        &[],
+    );
+    assert_eq!(out["reason"], "malformed_request");
+    let (_, out) = cli.check(&gate, "/health", None, &[]);
+    assert_eq!(out["reason"], "public");
+
+    // The credential from stdin and from SCOPEGATE_CREDENTIAL, never only from the command line.
+    let mut child = cli
+        .command(&[
+            "check",
+            "--config",
+            gate.to_str().unwrap(),
+            "--method",
+            "GET",
+            "--path",
+            own,
+            "--credential",
+            "-",
+            "--client-ip",
+            "127.0.0.1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{key}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let out = cli
+        .command(&[
+            "check",
+            "--config",
+            gate.to_str().unwrap(),
+            "--method",
+            "GET",
+            "--path",
+            own,
+            "--client-ip",
+            "127.0.0.1",
+        ])
+        .env("SCOPEGATE_CREDENTIAL", &key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    // The list never shows secrets or hashes.
+    let store = cli.store();
+    let list = cli.run(&["keys", "list", "--store", &store, "--json"]);
+    let text = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        text.contains(&id) && !text.contains(&key[3..]) && !text.contains("hash"),
+        "{text}"
+    );
+
+    // Rotation with grace: both keys work, the new one replaces the old.
+    let rotated = cli.json(&[
+        "keys", "rotate", "--store", &store, &id, "--grace", "1h", "--json",
+    ]);
+    assert_eq!(rotated["replaces"], id.as_str());
+    let new_key = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!(rotated["attrs"]["tenant"], "acme");
+    for k in [&key, &new_key] {
+        let (code, _) = cli.check(&gate, own, Some(k), &["--client-ip", "127.0.0.1"]);
+        assert_eq!(code, 0);
+    }
+    // Revocation is final and immediate for the CLI's fresh process.
+    assert!(
+        cli.run(&["keys", "revoke", "--store", &store, &id])
+            .status
+            .success()
+    );
+    let (code, out) = cli.check(&gate, own, Some(&key), &["--client-ip", "127.0.0.1"]);
+    assert_eq!(
+        (code, out["reason"].as_str()),
+        (1, Some("revoked_credential"))
+    );
+    let (code, _) = cli.check(&gate, own, Some(&new_key), &["--client-ip", "127.0.0.1"]);
+    assert_eq!(code, 0);
+    // A revoked key cannot be rotated.
+    let err = usage_error(&cli.run(&["keys", "rotate", "--store", &store, &id]));
+    assert!(err.contains("revoked"), "{err}");
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    let cli = Cli::new();
+    let store = cli.store();
+    // `check` never creates a store: a missing one is an error at start.
+    let gate = cli.gate("");
+    let err = usage_error(&cli.run(&[
+        "check",
+        "--config",
+        gate.to_str().unwrap(),
+        "--method",
+        "GET",
+        "--path",
+        "/health",
+    ]));
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(
+        !cli.path("keys.db").exists(),
+        "check must never create a store"
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "keys", "issue", "--store", &store, "--name", "x", "--scope", "*",
+            ],
+            "--scope",
+        ),
+        (
+            vec![
+                "keys", "issue", "--store", &store, "--name", "x", "--scope", "a b",
+            ],
+            "--scope",
+        ),
+        (
+            vec![
+                "keys", "issue", "--store", &store, "--name", "x", "--scope", "a", "--attr", "t=1",
+                "--attr", "t=2",
+            ],
+            "--attr",
+        ),
+        (
+            vec![
+                "keys",
+                "issue",
+                "--store",
+                &store,
+                "--name",
+                "x",
+                "--scope",
+                "a",
+                "--allow-ip",
+                "10.9.7.7/16",
+            ],
+            "10.9.0.0/16",
+        ),
+        (
+            vec![
+                "keys",
+                "issue",
+                "--store",
+                &store,
+                "--name",
+                "x",
+                "--scope",
+                "a",
+                "--expires-in",
+                "2w",
+            ],
+            "--expires-in",
+        ),
+        (
+            vec![
+                "keys",
+                "issue",
+                "--store",
+                "postgres://x",
+                "--name",
+                "x",
+                "--scope",
+                "a",
+            ],
+            "--store",
+        ),
+        (
+            vec!["keys", "issue", "--store", &store, "--name", "x"],
+            "--scope",
+        ),
+        (
+            vec!["keys", "revoke", "--store", &store, "0123456789abcdef"],
+            "0123456789abcdef",
+        ),
+        (vec!["keys", "frobnicate"], "frobnicate"),
+        (
+            vec![
+                "check",
+                "--config",
+                "absent.toml",
+                "--method",
+                "GET",
+                "--path",
+                "/",
+            ],
+            "absent.toml",
+        ),
+    ];
+    for (args, needle) in cases {
+        let err = usage_error(&cli.run(&args));
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // The pepper: missing, or too short.
+    let out = cli
+        .command(&["keys", "list", "--store", &store])
+        .env_remove("SCOPEGATE_PEPPER")
+        .output()
+        .unwrap();
+    assert!(usage_error(&out).contains("SCOPEGATE_PEPPER"));
+    let out = cli
+        .command(&["keys", "list", "--store", &store])
+        .env("SCOPEGATE_PEPPER", "short")
+        .output()
+        .unwrap();
+    assert!(usage_error(&out).contains("SCOPEGATE_PEPPER"));
+    // A gate file with an error names file, line and field; check never creates a store.
+    std::fs::write(
+        cli.path("bad.toml"),
+        "[[route]]\npath = \"/x\"\nmethods = [\"get\"]\npublic = true\n",
+    )
+    .unwrap();
+    let err = usage_error(&cli.run(&[
+        "check", "--config", "bad.toml", "--method", "GET", "--path", "/x",
+    ]));
+    assert!(
+        err.contains("bad.toml:1") && err.contains("methods"),
+        "{err}"
+    );
+    let gate = cli.gate("");
+    // Bad check flags.
+    cli.issue(&["--scope", "a"]);
+    for (flag, value) in [
+        ("--client-ip", "010.0.0.1"),
+        ("--method", "get"),
+        ("--path", "no-slash"),
+    ] {
+        let mut args = vec![
+            "check",
+            "--config",
+            gate.to_str().unwrap(),
+            "--method",
+            "GET",
+            "--path",
+            "/health",
+        ];
+        args.extend([flag, value]);
+        let err = usage_error(&cli.run(&args));
+        assert!(err.contains(flag), "{err}");
+    }
+}
+
+#[test]
+fn minted_tokens_are_checked_against_the_jwks() {
+    use scopegate::credential::jwt::{SigningKey, TokenIssuer};
+    let cli = Cli::new();
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(cli.path("signing.pem"), pair.serialize_pem()).unwrap();
+    let issuer = TokenIssuer::new(
+        SigningKey::from_pem(pair.serialize_pem().as_bytes()).unwrap(),
+        "k1",
+        "https://iss",
+        "api",
+    );
+    std::fs::write(cli.path("jwks.json"), issuer.jwks_json()).unwrap();
+    cli.issue(&["--scope", "unused"]);
+    let gate = cli.gate("[jwt]\nissuer = \"https://iss\"\naudience = \"api\"\nalgorithms = [\"ES256\"]\njwks_file = \"jwks.json\"\nattr_claims = [\"tenant\"]\n");
+    let mint = |scope: &str| {
+        let out = cli.run(&[
+            "token",
+            "mint",
+            "--signing-key",
+            "signing.pem",
+            "--kid",
+            "k1",
+            "--issuer",
+            "https://iss",
+            "--audience",
+            "api",
+            "--subject",
+            "user-1",
+            "--scope",
+            scope,
+            "--expires-in",
+            "5m",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    // The token has no tenant attribute, so use the public route and an unlisted one to see allow and deny.
+    let token = mint("invoices:read");
+    let (code, out) = cli.check(&gate, "/v1/tenants/acme/invoices/7", Some(&token), &[]);
+    assert_eq!(
+        (code, out["reason"].as_str()),
+        (1, Some("resource_not_permitted")),
+        "authenticated, no tenant"
+    );
+    let (code, out) = cli.check(
+        &gate,
+        "/v1/tenants/acme/invoices/7",
+        Some(&mint("orders:read")),
+        &[],
+    );
+    assert_eq!(
+        (code, out["reason"].as_str()),
+        (1, Some("insufficient_scope"))
+    );
+    let forged = format!("{}A", &token[..token.len() - 1]);
+    let (_, out) = cli.check(&gate, "/v1/tenants/acme/invoices/7", Some(&forged), &[]);
+    assert!(out["reason"] == "invalid_credential", "{out}");
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_over_tls_audits_without_secrets() {
+    let cli = Cli::new();
+    let issued = cli.issue(&["--scope", "invoices:read", "--attr", "tenant=acme"]);
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(cli.path("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(cli.path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let gate = cli.gate("[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n");
+    let mut child = cli
+        .command(&[
+            "serve",
+            "--config",
+            gate.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let client = super::axum_tls::client(&cert.cert.pem(), addr);
+    let base = format!("https://localhost:{}", addr.port());
+    let r = client
+        .get(format!("{base}/v1/tenants/acme/invoices/7?sig=querysecret"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["principal"], issued["id"]);
+    assert_eq!(body["kind"], "api_key");
+    assert_eq!(body["route"], "/v1/tenants/{tenant}/invoices/{id}");
+    assert_eq!(body["client_ip"], "127.0.0.1");
+    assert_eq!(body["attrs"]["tenant"], "acme");
+    let r = client
+        .get(format!("{base}/v1/tenants/globex/invoices/7"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(!r.text().await.unwrap().contains(&key));
+    let r = client.get(format!("{base}/health")).send().await.unwrap();
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["kind"], "anonymous");
+    drop(server);
+    let mut audit = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut audit).unwrap();
+    let events: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{audit}");
+    assert_eq!(events[0]["decision"], "allow");
+    assert_eq!(events[0]["path"], "/v1/tenants/acme/invoices/7");
+    assert_eq!(events[1]["reason"], "resource_not_permitted");
+    for field in [
+        "decision",
+        "reason",
+        "status",
+        "credential_id",
+        "client_ip",
+        "method",
+        "path",
+        "route",
+    ] {
+        assert!(events[0].get(field).is_some(), "{field}");
+    }
+    assert!(
+        !audit.contains(&key[3..]) && !audit.contains("querysecret"),
+        "{audit}"
+    );
+    std::thread::sleep(Duration::from_millis(10));
+}
