@@ -97,6 +97,8 @@ pub fn forwarding_headers(data: &[u8]) {
         // The client must be an address literally present in the headers.
         let mut present = Vec::new();
         for value in headers.values().filter_map(|v| v.to_str().ok()) {
+            // Quoted strings may escape any character (`\]`): compare the unescaped text.
+            let value = value.replace('\\', "");
             for token in value.split(|c: char| ", ;=\"[]\t".contains(c)) {
                 let host = match token.split_once(':') {
                     Some((h, _)) if token.matches(':').count() == 1 => h,
