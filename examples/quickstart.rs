@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --example quickstart --features server,axum            # demo, then serve until Ctrl-C
 //! cargo run --example quickstart --features server,axum -- --once  # demo, then exit (CI)
+//! RUST_LOG=scopegate::audit=info cargo run --example quickstart --features server,axum  # with the audit events
 //! ```
 //!
 //! It generates a self-signed certificate (written to a temporary file for curl), issues a scoped, IP-restricted,
@@ -50,6 +51,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
             return Err(format!("unknown argument {other:?} (the only flag is --once)").into());
         }
     };
+
+    // The gate audits every decision as a `tracing` event: `RUST_LOG=scopegate::audit=info` shows them on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
 
     // 1. A self-signed certificate for `localhost`, generated now, and its PEM in a temporary file for curl.
     let temp = tempfile::tempdir()?;
