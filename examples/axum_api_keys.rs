@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use scopegate::credential::api_key::{
@@ -213,14 +213,13 @@ async fn read_invoice(
     grant: Grant,
     State(state): State<AppState>,
     Path((tenant, id)): Path<(String, String)>,
-) -> Response {
+) -> Result<Response, Denial> {
     let Some(invoice) = state.invoices.get(&(tenant.clone(), id.clone())) else {
-        return StatusCode::NOT_FOUND.into_response();
+        return Ok(StatusCode::NOT_FOUND.into_response());
     };
-    if invoice.payroll
-        && let Err(denial) = grant.require(&state.payroll)
-    {
-        return refusal(&denial);
+    if invoice.payroll {
+        // Refused exactly as the gate refuses (403 insufficient_scope), and audited on `scopegate::audit`.
+        grant.require(&state.payroll)?;
     }
     let body = serde_json::json!({
         "tenant": tenant,
@@ -229,32 +228,7 @@ async fn read_invoice(
         "amount_cents": invoice.amount_cents,
         "read_by": grant.principal(),
     });
-    ([(CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-}
-
-/// Answers an in-handler denial the way the gate answers its own: the status, RFC 6750 challenge and RFC 9457
-/// problem code from the denial's [`answer`](Denial::answer).
-fn refusal(denial: &Denial) -> Response {
-    let answer = denial.answer();
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::FORBIDDEN);
-    let body = serde_json::json!({ "type": "about:blank", "status": answer.status, "code": answer.problem_code });
-    let mut response = (
-        status,
-        [(CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response();
-    let scopes: Vec<&str> = denial.scope_hint().iter().map(Scope::as_str).collect();
-    if !scopes.is_empty() {
-        let challenge = format!(
-            "Bearer realm=\"scopegate\", error=\"insufficient_scope\", scope=\"{}\"",
-            scopes.join(" ")
-        );
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response.headers_mut().insert(WWW_AUTHENTICATE, value);
-        }
-    }
-    response
+    Ok(([(CONTENT_TYPE, "application/json")], body.to_string()).into_response())
 }
 
 /// Serves `app` over TLS on a loopback port (a self-signed certificate generated now); returns the port and an

@@ -43,3 +43,21 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Grant {
         Ok(parts.extensions.get::<Grant>().cloned())
     }
 }
+
+/// A handler may return `Result<_, Denial>`: an in-handler refusal (from [`Grant::require`], say) is answered
+/// exactly as the gate answers its own — status, RFC 6750 challenge and RFC 9457 body from the one table — and is
+/// recorded as a `tracing` event on the audit target (`scopegate::audit`), so that resource-level decisions are
+/// audited too. The challenge's realm is the default, `scopegate`.
+impl IntoResponse for crate::policy::Denial {
+    fn into_response(self) -> Response {
+        tracing::warn!(
+            target: "scopegate::audit",
+            decision = "deny",
+            reason = self.reason(),
+            detail = self.detail(),
+            status = self.answer().status,
+            "authorization decision in a handler"
+        );
+        crate::layer::render_denial(&self, false).map(axum_core::body::Body::new)
+    }
+}

@@ -94,6 +94,13 @@ impl Allowed {
     }
 }
 
+/// Renders a denial the way the gate does (HTTP, or gRPC when `grpc`), with the default realm: for in-handler
+/// refusals.
+#[cfg(feature = "axum")]
+pub(crate) fn render_denial(denial: &Denial, grpc: bool) -> Response<Full<Bytes>> {
+    render(denial, grpc, "scopegate", None)
+}
+
 /// The response body of a gated service: the inner service's body, or a denial's.
 pub type GateBody<B> = Either<B, Full<Bytes>>;
 

@@ -339,3 +339,61 @@ mod jwt_over_tls {
         );
     }
 }
+
+#[tokio::test]
+async fn in_handler_denials_are_answered_like_the_gates() {
+    use scopegate::network::ConnectionInfo;
+    use scopegate::policy::{Denial, Scope};
+    use tower::ServiceExt;
+
+    let policy = Policy::builder()
+        .route(Route::get("/v1/reports/{id}").require_all(["reports:read"]))
+        .build()
+        .unwrap();
+    let credentials = StaticCredentials::new()
+        .with(
+            "sg_reader",
+            &TestGrant::api_key("reader").scopes(["reports:read"]),
+        )
+        .with(
+            "sg_auditor",
+            &TestGrant::api_key("auditor").scopes(["reports:read", "reports:confidential"]),
+        );
+    let gate = ScopeGate::builder(policy)
+        .api_keys(credentials)
+        .danger_disable_throttle()
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/reports/{id}",
+            get(|grant: Grant| async move {
+                grant.require(&Scope::parse("reports:confidential").unwrap())?;
+                Ok::<_, Denial>(format!("report for {}", grant.principal()))
+            }),
+        )
+        .layer(gate);
+    let call = |key: &'static str| {
+        let app = app.clone();
+        async move {
+            let mut req = http::Request::get("/v1/reports/1")
+                .header("x-api-key", key)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            req.extensions_mut().insert(ConnectionInfo {
+                peer: Some("192.0.2.1".parse().unwrap()),
+                tls: true,
+            });
+            app.oneshot(req).await.unwrap()
+        }
+    };
+    let denied = call("sg_reader").await;
+    assert_eq!(denied.status(), 403);
+    assert_eq!(
+        denied.headers()["www-authenticate"],
+        "Bearer realm=\"scopegate\", error=\"insufficient_scope\", scope=\"reports:confidential\""
+    );
+    assert_eq!(denied.headers()["content-type"], "application/problem+json");
+    let allowed = call("sg_auditor").await;
+    assert_eq!(allowed.status(), 200);
+}
