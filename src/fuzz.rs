@@ -158,3 +158,47 @@ pub fn gate_file(data: &[u8]) {
         assert!(!e.to_string().contains('\n'), "multi-line error: {e}");
     }
 }
+
+/// API keys: never panics; an accepted key has the exact documented shape; and a valid key with any one byte changed
+/// is always refused (CRC32 catches every single-byte error).
+pub fn api_key(data: &[u8]) {
+    use std::sync::OnceLock;
+
+    use crate::credential::api_key::{KeyFormat, Pepper, Peppers};
+    static VALID: OnceLock<String> = OnceLock::new();
+    let format = KeyFormat::default();
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Some(parsed) = format.parse(text)
+    {
+        assert_eq!(text.len(), format.key_len());
+        assert!(text.starts_with("sg_"));
+        assert!(
+            text[3..].bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{text:?}"
+        );
+        assert_eq!(parsed.id.as_str(), &text[3..19]);
+    }
+    let valid = VALID.get_or_init(|| {
+        let pepper = Pepper::new(1, vec![7; 32]).unwrap_or_else(|_| unreachable!("32 bytes"));
+        let (_, key, _) = format
+            .generate(&Peppers::single(pepper))
+            .unwrap_or_else(|_| unreachable!("OS RNG"));
+        key.expose_str()
+            .unwrap_or_else(|| unreachable!("keys are text"))
+            .to_owned()
+    });
+    assert!(format.parse(valid).is_some());
+    if let [position, flip, ..] = data
+        && *flip != 0
+    {
+        let mut mutated = valid.clone().into_bytes();
+        let at = usize::from(*position) % mutated.len();
+        mutated[at] ^= flip;
+        if let Ok(text) = std::str::from_utf8(&mutated) {
+            assert!(
+                format.parse(text).is_none(),
+                "a one-byte change at {at} was accepted"
+            );
+        }
+    }
+}

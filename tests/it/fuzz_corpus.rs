@@ -11,6 +11,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("forwarding_headers", scopegate::fuzz::forwarding_headers),
     ("scopes", scopegate::fuzz::scopes),
     ("gate_file", scopegate::fuzz::gate_file),
+    ("api_key", scopegate::fuzz::api_key),
 ];
 
 #[test]
