@@ -405,6 +405,30 @@ fn bad_input_exits_2_with_one_line() {
     let gate = cli.gate("");
     // Bad check flags.
     cli.issue(&["--scope", "a"]);
+    // A key set file that is missing or invalid stops `check` at start, naming the file.
+    let jwt_gate = cli.gate("[jwt]\nissuer = \"https://iss\"\naudience = \"api\"\nalgorithms = [\"ES256\"]\njwks_file = \"absent-jwks.json\"\n");
+    let err = usage_error(&cli.run(&[
+        "check",
+        "--config",
+        jwt_gate.to_str().unwrap(),
+        "--method",
+        "GET",
+        "--path",
+        "/health",
+    ]));
+    assert!(err.contains("absent-jwks.json"), "{err}");
+    std::fs::write(cli.path("absent-jwks.json"), "{\"keys\": 5}").unwrap();
+    let err = usage_error(&cli.run(&[
+        "check",
+        "--config",
+        jwt_gate.to_str().unwrap(),
+        "--method",
+        "GET",
+        "--path",
+        "/health",
+    ]));
+    assert!(err.contains("absent-jwks.json"), "{err}");
+    let gate = cli.gate("");
     for (flag, value) in [
         ("--client-ip", "010.0.0.1"),
         ("--method", "get"),

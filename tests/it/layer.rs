@@ -726,3 +726,37 @@ async fn allowed_requests_carry_the_route_and_client() {
         assert_eq!(body, expected.as_bytes());
     }
 }
+
+#[tokio::test]
+async fn only_headers_carry_credentials_and_absolute_targets_match_on_their_path() {
+    let mut h = harness(ScopeGate::danger_disable_throttle);
+    // A key in the query string, a cookie or Proxy-Authorization is no credential.
+    for req in [
+        get(&format!("/v1/invoices/7?api_key={READER}")),
+        get("/v1/invoices/7").header("cookie", &format!("api_key={READER}")),
+        get("/v1/invoices/7").header("proxy-authorization", &format!("Bearer {READER}")),
+    ] {
+        let a = h.send(req).await;
+        assert_eq!(
+            (a.status.as_u16(), a.code().as_str()),
+            (401, "unauthenticated")
+        );
+    }
+    // An absolute-form target is matched on its path (its scheme and host prove and change nothing).
+    let a = h
+        .send(get("https://admin.internal/v1/invoices/7").key(READER))
+        .await;
+    assert_eq!(a.status, 200);
+    let a = h
+        .send(get("https://admin.internal/v1/unlisted").key(READER))
+        .await;
+    assert_eq!(a.status, 403);
+    let a = h
+        .send(
+            get("https://admin.internal/v1/invoices/7")
+                .key(READER)
+                .plaintext(),
+        )
+        .await;
+    assert_eq!(a.code(), "tls_required");
+}
