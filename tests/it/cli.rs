@@ -402,7 +402,6 @@ fn bad_input_exits_2_with_one_line() {
         err.contains("bad.toml:1") && err.contains("methods"),
         "{err}"
     );
-    let gate = cli.gate("");
     // Bad check flags.
     cli.issue(&["--scope", "a"]);
     // A key set file that is missing or invalid stops `check` at start, naming the file.
@@ -508,7 +507,7 @@ fn minted_tokens_are_checked_against_the_jwks() {
         (code, out["reason"].as_str()),
         (1, Some("insufficient_scope"))
     );
-    let forged = format!("{}A", &token[..token.len() - 1]);
+    let forged = crate::tamper_signature(&token);
     let (_, out) = cli.check(&gate, "/v1/tenants/acme/invoices/7", Some(&forged), &[]);
     assert!(out["reason"] == "invalid_credential", "{out}");
 }

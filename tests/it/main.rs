@@ -19,3 +19,11 @@ mod jwt;
 mod layer;
 mod policy_props;
 mod policy_vectors;
+
+/// The token with one character of its signature changed (in the middle, so every bit of it is significant).
+fn tamper_signature(token: &str) -> String {
+    let at = token.rfind('.').unwrap() + 10;
+    let mut bytes = token.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
