@@ -688,6 +688,15 @@ where
     }
 }
 
+/// A response future polled again after it completed: a caller bug, answered with 503 (fail closed), not a panic.
+fn polled_after_completion() -> Response<Full<Bytes>> {
+    let denial = Denial::new(
+        DenialKind::Unavailable,
+        "response future polled after completion",
+    );
+    render(&denial, false, "scopegate", None)
+}
+
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
@@ -698,17 +707,7 @@ where
         loop {
             match self.as_mut().project().state.project() {
                 Projected::Ready { response } => {
-                    let response = response.take().unwrap_or_else(|| {
-                        render(
-                            &Denial::new(
-                                DenialKind::Unavailable,
-                                "response future polled after completion",
-                            ),
-                            false,
-                            "scopegate",
-                            None,
-                        )
-                    });
+                    let response = response.take().unwrap_or_else(polled_after_completion);
                     return Poll::Ready(Ok(response.map(Either::Right)));
                 }
                 Projected::Inner { future, hsts } => {
@@ -730,19 +729,7 @@ where
                         ctx,
                     }) = pending.take()
                     else {
-                        let response = render(
-                            &Denial::new(
-                                DenialKind::Unavailable,
-                                "response future polled after completion",
-                            ),
-                            false,
-                            "scopegate",
-                            None,
-                        );
-                        self.as_mut().project().state.set(State::Ready {
-                            response: Some(response),
-                        });
-                        continue;
+                        return Poll::Ready(Ok(polled_after_completion().map(Either::Right)));
                     };
                     let route = gate.policy.route_of(&lookup).map(str::to_owned);
                     let grant = match outcome {
