@@ -10,11 +10,11 @@
 //! Which invoices are payroll is only known once the handler has loaded one: the handler then asks the [`Grant`]
 //! for `payroll:read` (`grant.require`), a resource-level decision the route table cannot make.
 
+mod support;
+
 use std::collections::HashMap;
 use std::error::Error;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -29,8 +29,7 @@ use scopegate::credential::api_key::{
 use scopegate::layer::ScopeGate;
 use scopegate::policy::{Denial, Policy, Route, Scope, ScopeSet};
 use scopegate::{Attributes, Clock, Grant, SystemClock};
-use tokio::net::TcpListener;
-use tokio_rustls::rustls;
+use support::serve_on_loopback;
 
 /// What the handlers share: the invoices, and the scope that payroll invoices need (parsed once, at start).
 #[derive(Clone)]
@@ -229,34 +228,4 @@ async fn read_invoice(
         "read_by": grant.principal(),
     });
     Ok(([(CONTENT_TYPE, "application/json")], body.to_string()).into_response())
-}
-
-/// Serves `app` over TLS on a loopback port (a self-signed certificate generated now); returns the port and an
-/// HTTP client that trusts that certificate and resolves `localhost` to loopback.
-async fn serve_on_loopback(app: Router) -> Result<(u16, reqwest::Client), Box<dyn Error>> {
-    let (tls, cert_pem) = self_signed()?;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(scopegate::serve::serve_tls(
-        listener,
-        tls,
-        app,
-        std::future::pending(),
-    ));
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes())?])
-        .resolve("localhost", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    Ok((port, client))
-}
-
-/// A self-signed certificate for `localhost`, and a rustls server configuration serving it.
-fn self_signed() -> Result<(Arc<rustls::ServerConfig>, String), Box<dyn Error>> {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())?;
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)?;
-    Ok((Arc::new(config), cert.cert.pem()))
 }

@@ -9,9 +9,9 @@
 //! (`jwks_file`), pins the algorithm, the issuer and the audience, and copies the `tenant` claim into the grant's
 //! attributes, which the policy binds to the path's `{tenant}`. A token is minted and the API called over TLS.
 
+mod support;
+
 use std::error::Error;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
@@ -25,8 +25,7 @@ use scopegate::credential::jwt::{
 };
 use scopegate::layer::ScopeGate;
 use scopegate::policy::{Policy, Route, ScopeSet};
-use tokio::net::TcpListener;
-use tokio_rustls::rustls;
+use support::serve_on_loopback;
 
 const ISSUER: &str = "https://login.example.com";
 const AUDIENCE: &str = "orders-api";
@@ -167,34 +166,4 @@ fn issuer(kid: &str) -> Result<TokenIssuer, Box<dyn Error>> {
             .map_err(|_| "could not generate an ES256 key")?;
     let key = SigningKey::es256_from_pkcs8_der(pkcs8.as_ref())?;
     Ok(TokenIssuer::new(key, kid, ISSUER, AUDIENCE))
-}
-
-/// Serves `app` over TLS on a loopback port (a self-signed certificate generated now); returns the port and an
-/// HTTP client that trusts that certificate and resolves `localhost` to loopback.
-async fn serve_on_loopback(app: Router) -> Result<(u16, reqwest::Client), Box<dyn Error>> {
-    let (tls, cert_pem) = self_signed()?;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(scopegate::serve::serve_tls(
-        listener,
-        tls,
-        app,
-        std::future::pending(),
-    ));
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes())?])
-        .resolve("localhost", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    Ok((port, client))
-}
-
-/// A self-signed certificate for `localhost`, and a rustls server configuration serving it.
-fn self_signed() -> Result<(Arc<rustls::ServerConfig>, String), Box<dyn Error>> {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())?;
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)?;
-    Ok((Arc::new(config), cert.cert.pem()))
 }

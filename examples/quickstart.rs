@@ -12,6 +12,8 @@
 //! curl line you can repeat, with the status and body it got. The exit status is non-zero if any call was not
 //! answered as expected.
 
+mod support;
+
 use std::error::Error;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -32,9 +34,9 @@ use scopegate::layer::{Allowed, ScopeGate, ScopeGateLayer};
 use scopegate::network::CidrSet;
 use scopegate::policy::{Policy, Route, ScopeSet};
 use scopegate::{Attributes, Clock, Grant, SystemClock};
+use support::self_signed;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::rustls;
 
 /// The header the key travels in (the gate's default).
 const KEY_HEADER: &str = "x-api-key";
@@ -251,17 +253,6 @@ async fn demo_calls(
     }
     println!();
     Ok(unexpected)
-}
-
-/// A self-signed certificate for `localhost` and 127.0.0.1, and a rustls server configuration serving it.
-fn self_signed() -> Result<(Arc<rustls::ServerConfig>, String), Box<dyn Error>> {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())?;
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)?;
-    Ok((Arc::new(config), cert.cert.pem()))
 }
 
 fn policy() -> Result<Policy, scopegate::ConfigError> {

@@ -1,0 +1,46 @@
+//! Shared by the examples: a self-signed certificate and a loopback TLS server with a client that trusts it.
+
+// Each example uses a part of this module.
+#![allow(dead_code)]
+
+use std::error::Error;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+
+/// Serves `app` over TLS on a loopback port (a self-signed certificate generated now); returns the port and an
+/// HTTP client that trusts that certificate and resolves `localhost` to loopback.
+pub(crate) async fn serve_on_loopback(
+    app: Router,
+) -> Result<(u16, reqwest::Client), Box<dyn Error>> {
+    let (tls, cert_pem) = self_signed()?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(scopegate::serve::serve_tls(
+        listener,
+        tls,
+        app,
+        std::future::pending(),
+    ));
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes())?])
+        .resolve("localhost", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    Ok((port, client))
+}
+
+/// A self-signed certificate for `localhost`, and a rustls server configuration serving it.
+pub(crate) fn self_signed() -> Result<(Arc<rustls::ServerConfig>, String), Box<dyn Error>> {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)?;
+    Ok((Arc::new(config), cert.cert.pem()))
+}
