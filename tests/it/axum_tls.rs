@@ -399,7 +399,7 @@ async fn in_handler_denials_are_answered_like_the_gates() {
 }
 
 mod every_reason_over_tls {
-    //! Every reason kind, on the wire, from a real axum server over real TLS, with API keys in a real SQLite file.
+    //! Every reason kind, on the wire, from a real axum server over real TLS, with API keys in a real `SQLite` file.
 
     use std::collections::BTreeMap;
     use std::num::NonZeroU32;
