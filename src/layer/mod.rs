@@ -521,10 +521,25 @@ impl Gate {
 }
 
 fn mark_sensitive<B>(req: &mut Request<B>, key_header: &HeaderName) {
+    let headers = req.headers_mut();
     for name in [&AUTHORIZATION, key_header] {
-        if let http::header::Entry::Occupied(mut entry) = req.headers_mut().entry(name) {
-            for value in entry.iter_mut() {
-                value.set_sensitive(true);
+        // `entry` reserves room for an insertion first: on a full map (hyper sizes the map to the headers it
+        // parsed) it would reallocate the map on every request. A single value, the usual case, is reached with
+        // `get_mut`; several (refused at step 5 anyway) through `entry`.
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => {}
+            (Some(_), None) => {
+                if let Some(value) = headers.get_mut(name) {
+                    value.set_sensitive(true);
+                }
+            }
+            (Some(_), Some(_)) => {
+                if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+                    for value in entry.iter_mut() {
+                        value.set_sensitive(true);
+                    }
+                }
             }
         }
     }
