@@ -591,11 +591,8 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         match gate.start(&req, &ctx.client) {
             Early::Deny(denial, lookup) => {
-                let route = lookup
-                    .as_ref()
-                    .and_then(|l| gate.policy.route_of(l))
-                    .map(str::to_owned);
-                ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route.as_deref()))
+                let route = lookup.as_ref().and_then(|l| gate.policy.route_of(l));
+                ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route))
             }
             Early::Allow(decision) => {
                 let route = match &decision {
@@ -752,11 +749,11 @@ where
                         });
                         continue;
                     };
-                    let route = gate.policy.route_of(&lookup).map(str::to_owned);
+                    let route = gate.policy.route_of(&lookup);
                     let grant = match outcome {
                         Ok(grant) => grant,
                         Err(denial) => {
-                            let response = gate.deny(&req, &ctx, denial, None, route.as_deref());
+                            let response = gate.deny(&req, &ctx, denial, None, route);
                             self.as_mut().project().state.set(State::Ready {
                                 response: Some(response),
                             });
@@ -768,15 +765,14 @@ where
                         gate.policy
                             .decide_authenticated(&lookup, &grant, ctx.client.client_ip);
                     if let Decision::Deny(denial) = decision {
-                        let response =
-                            gate.deny(&req, &ctx, denial, Some(&grant), route.as_deref());
+                        let response = gate.deny(&req, &ctx, denial, Some(&grant), route);
                         self.as_mut().project().state.set(State::Ready {
                             response: Some(response),
                         });
                         continue;
                     }
                     // 9. Allow.
-                    gate.audit(&req, &ctx, &decision, Some(&grant), route.as_deref());
+                    gate.audit(&req, &ctx, &decision, Some(&grant), route);
                     req.extensions_mut().insert(grant);
                     let next = ResponseFuture::inner(inner, req, &gate, &ctx, decision);
                     self.as_mut().project().state.set(next.state);
