@@ -528,10 +528,25 @@ impl Gate {
 }
 
 fn mark_sensitive<B>(req: &mut Request<B>, key_header: &HeaderName) {
+    let headers = req.headers_mut();
     for name in [&AUTHORIZATION, key_header] {
-        if let http::header::Entry::Occupied(mut entry) = req.headers_mut().entry(name) {
-            for value in entry.iter_mut() {
-                value.set_sensitive(true);
+        // `entry` reserves room for an insertion first: on a full map (hyper sizes the map to the headers it
+        // parsed) it would reallocate the map on every request. A single value, the usual case, is reached with
+        // `get_mut`; several (refused at step 5 anyway) through `entry`.
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => {}
+            (Some(_), None) => {
+                if let Some(value) = headers.get_mut(name) {
+                    value.set_sensitive(true);
+                }
+            }
+            (Some(_), Some(_)) => {
+                if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+                    for value in entry.iter_mut() {
+                        value.set_sensitive(true);
+                    }
+                }
             }
         }
     }
@@ -583,11 +598,8 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         match gate.start(&req, &ctx.client) {
             Early::Deny(denial, lookup) => {
-                let route = lookup
-                    .as_ref()
-                    .and_then(|l| gate.policy.route_of(l))
-                    .map(str::to_owned);
-                ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route.as_deref()))
+                let route = lookup.as_ref().and_then(|l| gate.policy.route_of(l));
+                ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route))
             }
             Early::Allow(decision) => {
                 let route = match &decision {
@@ -731,11 +743,11 @@ where
                     else {
                         return Poll::Ready(Ok(polled_after_completion().map(Either::Right)));
                     };
-                    let route = gate.policy.route_of(&lookup).map(str::to_owned);
+                    let route = gate.policy.route_of(&lookup);
                     let grant = match outcome {
                         Ok(grant) => grant,
                         Err(denial) => {
-                            let response = gate.deny(&req, &ctx, denial, None, route.as_deref());
+                            let response = gate.deny(&req, &ctx, denial, None, route);
                             self.as_mut().project().state.set(State::Ready {
                                 response: Some(response),
                             });
@@ -747,15 +759,14 @@ where
                         gate.policy
                             .decide_authenticated(&lookup, &grant, ctx.client.client_ip);
                     if let Decision::Deny(denial) = decision {
-                        let response =
-                            gate.deny(&req, &ctx, denial, Some(&grant), route.as_deref());
+                        let response = gate.deny(&req, &ctx, denial, Some(&grant), route);
                         self.as_mut().project().state.set(State::Ready {
                             response: Some(response),
                         });
                         continue;
                     }
                     // 9. Allow.
-                    gate.audit(&req, &ctx, &decision, Some(&grant), route.as_deref());
+                    gate.audit(&req, &ctx, &decision, Some(&grant), route);
                     req.extensions_mut().insert(grant);
                     let next = ResponseFuture::inner(inner, req, &gate, &ctx, decision);
                     self.as_mut().project().state.set(next.state);

@@ -71,9 +71,13 @@ impl Throttle {
 
     /// Step 4: `Some(retry_after)` when the client is locked out.
     pub(crate) fn locked_out(&self, client: IpAddr) -> Option<Duration> {
+        let mut locked = self.locked.lock().unwrap_or_else(PoisonError::into_inner);
+        // Nobody locked out, the usual case: no clock read, no hashing.
+        if locked.is_empty() {
+            return None;
+        }
         let key = throttle_key(client);
         let now = self.clock.now();
-        let mut locked = self.locked.lock().unwrap_or_else(PoisonError::into_inner);
         let until = *locked.get(&key)?;
         if until <= now {
             locked.remove(&key);

@@ -1,0 +1,330 @@
+//! The whole layer: `Service::call` through the gate, polled to its response, next to the bare inner service
+//! measured in the same run (see PERFORMANCE.md, "whole layer").
+//!
+//! Every request carries `ConnectionInfo { peer, tls: true }`, as the TLS acceptor sets it, in a header map sized as
+//! hyper sizes it. Each iteration builds its request from prepared parts (a few small allocations), calls
+//! `poll_ready` + `call`, polls the response future to completion with a no-op waker (a cache hit and the inner
+//! `service_fn` are ready at once, so no executor is in the figures) and drops the response. The baselines build
+//! and drop the same requests, so the gate's overhead is the difference.
+//!
+//! Variants, all through one gate whose audit sink is a no-op unless said otherwise:
+//! - `bare_inner`: the inner service alone (the baseline); `bare_inner_with_key_header`: the same with the API-key
+//!   variant's requests (random keys, unread);
+//! - `public_route`: a public route through the gate (no credential work);
+//! - `api_key_cached_random_1M`: an API key in `x-api-key`, keys drawn in a random order among 1,000,000 in a
+//!   `MemoryKeyStore`, every one a cache hit (the cache is warmed first), beside `api_key_verify_only_random_1M`,
+//!   the verifier alone on the same keys;
+//! - `jwt_es256_cached`: an ES256 token minted by `TokenIssuer`, a verified-token cache hit, beside
+//!   `jwt_authenticate_only`;
+//! - `deny_missing_credential`: a protected route without a credential (401, rendered);
+//! - `api_key_cached_random_1M_tracing_audit`: the API-key variant with the default `TracingAudit` and no
+//!   `tracing` subscriber installed.
+//!
+//! `cargo bench --bench layer -- --warm-up-time 1 --measurement-time 3`
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::similar_names
+)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::header::{ACCEPT, AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use scopegate::credential::Authenticator;
+use scopegate::credential::api_key::{
+    ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStore, MemoryKeyStore, NewKey,
+    Pepper, Peppers,
+};
+use scopegate::credential::jwt::{
+    Algorithm, JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
+};
+use scopegate::layer::{AuditEvent, AuditSink, ScopeGate, ScopeGateLayer};
+use scopegate::network::ConnectionInfo;
+use scopegate::policy::{Policy, Route, ScopeSet};
+use scopegate::{Clock, Secret, SystemClock};
+use tower::{Layer, Service, service_fn};
+
+const KEYS: usize = 1_000_000;
+const PEPPER: [u8; 32] = [0x5c; 32];
+const ISS: &str = "https://issuer.example";
+const AUD: &str = "orders-api";
+
+/// The benchmark's audit sink: records nothing.
+struct NoAudit;
+
+impl AuditSink for NoAudit {
+    fn record(&self, _event: &AuditEvent<'_>) {}
+}
+
+/// Polls a future that is expected to be ready at once.
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+/// The inner service: a small fixed response.
+async fn hello(_req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
+}
+
+/// `poll_ready`, then `call`, then the response future to completion.
+fn call<S>(service: &mut S, req: Request<()>) -> Result<S::Response, S::Error>
+where
+    S: Service<Request<()>>,
+{
+    ready(std::future::poll_fn(|cx| service.poll_ready(cx)))?;
+    ready(service.call(req))
+}
+
+/// A request as hyper and a TLS acceptor hand it over: the header map sized for the headers received (hyper reserves
+/// exactly the parsed count), the headers a typical client sends, the credential if any, and the connection's facts.
+fn request(uri: &Uri, peer: IpAddr, credential: Option<(HeaderName, HeaderValue)>) -> Request<()> {
+    let mut headers = HeaderMap::with_capacity(3 + usize::from(credential.is_some()));
+    headers.insert(HOST, HeaderValue::from_static("api.example.com"));
+    headers.insert(USER_AGENT, HeaderValue::from_static("curl/8.5.0"));
+    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    if let Some((name, value)) = credential {
+        headers.insert(name, value);
+    }
+    let mut req = Request::new(());
+    *req.uri_mut() = uri.clone();
+    *req.headers_mut() = headers;
+    req.extensions_mut().insert(ConnectionInfo {
+        peer: Some(peer),
+        tls: true,
+    });
+    req
+}
+
+fn policy() -> Policy {
+    Policy::builder()
+        .route(Route::get("/health").public())
+        .route(Route::get("/v1/orders/{id}").require_all(["orders:read"]))
+        .build()
+        .unwrap()
+}
+
+struct ApiKeys {
+    /// Every key in a random order, back to back in one buffer read sequentially: each request's header value is
+    /// copied from it in the untimed setup, fresh in the cache as a just-parsed request is, so that the figures
+    /// show only the misses of the path being measured (not the harness's own, on 1M scattered allocations).
+    presented: String,
+    verifier: ApiKeyVerifier,
+}
+
+/// `sg_` + 54.
+const KEY_LEN: usize = 57;
+
+impl ApiKeys {
+    /// The `i`-th presented key (cycling), as a freshly parsed header value.
+    fn nth(&self, i: usize) -> HeaderValue {
+        let start = (i % KEYS) * KEY_LEN;
+        HeaderValue::from_str(&self.presented[start..start + KEY_LEN]).unwrap()
+    }
+}
+
+fn api_keys() -> ApiKeys {
+    let started = Instant::now();
+    let store = Arc::new(MemoryKeyStore::new());
+    let peppers = Peppers::single(Pepper::new(1, PEPPER.to_vec()).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let issuer = KeyIssuer::new(
+        store.clone() as Arc<dyn KeyStore>,
+        KeyFormat::default(),
+        peppers.clone(),
+        clock.clone(),
+    );
+    let scopes = ScopeSet::parse(["orders:read", "invoices:read"]).unwrap();
+    let mut keys: Vec<String> = (0..KEYS)
+        .map(|i| {
+            let issued = ready(issuer.issue(NewKey::new(format!("key {i}"), scopes.clone())))
+                .expect("issue");
+            issued.key().expose_str().unwrap().to_owned()
+        })
+        .collect();
+    keys.shuffle(&mut rand::rngs::StdRng::seed_from_u64(0x5eed));
+    let presented = keys.concat();
+    assert_eq!(presented.len(), KEYS * KEY_LEN);
+    drop(keys);
+    let cache = Arc::new(KeyCache::new(
+        store as Arc<dyn KeyStore>,
+        CacheConfig::default()
+            .ttl(Duration::from_secs(3600))
+            .max_entries(KEYS + KEYS / 10),
+    ));
+    let verifier = ApiKeyVerifier::new(KeyFormat::default(), peppers, cache.clone(), clock);
+    for i in 0..KEYS {
+        ready(verifier.verify(&presented[i * KEY_LEN..(i + 1) * KEY_LEN])).expect("warm");
+    }
+    eprintln!(
+        "fixture: {KEYS} keys issued, cache warmed with {:?} entries, in {:.1?}",
+        cache.entry_counts(),
+        started.elapsed()
+    );
+    ApiKeys {
+        presented,
+        verifier,
+    }
+}
+
+fn jwt() -> (HeaderValue, String, JwtAuthenticator) {
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .unwrap();
+    let issuer = TokenIssuer::new(
+        SigningKey::es256_from_pkcs8_der(pkcs8.as_ref()).unwrap(),
+        "k1",
+        ISS,
+        AUD,
+    );
+    let token = issuer
+        .issue(&MintRequest::new(
+            "svc-billing-7f3a9c21",
+            ScopeSet::parse(["orders:read", "invoices:read"]).unwrap(),
+            Duration::from_secs(3600),
+        ))
+        .unwrap();
+    let token = token.expose_str().unwrap().to_owned();
+    let authenticator = JwtAuthenticator::builder()
+        .algorithms([Algorithm::ES256])
+        .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    authenticator.verify(&token).expect("warm the token cache");
+    let header = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    (header, token, authenticator)
+}
+
+fn gate(keys: &ApiKeys, jwt: &JwtAuthenticator, audit: impl AuditSink) -> ScopeGateLayer {
+    ScopeGate::builder(policy())
+        .api_keys(keys.verifier.clone())
+        .jwt(jwt.clone())
+        .audit(audit)
+        .build()
+        .unwrap()
+}
+
+#[allow(clippy::too_many_lines)] // one linear script: the fixture, then each measurement in order
+fn bench(c: &mut Criterion) {
+    let keys = api_keys();
+    let (bearer, token, jwt) = jwt();
+    let peer: IpAddr = "198.51.100.7".parse().unwrap();
+    let health: Uri = "/health".parse().unwrap();
+    let order: Uri = "/v1/orders/42".parse().unwrap();
+    let key_header = HeaderName::from_static("x-api-key");
+
+    let mut bare = service_fn(hello);
+    let mut gated = gate(&keys, &jwt, NoAudit).layer(service_fn(hello));
+    let mut traced = gate(&keys, &jwt, scopegate::layer::TracingAudit).layer(service_fn(hello));
+
+    // Check every variant's outcome once before timing it.
+    assert_eq!(
+        call(&mut bare, request(&health, peer, None))
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        call(&mut gated, request(&health, peer, None))
+            .unwrap()
+            .status(),
+        200
+    );
+    let req = request(&order, peer, Some((key_header.clone(), keys.nth(0))));
+    assert_eq!(call(&mut gated, req).unwrap().status(), 200);
+    let req = request(&order, peer, Some((AUTHORIZATION, bearer.clone())));
+    assert_eq!(call(&mut gated, req).unwrap().status(), 200);
+    assert_eq!(
+        call(&mut gated, request(&order, peer, None))
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let mut group = c.benchmark_group("layer");
+
+    // Each iteration builds its request (a few small allocations, freed in the same iteration as a server frees
+    // them), so the baselines include the same building and dropping: the overhead of the gate is the difference.
+    group.bench_function("bare_inner", |b| {
+        b.iter(|| call(&mut bare, request(&health, peer, None)));
+    });
+
+    group.bench_function("public_route", |b| {
+        b.iter(|| call(&mut gated, request(&health, peer, None)));
+    });
+
+    let mut i = 0usize;
+    let mut keyed = |uri: &Uri| {
+        i = i.wrapping_add(1);
+        request(uri, peer, Some((key_header.clone(), keys.nth(i))))
+    };
+
+    // The baseline of the API-key variant: the same requests (random keys, unread) to the bare service.
+    group.bench_function("bare_inner_with_key_header", |b| {
+        b.iter(|| call(&mut bare, keyed(&order)));
+    });
+
+    group.bench_function("api_key_verify_only_random_1M", |b| {
+        b.iter(|| {
+            let req = keyed(&order);
+            let secret = Secret::new(req.headers()["x-api-key"].as_bytes().to_vec());
+            ready(keys.verifier.authenticate(black_box(secret))).is_ok()
+        });
+    });
+
+    group.bench_function("api_key_cached_random_1M", |b| {
+        b.iter(|| call(&mut gated, keyed(&order)));
+    });
+
+    group.bench_function("jwt_authenticate_only", |b| {
+        b.iter(|| {
+            let secret = Secret::from(token.as_str());
+            ready(Authenticator::authenticate(&jwt, black_box(secret))).is_ok()
+        });
+    });
+
+    group.bench_function("jwt_es256_cached", |b| {
+        b.iter(|| {
+            call(
+                &mut gated,
+                request(&order, peer, Some((AUTHORIZATION, bearer.clone()))),
+            )
+        });
+    });
+
+    group.bench_function("deny_missing_credential", |b| {
+        b.iter(|| call(&mut gated, request(&order, peer, None)));
+    });
+
+    group.bench_function("api_key_cached_random_1M_tracing_audit", |b| {
+        b.iter(|| call(&mut traced, keyed(&order)));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
