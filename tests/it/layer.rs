@@ -760,3 +760,77 @@ async fn only_headers_carry_credentials_and_absolute_targets_match_on_their_path
         .await;
     assert_eq!(a.code(), "tls_required");
 }
+
+/// A `tracing` writer that keeps everything written, for scanning.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_default_tracing_audit_logs_no_secret() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // The default audit sink (TracingAudit), every log level on.
+    let gate = ScopeGate::builder(policy())
+        .api_keys(credentials())
+        .jwt(
+            StaticCredentials::new().with(JWT, &TestGrant::jwt("user-1").scopes(["invoices:read"])),
+        )
+        .build()
+        .unwrap();
+    let inner = tower::service_fn(|_req: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    });
+    let svc = tower::ServiceBuilder::new().layer(gate).service(inner);
+    let secrets = [GOOD, READER, REVOKED, BROKEN_STORE, JWT, "sg_unknownsecret"];
+    for secret in secrets {
+        for (path, header) in [
+            ("/v1/invoices/7?token=querysecret", "x-api-key"),
+            ("/v1/unlisted", "x-api-key"),
+            ("/v1/invoices/7", "authorization"),
+        ] {
+            let value = if header == "authorization" {
+                format!("Bearer {secret}")
+            } else {
+                secret.to_owned()
+            };
+            let mut req = Request::get(path)
+                .header(header, value)
+                .body(String::new())
+                .unwrap();
+            req.extensions_mut().insert(ConnectionInfo {
+                peer: Some("192.0.2.9".parse().unwrap()),
+                tls: true,
+            });
+            svc.clone().oneshot(req).await.unwrap();
+        }
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.matches("authorization decision").count() >= secrets.len() * 3,
+        "{text}"
+    );
+    assert!(text.contains("key-good"), "the public id is logged");
+    for secret in secrets {
+        assert!(!text.contains(secret), "the logs leak {secret}");
+    }
+    assert!(
+        !text.contains("querysecret"),
+        "the query string is not logged"
+    );
+}
