@@ -1275,6 +1275,31 @@ fn verifier_for(issuer: &TokenIssuer) -> JwtAuthenticator {
         .unwrap()
 }
 
+/// The Ed25519 issuer (`kid` "m") of the minting tests, on `c`.
+fn ed_issuer(c: ManualClock) -> TokenIssuer {
+    let k = keys();
+    TokenIssuer::new(
+        SigningKey::ed25519_from_pkcs8_der(&k.ed_pkcs8).unwrap(),
+        "m",
+        ISS,
+        AUD,
+    )
+    .clock(c)
+}
+
+/// An `EdDSA` verifier of `issuer`'s key set with no leeway, on `c`, for the expiry tests.
+fn zero_leeway_verifier(issuer: &TokenIssuer, c: ManualClock) -> JwtAuthenticator {
+    JwtAuthenticator::builder()
+        .algorithms([Algorithm::EdDSA])
+        .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
+        .issuer(ISS)
+        .audience(AUD)
+        .leeway(Duration::ZERO)
+        .clock(c)
+        .build()
+        .unwrap()
+}
+
 fn cidrs(list: &[&str]) -> CidrSet {
     list.iter().map(|s| s.parse::<Cidr>().unwrap()).collect()
 }
@@ -1330,24 +1355,9 @@ fn minted_tokens_verify_for_both_algorithms_and_key_encodings() {
 
 #[test]
 fn minted_tokens_expire_when_asked() {
-    let k = keys();
     let c = clock();
-    let issuer = TokenIssuer::new(
-        SigningKey::ed25519_from_pkcs8_der(&k.ed_pkcs8).unwrap(),
-        "m",
-        ISS,
-        AUD,
-    )
-    .clock(c.clone());
-    let v = JwtAuthenticator::builder()
-        .algorithms([Algorithm::EdDSA])
-        .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
-        .issuer(ISS)
-        .audience(AUD)
-        .leeway(Duration::ZERO)
-        .clock(c.clone())
-        .build()
-        .unwrap();
+    let issuer = ed_issuer(c.clone());
+    let v = zero_leeway_verifier(&issuer, c.clone());
     let t = issuer
         .issue(&MintRequest::new(
             "s",
@@ -1419,14 +1429,7 @@ fn mint_requests_are_bounded() {
 
 #[test]
 fn downscoping_can_narrow_but_never_widen() {
-    let k = keys();
-    let issuer = TokenIssuer::new(
-        SigningKey::ed25519_from_pkcs8_der(&k.ed_pkcs8).unwrap(),
-        "m",
-        ISS,
-        AUD,
-    )
-    .clock(clock());
+    let issuer = ed_issuer(clock());
     let v = verifier_for(&issuer);
     // The grant being exchanged (here from a token; an API key's grant works the same way).
     let wide = issuer
@@ -1519,14 +1522,7 @@ fn downscoping_can_narrow_but_never_widen() {
 
 #[test]
 fn an_unrestricted_grant_may_add_an_allowlist() {
-    let k = keys();
-    let issuer = TokenIssuer::new(
-        SigningKey::ed25519_from_pkcs8_der(&k.ed_pkcs8).unwrap(),
-        "m",
-        ISS,
-        AUD,
-    )
-    .clock(clock());
+    let issuer = ed_issuer(clock());
     let v = verifier_for(&issuer);
     let t = issuer
         .issue(&MintRequest::new(
@@ -1551,24 +1547,9 @@ fn an_unrestricted_grant_may_add_an_allowlist() {
 
 #[test]
 fn a_downscoped_token_never_outlives_its_grant() {
-    let k = keys();
     let c = clock();
-    let issuer = TokenIssuer::new(
-        SigningKey::ed25519_from_pkcs8_der(&k.ed_pkcs8).unwrap(),
-        "m",
-        ISS,
-        AUD,
-    )
-    .clock(c.clone());
-    let v = JwtAuthenticator::builder()
-        .algorithms([Algorithm::EdDSA])
-        .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
-        .issuer(ISS)
-        .audience(AUD)
-        .leeway(Duration::ZERO)
-        .clock(c.clone())
-        .build()
-        .unwrap();
+    let issuer = ed_issuer(c.clone());
+    let v = zero_leeway_verifier(&issuer, c.clone());
     let read = || ScopeSet::parse(["a:b"]).unwrap();
     let parent = issuer
         .issue(&MintRequest::new("k", read(), Duration::from_secs(120)))
