@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::credential::api_key::KeyId;
 use crate::network::CidrSet;
 use crate::policy::{Denial, Scope, ScopeSet};
 
@@ -36,18 +38,53 @@ pub type Attributes = BTreeMap<String, String>;
 
 /// An authenticated credential's grant: principal, scopes, network restriction and attributes.
 ///
-/// Cheap to clone (an `Arc` inside). Holds no secret.
+/// Cheap to clone: a few words and one reference-counted [`Rights`] set, which API keys with equal scopes,
+/// allowlist and attributes share (so that a verified key yields a grant without reading any memory of its own
+/// beyond its cache entry). Holds no secret.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Grant(Arc<GrantInner>);
-
-#[derive(Clone, PartialEq, Eq)]
-struct GrantInner {
+pub struct Grant {
     kind: CredentialKind,
-    principal: String,
+    principal: Principal,
+    expires_at: Option<SystemTime>,
+    rights: Arc<Rights>,
+}
+
+/// Who the grant is for: an API key's id (kept inline), or a token's subject.
+#[derive(Clone, PartialEq, Eq)]
+enum Principal {
+    Key(KeyId),
+    Named(Arc<str>),
+}
+
+/// What a credential may do: its scopes, network restriction and attributes. Immutable once built; holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rights {
     scopes: ScopeSet,
     allow_ips: Option<CidrSet>,
     attributes: Attributes,
-    expires_at: Option<SystemTime>,
+}
+
+impl Rights {
+    pub(crate) fn new(
+        scopes: ScopeSet,
+        allow_ips: Option<CidrSet>,
+        attributes: Attributes,
+    ) -> Self {
+        Rights {
+            scopes,
+            allow_ips,
+            attributes,
+        }
+    }
+}
+
+/// Consistent with `Eq`: equal sets of networks have equal sizes.
+impl Hash for Rights {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.scopes.hash(state);
+        self.attributes.hash(state);
+        self.allow_ips.as_ref().map(CidrSet::len).hash(state);
+    }
 }
 
 impl Grant {
@@ -59,69 +96,74 @@ impl Grant {
         allow_ips: Option<CidrSet>,
         attributes: Attributes,
     ) -> Self {
-        Grant(Arc::new(GrantInner {
+        Grant {
             kind,
-            principal,
-            scopes,
-            allow_ips,
-            attributes,
+            principal: Principal::Named(principal.into()),
             expires_at: None,
-        }))
+            rights: Arc::new(Rights::new(scopes, allow_ips, attributes)),
+        }
+    }
+
+    /// An API key's grant, from its cache entry: the id is copied, the (shared) rights are referenced.
+    pub(crate) fn api_key(id: KeyId, rights: Arc<Rights>, expires_at: Option<SystemTime>) -> Self {
+        Grant {
+            kind: CredentialKind::ApiKey,
+            principal: Principal::Key(id),
+            expires_at,
+            rights,
+        }
     }
 
     /// The same grant, ending at `at` (the credential's own expiry: a JWT's `exp`, an API key's `expires_at`).
     #[must_use]
     pub(crate) fn with_expiry(mut self, at: SystemTime) -> Self {
-        Arc::make_mut(&mut self.0).expires_at = Some(at);
+        self.expires_at = Some(at);
         self
-    }
-
-    /// Reads the shared header of the grant (its reference count) so that a clone that follows finds it in the CPU
-    /// cache: the API key cache calls this before hashing, and the memory load overlaps the HMAC. No other effect.
-    pub(crate) fn prefetch(&self) {
-        std::hint::black_box(Arc::strong_count(&self.0));
     }
 
     /// API key or JWT.
     pub fn kind(&self) -> CredentialKind {
-        self.0.kind
+        self.kind
     }
 
     /// The credential's public identifier: an API key's id, or a JWT's `sub`. Never a secret.
     pub fn principal(&self) -> &str {
-        &self.0.principal
+        match &self.principal {
+            Principal::Key(id) => id.as_str(),
+            Principal::Named(name) => name,
+        }
     }
 
     /// The granted scopes.
     pub fn scopes(&self) -> &ScopeSet {
-        &self.0.scopes
+        &self.rights.scopes
     }
 
     /// The credential's network restriction, if it has one.
     pub fn allow_ips(&self) -> Option<&CidrSet> {
-        self.0.allow_ips.as_ref()
+        self.rights.allow_ips.as_ref()
     }
 
     /// When the credential behind this grant expires, if it does (and if its authenticator said so). Tokens
     /// minted from this grant never outlive it.
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.0.expires_at
+        self.expires_at
     }
 
     /// All attributes.
     pub fn attributes(&self) -> &Attributes {
-        &self.0.attributes
+        &self.rights.attributes
     }
 
     /// One attribute (e.g. `tenant`).
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.0.attributes.get(name).map(String::as_str)
+        self.rights.attributes.get(name).map(String::as_str)
     }
 
     /// In-handler check for resource-level decisions: `Ok` when a granted scope covers `scope`, else an
     /// `insufficient_scope` denial naming it.
     pub fn require(&self, scope: &Scope) -> Result<(), Denial> {
-        if self.0.scopes.covers(scope) {
+        if self.rights.scopes.covers(scope) {
             Ok(())
         } else {
             Err(Denial::insufficient_scope(vec![scope.clone()]))
@@ -132,12 +174,12 @@ impl Grant {
 impl fmt::Debug for Grant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Grant")
-            .field("kind", &self.0.kind)
-            .field("principal", &self.0.principal)
-            .field("scopes", &self.0.scopes)
-            .field("allow_ips", &self.0.allow_ips)
-            .field("attributes", &self.0.attributes)
-            .field("expires_at", &self.0.expires_at)
+            .field("kind", &self.kind)
+            .field("principal", &self.principal())
+            .field("scopes", &self.rights.scopes)
+            .field("allow_ips", &self.rights.allow_ips)
+            .field("attributes", &self.rights.attributes)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }

@@ -34,7 +34,7 @@ use http::Method;
 
 use std::sync::Arc;
 
-use crate::credential::{AuthFuture, Authenticator};
+use crate::credential::{Authentication, Authenticator};
 use crate::grant::{Attributes, CredentialKind, Grant};
 use crate::network::{Cidr, CidrSet};
 use crate::policy::{Decision, Denial, DenialKind, Policy, ScopeSet};
@@ -185,7 +185,7 @@ impl StaticCredentials {
 }
 
 impl Authenticator for StaticCredentials {
-    fn authenticate(&self, credential: Secret) -> AuthFuture {
+    fn authenticate(&self, credential: Secret) -> Authentication {
         let mut found: Option<Result<Grant, Denial>> = None;
         for (secret, outcome) in self.entries.iter() {
             if secret.ct_eq(&credential) && found.is_none() {
@@ -198,7 +198,7 @@ impl Authenticator for StaticCredentials {
                 "unknown test credential",
             ))
         });
-        Box::pin(std::future::ready(outcome))
+        Authentication::Ready(outcome)
     }
 }
 

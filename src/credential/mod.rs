@@ -15,8 +15,38 @@ use crate::grant::Grant;
 use crate::policy::Denial;
 use crate::secret::Secret;
 
-/// The future an [`Authenticator`] returns.
+/// The future of an [`Authentication`] that has to wait (for a key store, a key set refresh).
 pub type AuthFuture = Pin<Box<dyn Future<Output = Result<Grant, Denial>> + Send + 'static>>;
+
+/// What an [`Authenticator`] answers: the outcome at once, or a future for it.
+///
+/// Most credentials are decided without waiting (a cached API key, a malformed one, a JWT whose key is at hand), so
+/// the gate decides those in `Service::call`, without allocating a future.
+pub enum Authentication {
+    /// Decided synchronously.
+    Ready(Result<Grant, Denial>),
+    /// Needs I/O first.
+    Pending(AuthFuture),
+}
+
+impl Authentication {
+    /// Waits for the outcome (at once for [`Ready`](Self::Ready)).
+    pub async fn outcome(self) -> Result<Grant, Denial> {
+        match self {
+            Authentication::Ready(outcome) => outcome,
+            Authentication::Pending(future) => future.await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Authentication::Ready(outcome) => f.debug_tuple("Ready").field(outcome).finish(),
+            Authentication::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
 
 /// Decision step 6: turns a presented credential into a [`Grant`], or a denial (`invalid_credential`,
 /// `expired_credential`, `revoked_credential`, or `unavailable` when a store or key set does not answer).
@@ -24,6 +54,7 @@ pub type AuthFuture = Pin<Box<dyn Future<Output = Result<Grant, Denial>> + Send 
 /// Implemented by the API-key verifier and the JWT authenticator; the gate routes a credential from the API-key
 /// header, or a bearer token without a `.`, to the API-key authenticator, and a bearer token with `.`s to the JWT one.
 pub trait Authenticator: Send + Sync + 'static {
-    /// Authenticates one credential. The future must not borrow `self`: clone what it needs.
-    fn authenticate(&self, credential: Secret) -> AuthFuture;
+    /// Authenticates one credential: [`Authentication::Ready`] when no I/O is needed. A pending future must not
+    /// borrow `self`: clone what it needs.
+    fn authenticate(&self, credential: Secret) -> Authentication;
 }

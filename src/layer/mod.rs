@@ -55,7 +55,8 @@ pub use throttle::{MAX_LOCKED_CLIENTS, ThrottleConfig};
 use self::render::{is_grpc, render};
 use self::throttle::Throttle;
 use crate::credential::{
-    AuthFuture, Authenticator, CredentialSource, DEFAULT_MAX_CREDENTIAL_LEN, extract_credential,
+    AuthFuture, Authentication, Authenticator, CredentialSource, DEFAULT_MAX_CREDENTIAL_LEN,
+    extract_credential,
 };
 use crate::error::{ConfigError, Location};
 use crate::grant::Grant;
@@ -409,7 +410,7 @@ fn connection(extensions: &Extensions) -> ConnectionInfo {
 enum Early {
     Deny(Denial, Option<Lookup>),
     Allow(Decision),
-    Authenticate(AuthFuture, Lookup),
+    Authenticate(Authentication, Lookup),
 }
 
 impl Gate {
@@ -609,18 +610,24 @@ where
                 gate.audit(&req, &ctx, &decision, None, route);
                 ResponseFuture::inner(inner, req, &gate, &ctx, decision)
             }
-            Early::Authenticate(auth, lookup) => ResponseFuture {
-                state: State::Authenticating {
-                    auth,
-                    pending: Some(Pending {
-                        inner,
-                        req,
-                        lookup,
-                        gate,
-                        ctx,
-                    }),
-                },
-            },
+            Early::Authenticate(auth, lookup) => {
+                let pending = Pending {
+                    inner,
+                    req,
+                    lookup,
+                    gate,
+                    ctx,
+                };
+                match auth {
+                    Authentication::Ready(outcome) => pending.decide(outcome),
+                    Authentication::Pending(auth) => ResponseFuture {
+                        state: State::Authenticating {
+                            auth,
+                            pending: Some(pending),
+                        },
+                    },
+                }
+            }
         }
     }
 }
@@ -631,6 +638,40 @@ struct Pending<S, B> {
     lookup: Lookup,
     gate: Arc<Gate>,
     ctx: Context_,
+}
+
+impl<S, B> Pending<S, B>
+where
+    S: Service<Request<B>>,
+{
+    /// Steps 7–9 once authentication has an outcome: deny, or call the inner service with the grant attached.
+    fn decide(self, outcome: Result<Grant, Denial>) -> ResponseFuture<S, B> {
+        let Pending {
+            inner,
+            mut req,
+            lookup,
+            gate,
+            ctx,
+        } = self;
+        let route = gate.policy.route_of(&lookup);
+        let grant = match outcome {
+            Ok(grant) => grant,
+            Err(denial) => {
+                return ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route));
+            }
+        };
+        // 7–8.
+        let decision = gate
+            .policy
+            .decide_authenticated(&lookup, &grant, ctx.client.client_ip);
+        if let Decision::Deny(denial) = decision {
+            return ResponseFuture::ready(gate.deny(&req, &ctx, denial, Some(&grant), route));
+        }
+        // 9. Allow.
+        gate.audit(&req, &ctx, &decision, Some(&grant), route);
+        req.extensions_mut().insert(grant);
+        ResponseFuture::inner(inner, req, &gate, &ctx, decision)
+    }
 }
 
 pin_project! {
@@ -733,42 +774,10 @@ where
                 }
                 Projected::Authenticating { auth, pending } => {
                     let outcome = ready!(auth.as_mut().poll(cx));
-                    let Some(Pending {
-                        inner,
-                        mut req,
-                        lookup,
-                        gate,
-                        ctx,
-                    }) = pending.take()
-                    else {
+                    let Some(pending) = pending.take() else {
                         return Poll::Ready(Ok(polled_after_completion().map(Either::Right)));
                     };
-                    let route = gate.policy.route_of(&lookup);
-                    let grant = match outcome {
-                        Ok(grant) => grant,
-                        Err(denial) => {
-                            let response = gate.deny(&req, &ctx, denial, None, route);
-                            self.as_mut().project().state.set(State::Ready {
-                                response: Some(response),
-                            });
-                            continue;
-                        }
-                    };
-                    // 7–8.
-                    let decision =
-                        gate.policy
-                            .decide_authenticated(&lookup, &grant, ctx.client.client_ip);
-                    if let Decision::Deny(denial) = decision {
-                        let response = gate.deny(&req, &ctx, denial, Some(&grant), route);
-                        self.as_mut().project().state.set(State::Ready {
-                            response: Some(response),
-                        });
-                        continue;
-                    }
-                    // 9. Allow.
-                    gate.audit(&req, &ctx, &decision, Some(&grant), route);
-                    req.extensions_mut().insert(grant);
-                    let next = ResponseFuture::inner(inner, req, &gate, &ctx, decision);
+                    let next = pending.decide(outcome);
                     self.as_mut().project().state.set(next.state);
                 }
             }

@@ -147,7 +147,7 @@ impl serde::Serialize for Scope {
 }
 
 /// The scopes a credential was granted.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct ScopeSet {
     exact: BTreeSet<Scope>,
     /// Wildcard grants, kept apart so that exact lookups stay a tree search.

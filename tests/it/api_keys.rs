@@ -145,6 +145,13 @@ async fn issue(r: &Replica) -> (IssuedKey, String) {
     (issued, key)
 }
 
+async fn issue_expiring(r: &Replica, lifetime: Duration) -> IssuedKey {
+    r.issuer
+        .issue(request().expires_in(lifetime))
+        .await
+        .unwrap()
+}
+
 async fn denial(r: &Replica, key: &str) -> DenialKind {
     r.verifier.verify(key).await.unwrap_err().kind()
 }
@@ -375,11 +382,7 @@ async fn revocation_on_another_replica_reaches_this_one_within_the_ttl() {
 #[tokio::test]
 async fn an_expired_key_is_refused() {
     let r = replica();
-    let issued = r
-        .issuer
-        .issue(request().expires_in(Duration::from_secs(60)))
-        .await
-        .unwrap();
+    let issued = issue_expiring(&r, Duration::from_secs(60)).await;
     let key = issued.key().expose_str().unwrap();
     r.clock.advance(Duration::from_secs(59));
     r.verifier.verify(key).await.unwrap();
@@ -398,6 +401,78 @@ async fn an_expired_key_is_refused() {
         r.issuer.issue(request().expires_in(Duration::ZERO)).await,
         Err(IssuerError::Duration { .. })
     ));
+}
+
+/// Cache hits in the compact form (whole-second expiry): no store read, the same grant as the full form, and the
+/// expiry honoured to the nanosecond although the compact entry keeps whole seconds.
+#[tokio::test]
+async fn cached_hits_match_the_store_and_stop_exactly_at_expiry() {
+    let r = replica();
+    let issued = issue_expiring(&r, Duration::from_secs(60)).await;
+    let key = issued.key().expose_str().unwrap();
+    let expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(START + 60);
+    assert_eq!(issued.info().expires_at, Some(expiry));
+    let from_store = r.verifier.verify(key).await.unwrap();
+    let gets = r.store.gets();
+    for _ in 0..5 {
+        let from_cache = r.verifier.verify(key).await.unwrap();
+        assert_eq!(from_cache, from_store);
+        assert_eq!(from_cache.expires_at(), Some(expiry));
+        assert_eq!(from_cache.principal(), issued.id().as_str());
+    }
+    assert_eq!(r.store.gets(), gets, "hits are served by the cache");
+    // The last nanosecond before the expiry: allowed (after a TTL's refresh). The expiry itself: refused.
+    r.clock.set(expiry - Duration::from_nanos(1));
+    assert_eq!(r.verifier.verify(key).await.unwrap(), from_store);
+    r.clock.set(expiry);
+    assert_eq!(denial(&r, key).await, DenialKind::ExpiredCredential);
+    assert_eq!(denial(&r, key).await, DenialKind::ExpiredCredential);
+}
+
+/// An expiry with a fraction of a second (possible through the library) cannot take the compact form: it is kept
+/// in full and honoured to the nanosecond, and the grant reports it exactly.
+#[tokio::test]
+async fn a_sub_second_expiry_is_exact() {
+    let r = replica();
+    let issued = issue_expiring(&r, Duration::from_millis(1500)).await;
+    let key = issued.key().expose_str().unwrap();
+    let expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(START) + Duration::from_millis(1500);
+    assert_eq!(issued.info().expires_at, Some(expiry));
+    let first = r.verifier.verify(key).await.unwrap();
+    assert_eq!(first.expires_at(), Some(expiry));
+    let gets = r.store.gets();
+    r.clock.set(expiry - Duration::from_nanos(1));
+    let cached = r.verifier.verify(key).await.unwrap();
+    assert_eq!(cached.expires_at(), Some(expiry));
+    assert_eq!(
+        r.store.gets(),
+        gets,
+        "kept in full, still served by the cache"
+    );
+    r.clock.set(expiry);
+    assert_eq!(denial(&r, key).await, DenialKind::ExpiredCredential);
+    assert_eq!(r.store.gets(), gets, "refused from the cached record");
+}
+
+/// A TTL under a second still caches, for exactly its length.
+#[tokio::test]
+async fn a_sub_second_ttl_is_exact() {
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+    let r = replica_with(
+        &clock,
+        Arc::new(MemoryKeyStore::new()),
+        Peppers::single(pepper(1, 7)),
+        CacheConfig::default().ttl(Duration::from_millis(500)),
+    );
+    let (_, key) = issue(&r).await;
+    r.verifier.verify(&key).await.unwrap();
+    let gets = r.store.gets();
+    clock.advance(Duration::from_millis(499));
+    r.verifier.verify(&key).await.unwrap();
+    assert_eq!(r.store.gets(), gets, "inside the TTL: from the cache");
+    clock.advance(Duration::from_millis(1));
+    r.verifier.verify(&key).await.unwrap();
+    assert_eq!(r.store.gets(), gets + 1, "at the TTL: read again");
 }
 
 #[tokio::test]
@@ -608,9 +683,14 @@ async fn a_key_verifies_only_under_its_pepper() {
         config,
     );
     rotated.verifier.verify(&key).await.unwrap();
+    // Again, from the cache: a key under an older pepper is cached under its own version, not the current one.
+    let gets = rotated.store.gets();
+    rotated.verifier.verify(&key).await.unwrap();
+    assert_eq!(rotated.store.gets(), gets);
     let (new, new_key) = issue(&rotated).await;
     let stored = shared.get(new.id()).await.unwrap().unwrap();
     assert_eq!(stored.hash.pepper_version(), 2);
+    rotated.verifier.verify(&new_key).await.unwrap();
     rotated.verifier.verify(&new_key).await.unwrap();
     assert_eq!(
         denial(&under_a, &new_key).await,

@@ -10,13 +10,19 @@
 //! - Each tier holds at most its configured number of entries (rounded up to a multiple of the shard count) and
 //!   evicts the oldest entry first, which is also the next to go stale.
 //!
-//! An entry is compact and self-contained (the digest as four `u64` lanes, the pepper version, the expiry and
-//! revocation times, and the prepared `Grant`): a cache hit is one hash-map lookup and no allocation.
+//! A key is kept in one of two tiers. Most keys take the compact form (see the `table` module): a 64-byte entry
+//! in an open-addressing table, holding the digest, a shared reference to the key's rights (interned, so that keys
+//! with equal scopes, allowlist and attributes hold the same one) and one validity bound in whole seconds, the
+//! earliest of the TTL's end, the revocation and the expiry. A hit reads that one cache line and allocates nothing.
+//! A key that does not fit the compact form exactly (an expiry that is not a whole second, a digest under another
+//! pepper version, a key already revoked or expired, a validity window that ends within the current second) is
+//! kept in full, with its times to the nanosecond, in the second tier, and checked exactly. Each tier holds at most
+//! [`CacheConfig::max_entries`] keys.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use foldhash::fast::RandomState;
@@ -25,9 +31,12 @@ use super::format::KeyId;
 use super::hash::lanes;
 use super::record::KeyRecord;
 use super::store::{KeyStore, StoreError, StoreFuture};
-use crate::{CredentialKind, Grant};
+use super::table::{HotKey, HotTable};
+use crate::Grant;
+use crate::grant::Rights;
 
 const SHARDS: usize = 16;
+const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 /// The cache's bounds. Defaults: TTL 30 s, 100,000 keys, 100,000 unknown ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +85,8 @@ impl CacheConfig {
     }
 }
 
-/// What verification needs of a key, copied out of the cache.
+/// What verification needs of a key: all of it inline in the cache's table, so that a hit reads one entry and
+/// no other per-key memory.
 #[derive(Clone)]
 pub(crate) struct CachedKey {
     pub(crate) digest: [u64; 4],
@@ -85,31 +95,69 @@ pub(crate) struct CachedKey {
     pub(crate) expires_at: u64,
     /// Nanoseconds since the Unix epoch; `u64::MAX` for never.
     pub(crate) revoked_at: u64,
-    pub(crate) grant: Grant,
+    /// Scopes, allowlist and attributes, shared with every cached key that has equal ones.
+    pub(crate) rights: Arc<Rights>,
 }
 
 impl CachedKey {
-    fn from_record(record: &KeyRecord) -> Self {
+    fn from_record(record: &KeyRecord, interner: &Mutex<Interner>) -> Self {
         let info = &record.info;
+        let rights = Rights::new(
+            info.scopes.clone(),
+            info.allow_ips.clone(),
+            info.attributes.clone(),
+        );
         CachedKey {
             digest: lanes(record.hash.digest()),
             pepper_version: record.hash.pepper_version(),
             expires_at: info.expires_at.map_or(u64::MAX, unix_nanos),
             revoked_at: info.revoked_at.map_or(u64::MAX, unix_nanos),
-            grant: {
-                let grant = Grant::new(
-                    CredentialKind::ApiKey,
-                    info.id.to_string(),
-                    info.scopes.clone(),
-                    info.allow_ips.clone(),
-                    info.attributes.clone(),
-                );
-                match info.expires_at {
-                    Some(at) => grant.with_expiry(at),
-                    None => grant,
-                }
-            },
+            rights: interner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .intern(rights),
         }
+    }
+
+    /// The grant of this key, presented as `id`. The expiry is rebuilt from the entry's nanoseconds (an expiry
+    /// after the year 2554 is "never", as the cache treats it).
+    pub(crate) fn grant(&self, id: KeyId) -> Grant {
+        let expires_at = (self.expires_at != u64::MAX)
+            .then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(self.expires_at));
+        Grant::api_key(id, Arc::clone(&self.rights), expires_at)
+    }
+}
+
+/// One shared [`Rights`] per distinct value among the cached keys. Keys are usually issued from a handful of scope
+/// sets, so sharing keeps the cache small and the rights of a hit already in the CPU cache. Unused values are
+/// dropped when the set has doubled since the last sweep, so it stays within twice the live count.
+pub(crate) struct Interner {
+    set: HashSet<Arc<Rights>, RandomState>,
+    sweep_at: usize,
+}
+
+impl Interner {
+    const MIN_SWEEP: usize = 64;
+
+    fn new() -> Self {
+        Interner {
+            set: HashSet::default(),
+            sweep_at: Self::MIN_SWEEP,
+        }
+    }
+
+    fn intern(&mut self, rights: Rights) -> Arc<Rights> {
+        if let Some(shared) = self.set.get(&rights) {
+            return Arc::clone(shared);
+        }
+        if self.set.len() >= self.sweep_at {
+            // Held by the set alone: no cache entry or grant uses it any more.
+            self.set.retain(|r| Arc::strong_count(r) > 1);
+            self.sweep_at = (2 * self.set.len()).max(Self::MIN_SWEEP);
+        }
+        let shared = Arc::new(rights);
+        self.set.insert(Arc::clone(&shared));
+        shared
     }
 }
 
@@ -186,10 +234,25 @@ impl<V> Tier<V> {
 }
 
 struct Shard {
+    /// Keys in the compact form.
+    hot: HotTable,
+    /// Keys in full.
     found: Tier<CachedKey>,
     missing: Tier<()>,
     /// Bumped by every invalidation: a store read that started before it is not cached.
     epoch: u64,
+}
+
+/// A cached key as the verifier sees it.
+#[derive(Clone, Copy)]
+pub(crate) enum KeyView<'a> {
+    /// In the compact form: fresh, not revoked, not expired, hashed under `pepper_version`.
+    Compact {
+        key: &'a HotKey,
+        pepper_version: u32,
+    },
+    /// In full, to be checked exactly.
+    Full(&'a CachedKey),
 }
 
 /// What the cache holds for an id.
@@ -217,6 +280,10 @@ pub struct KeyCache {
     ttl_nanos: u64,
     shard_hasher: RandomState,
     shards: Box<[RwLock<Shard>]>,
+    interner: Mutex<Interner>,
+    /// The pepper version of every compact entry: the current version of the first verifier that filled the cache.
+    /// Keys under any other version are kept in full.
+    compact_pepper: OnceLock<u32>,
 }
 
 impl KeyCache {
@@ -226,6 +293,7 @@ impl KeyCache {
         let shards = (0..SHARDS)
             .map(|_| {
                 RwLock::new(Shard {
+                    hot: HotTable::new(config.max_entries.div_ceil(SHARDS), map_hasher),
                     found: Tier::new(config.max_entries.div_ceil(SHARDS), map_hasher),
                     missing: Tier::new(config.max_negative_entries.div_ceil(SHARDS), map_hasher),
                     epoch: 0,
@@ -239,6 +307,8 @@ impl KeyCache {
             // A seed of its own: shard choice must not correlate with bucket choice inside a shard.
             shard_hasher: RandomState::default(),
             shards,
+            interner: Mutex::new(Interner::new()),
+            compact_pepper: OnceLock::new(),
         }
     }
 
@@ -258,6 +328,7 @@ impl KeyCache {
             .shard(&id)
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        shard.hot.remove(&id);
         shard.found.remove(&id);
         shard.missing.remove(&id);
         shard.epoch = shard.epoch.wrapping_add(1);
@@ -267,7 +338,7 @@ impl KeyCache {
     pub fn entry_counts(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(f, m), s| {
             let s = s.read().unwrap_or_else(PoisonError::into_inner);
-            (f + s.found.map.len(), m + s.missing.map.len())
+            (f + s.hot.len() + s.found.map.len(), m + s.missing.map.len())
         })
     }
 
@@ -283,21 +354,33 @@ impl KeyCache {
     }
 
     /// Runs `f` on the fresh entry for `id`, under the shard's read lock (so that `f` can read the entry in place,
-    /// without copying it or touching its grant's reference count before it has to). `now` is in Unix nanoseconds.
+    /// without copying it). `now` is in Unix nanoseconds.
     pub(crate) fn peek<R>(
         &self,
         id: &KeyId,
         now: u64,
-        f: impl FnOnce(&CachedKey) -> R,
+        f: impl FnOnce(KeyView<'_>) -> R,
     ) -> Cached<R> {
         let shard = self
             .shard(id)
             .read()
             .unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = shard.hot.get(id) {
+            // A key is in one tier only: a compact entry past its bound is read again from the store.
+            if u64::from(key.until) > now / NANOS_PER_SEC
+                && let Some(&pepper_version) = self.compact_pepper.get()
+            {
+                return Cached::Found(f(KeyView::Compact {
+                    key,
+                    pepper_version,
+                }));
+            }
+            return Cached::Miss;
+        }
         if let Some(slot) = shard.found.map.get(id)
             && self.fresh(slot.fetched_at, now)
         {
-            return Cached::Found(f(&slot.value));
+            return Cached::Found(f(KeyView::Full(&slot.value)));
         }
         if let Some(slot) = shard.missing.map.get(id)
             && self.fresh(slot.fetched_at, now)
@@ -307,9 +390,48 @@ impl KeyCache {
         Cached::Miss
     }
 
+    /// The compact form of `key`, when it holds the key's state exactly: the digest under the compact pepper
+    /// version, an expiry of whole seconds, and a validity bound (TTL end, revocation, expiry) at least one whole
+    /// second after `now`.
+    fn compact(&self, id: KeyId, key: &CachedKey, now: u64) -> Option<HotKey> {
+        let pepper = *self.compact_pepper.get()?;
+        if key.pepper_version != pepper {
+            return None;
+        }
+        let expires = if key.expires_at == u64::MAX {
+            u32::MAX
+        } else if key.expires_at.is_multiple_of(NANOS_PER_SEC) {
+            u32::try_from(key.expires_at / NANOS_PER_SEC)
+                .ok()
+                .filter(|s| *s != u32::MAX)?
+        } else {
+            return None;
+        };
+        let bound = now
+            .saturating_add(self.ttl_nanos)
+            .min(key.revoked_at)
+            .min(key.expires_at);
+        // Rounded down: the entry stops serving early rather than late.
+        let until = u32::try_from(bound / NANOS_PER_SEC).ok()?;
+        (u64::from(until) > now / NANOS_PER_SEC).then(|| HotKey {
+            id,
+            digest: key.digest,
+            rights: Arc::clone(&key.rights),
+            until,
+            expires,
+        })
+    }
+
     /// Reads `id` from the store and caches the answer (found or not found; never an error). A read that raced
     /// with an invalidation of its shard is returned but not cached.
-    pub(crate) async fn fetch(&self, id: KeyId, now: u64) -> Result<Option<CachedKey>, StoreError> {
+    /// `pepper_version` is the caller's current one: the first fetch fixes the compact tier's version to it.
+    pub(crate) async fn fetch(
+        &self,
+        id: KeyId,
+        now: u64,
+        pepper_version: u32,
+    ) -> Result<Option<CachedKey>, StoreError> {
+        self.compact_pepper.get_or_init(|| pepper_version);
         let shard = self.shard(&id);
         let epoch = shard.read().unwrap_or_else(PoisonError::into_inner).epoch;
         let record = self.store.get(id).await?;
@@ -321,16 +443,21 @@ impl KeyCache {
                 detail: format!("the store answered with the record of {}", r.info.id),
             });
         }
-        let found = record.as_ref().map(CachedKey::from_record);
+        let found = record
+            .as_ref()
+            .map(|r| CachedKey::from_record(r, &self.interner));
         if self.ttl_nanos > 0 {
             let mut s = shard.write().unwrap_or_else(PoisonError::into_inner);
             if s.epoch == epoch {
-                if let Some(key) = &found {
-                    s.missing.remove(&id);
-                    s.found.insert(id, now, key.clone());
-                } else {
-                    s.found.remove(&id);
-                    s.missing.insert(id, now, ());
+                s.hot.remove(&id);
+                s.found.remove(&id);
+                s.missing.remove(&id);
+                match &found {
+                    Some(key) => match self.compact(id, key, now) {
+                        Some(hot) => s.hot.insert(hot),
+                        None => s.found.insert(id, now, key.clone()),
+                    },
+                    None => s.missing.insert(id, now, ()),
                 }
             }
         }
@@ -430,6 +557,33 @@ mod tests {
         let mut tier = Tier::new(0, RandomState::default());
         tier.insert(id(1), 0, ());
         assert!(tier.map.is_empty());
+    }
+
+    fn rights(scope: &str) -> Rights {
+        Rights::new(
+            crate::policy::ScopeSet::parse([scope]).unwrap_or_else(|_| unreachable!()),
+            None,
+            crate::Attributes::new(),
+        )
+    }
+
+    #[test]
+    fn equal_rights_are_shared_and_unused_ones_are_swept() {
+        let mut interner = Interner::new();
+        let a = interner.intern(rights("a:read"));
+        let a_again = interner.intern(rights("a:read"));
+        let b = interner.intern(rights("b:read"));
+        assert!(Arc::ptr_eq(&a, &a_again));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(*b, rights("b:read"));
+        drop((a, a_again));
+        // Fill up to the sweep: the unused "a:read" goes, the held "b:read" stays and is still shared.
+        let held: Vec<_> = (0..Interner::MIN_SWEEP)
+            .map(|n| interner.intern(rights(&format!("s{n}:read"))))
+            .collect();
+        assert!(!interner.set.contains(&rights("a:read")));
+        assert!(Arc::ptr_eq(&b, &interner.intern(rights("b:read"))));
+        assert!(interner.set.len() <= 2 * (held.len() + 1));
     }
 
     #[test]

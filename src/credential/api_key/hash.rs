@@ -156,17 +156,32 @@ impl Peppers {
         }
     }
 
-    /// Checks a presented secret against a stored digest, in constant time. `None` when the digest's pepper
-    /// version is not configured.
+    /// The presented key's digest under the current pepper, as four lanes. Verification computes it before it
+    /// reads the stored entry: the hash then needs nothing from memory that may still be on its way, and the CPU
+    /// overlaps the two.
+    pub(crate) fn current_digest(&self, id: &KeyId, secret: &[u8; SECRET_LEN]) -> [u64; 4] {
+        lanes(&digest(&self.prepared[0].1, id, secret))
+    }
+
+    /// Checks a presented secret against a stored digest, in constant time. `current` is
+    /// [`current_digest`](Self::current_digest) of the same id and secret, used when the stored digest is under the
+    /// current pepper; an older version is hashed here. `None` when the digest's pepper version is not configured.
     pub(crate) fn verify(
         &self,
         id: &KeyId,
         secret: &[u8; SECRET_LEN],
+        current: &[u64; 4],
         pepper_version: u32,
         stored: &[u64; 4],
     ) -> Option<bool> {
-        let (_, mac) = self.prepared.iter().find(|(v, _)| *v == pepper_version)?;
-        let computed = lanes(&digest(mac, id, secret));
+        let older;
+        let computed = if pepper_version == self.current {
+            current
+        } else {
+            let (_, mac) = self.prepared.iter().find(|(v, _)| *v == pepper_version)?;
+            older = lanes(&digest(mac, id, secret));
+            &older
+        };
         Some(bool::from(computed[..].ct_eq(&stored[..])))
     }
 }
@@ -300,6 +315,18 @@ mod tests {
         );
     }
 
+    /// Verification as the verifier runs it: the current pepper's digest first, then the compare.
+    fn check(
+        peppers: &Peppers,
+        id: &KeyId,
+        secret: &[u8; SECRET_LEN],
+        version: u32,
+        stored: &[u64; 4],
+    ) -> Option<bool> {
+        let current = peppers.current_digest(id, secret);
+        peppers.verify(id, secret, &current, version, stored)
+    }
+
     #[test]
     fn a_digest_verifies_only_under_its_pepper() {
         let id: KeyId = "0123456789abcdef".parse().unwrap();
@@ -307,22 +334,42 @@ mod tests {
         let a = Peppers::single(pepper(1, 1));
         let hash = a.hash(&id, &secret);
         let stored = lanes(hash.digest());
-        assert_eq!(a.verify(&id, &secret, 1, &stored), Some(true));
+        assert_eq!(check(&a, &id, &secret, 1, &stored), Some(true));
         let mut other = secret;
         other[0] = b'y';
-        assert_eq!(a.verify(&id, &other, 1, &stored), Some(false));
+        assert_eq!(check(&a, &id, &other, 1, &stored), Some(false));
         let other_id: KeyId = "0123456789abcdeg".parse().unwrap();
-        assert_eq!(a.verify(&other_id, &secret, 1, &stored), Some(false));
+        assert_eq!(check(&a, &other_id, &secret, 1, &stored), Some(false));
         // Same version number, different bytes: never verifies.
         let b = Peppers::single(pepper(1, 2));
-        assert_eq!(b.verify(&id, &secret, 1, &stored), Some(false));
+        assert_eq!(check(&b, &id, &secret, 1, &stored), Some(false));
         // Unknown version.
-        assert_eq!(b.verify(&id, &secret, 2, &stored), None);
-        // Older version still configured.
+        assert_eq!(check(&b, &id, &secret, 2, &stored), None);
+        // Older version still configured: hashed under that pepper, not the current one.
         let rotated = Peppers::new(pepper(2, 2), [pepper(1, 1)]).unwrap();
         assert_eq!(rotated.current_version(), 2);
-        assert_eq!(rotated.verify(&id, &secret, 1, &stored), Some(true));
+        assert_eq!(check(&rotated, &id, &secret, 1, &stored), Some(true));
         assert_eq!(rotated.hash(&id, &secret).pepper_version(), 2);
+        // The precomputed digest is used for the current version only: a stored digest under version 1 is never
+        // compared with the current pepper's digest, even when it is handed in.
+        let current = rotated.current_digest(&id, &secret);
+        assert_eq!(
+            rotated.verify(&id, &secret, &current, 2, &stored),
+            Some(false)
+        );
+        assert_eq!(
+            rotated.verify(&id, &secret, &stored, 1, &stored),
+            Some(true)
+        );
+        let newer = lanes(rotated.hash(&id, &secret).digest());
+        assert_eq!(
+            rotated.verify(&id, &secret, &current, 2, &newer),
+            Some(true)
+        );
+        assert_eq!(
+            rotated.verify(&id, &secret, &current, 1, &newer),
+            Some(false)
+        );
     }
 
     #[test]

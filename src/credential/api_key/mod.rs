@@ -47,6 +47,7 @@ mod record;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
+mod table;
 mod verify;
 
 pub use cache::{CacheConfig, KeyCache};

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::cache::{Cached, CachedKey, KeyCache, unix_nanos};
+use super::cache::{Cached, KeyCache, KeyView, unix_nanos};
 use super::format::{KeyFormat, ParsedKey};
 use super::hash::Peppers;
 use crate::policy::{Denial, DenialKind};
@@ -62,86 +62,132 @@ impl ApiKeyVerifier {
     pub async fn verify_secret(&self, presented: &Secret) -> Result<Grant, Denial> {
         match presented.expose_str() {
             Some(text) => self.verify(text).await,
-            None => Err(Denial::new(
-                DenialKind::InvalidCredential,
-                "API key is malformed or its checksum does not match",
-            )),
+            None => Err(malformed()),
         }
     }
 
     /// Verifies `presented` (the whole key, `<prefix>_<body>`). A malformed key is refused before any store or
-    /// crypto work. A cache hit allocates nothing.
+    /// crypto work. A cache hit allocates nothing and does not wait.
     pub async fn verify(&self, presented: &str) -> Result<Grant, Denial> {
+        match self.verify_cached(presented) {
+            Some(outcome) => outcome,
+            None => self.verify_from_store(presented).await,
+        }
+    }
+
+    /// [`verify`](Self::verify) without waiting: the outcome when it needs no store read (a malformed key, or any
+    /// outcome the cache holds), `None` when the store has to be asked.
+    pub fn verify_cached(&self, presented: &str) -> Option<Result<Grant, Denial>> {
         let this = &*self.0;
         let Some(parsed) = this.format.parse(presented) else {
-            return Err(Denial::new(
-                DenialKind::InvalidCredential,
-                "API key is malformed or its checksum does not match",
-            ));
+            return Some(Err(malformed()));
         };
         let now = unix_nanos(this.clock.now());
-        let check = |key: &CachedKey| this.check(&parsed, key, now);
-        match this.cache.peek(&parsed.id, now, check) {
-            Cached::Found(outcome) => outcome,
-            Cached::NotFound => Err(unknown_id()),
-            Cached::Miss => match this.cache.fetch(parsed.id, now).await {
-                Ok(Some(key)) => check(&key),
-                Ok(None) => Err(unknown_id()),
-                Err(error) => {
-                    tracing::warn!(key_id = %parsed.id, %error, "API key lookup failed");
-                    Err(Denial::new(
-                        DenialKind::Unavailable,
-                        "the API key store did not answer",
-                    ))
-                }
-            },
+        match this
+            .cache
+            .peek(&parsed.id, now, |key| this.check(&parsed, key, now))
+        {
+            Cached::Found(outcome) => Some(outcome),
+            Cached::NotFound => Some(Err(unknown_id())),
+            Cached::Miss => None,
+        }
+    }
+
+    /// The store read after a cache miss, and the checks on what it returned.
+    async fn verify_from_store(&self, presented: &str) -> Result<Grant, Denial> {
+        let this = &*self.0;
+        let Some(parsed) = this.format.parse(presented) else {
+            return Err(malformed());
+        };
+        let now = unix_nanos(this.clock.now());
+        match this
+            .cache
+            .fetch(parsed.id, now, this.peppers.current_version())
+            .await
+        {
+            Ok(Some(key)) => this.check(&parsed, KeyView::Full(&key), now),
+            Ok(None) => Err(unknown_id()),
+            Err(error) => {
+                tracing::warn!(key_id = %parsed.id, %error, "API key lookup failed");
+                Err(Denial::new(
+                    DenialKind::Unavailable,
+                    "the API key store did not answer",
+                ))
+            }
         }
     }
 }
 
 impl Inner {
     /// Compare, revoked?, expired? — on the cache entry in place.
-    fn check(&self, parsed: &ParsedKey<'_>, key: &CachedKey, now: u64) -> Result<Grant, Denial> {
-        // Start loading the grant's reference count (its own allocation, likely a cache miss at scale) now, with a
-        // plain load, so that the miss overlaps the HMAC instead of stalling the clone at the end.
-        key.grant.prefetch();
+    fn check(&self, parsed: &ParsedKey<'_>, key: KeyView<'_>, now: u64) -> Result<Grant, Denial> {
+        // First, and from the presented key alone: the CPU hashes while the entry's memory is still being read.
+        let current = self.peppers.current_digest(&parsed.id, parsed.secret);
+        match key {
+            // Fresh, not revoked and not expired, or it would not be served in this form.
+            KeyView::Compact {
+                key,
+                pepper_version,
+            } => {
+                self.compare(parsed, &current, pepper_version, &key.digest)?;
+                Ok(key.grant())
+            }
+            KeyView::Full(key) => {
+                self.compare(parsed, &current, key.pepper_version, &key.digest)?;
+                if key.revoked_at <= now {
+                    return Err(Denial::new(
+                        DenialKind::RevokedCredential,
+                        "API key is revoked",
+                    ));
+                }
+                if key.expires_at <= now {
+                    return Err(Denial::new(
+                        DenialKind::ExpiredCredential,
+                        "API key has expired",
+                    ));
+                }
+                Ok(key.grant(parsed.id))
+            }
+        }
+    }
+
+    /// The constant-time compare of the presented secret's digest with the stored one.
+    fn compare(
+        &self,
+        parsed: &ParsedKey<'_>,
+        current: &[u64; 4],
+        pepper_version: u32,
+        stored: &[u64; 4],
+    ) -> Result<(), Denial> {
         match self
             .peppers
-            .verify(&parsed.id, parsed.secret, key.pepper_version, &key.digest)
+            .verify(&parsed.id, parsed.secret, current, pepper_version, stored)
         {
-            Some(true) => {}
-            Some(false) => {
-                return Err(Denial::new(
-                    DenialKind::InvalidCredential,
-                    "API key secret does not match",
-                ));
-            }
+            Some(true) => Ok(()),
+            Some(false) => Err(Denial::new(
+                DenialKind::InvalidCredential,
+                "API key secret does not match",
+            )),
             None => {
                 tracing::warn!(
                     key_id = %parsed.id,
-                    pepper_version = key.pepper_version,
+                    pepper_version,
                     "API key is hashed under a pepper version that is not configured"
                 );
-                return Err(Denial::new(
+                Err(Denial::new(
                     DenialKind::InvalidCredential,
                     "API key is hashed under a pepper version that is not configured",
-                ));
+                ))
             }
         }
-        if key.revoked_at <= now {
-            return Err(Denial::new(
-                DenialKind::RevokedCredential,
-                "API key is revoked",
-            ));
-        }
-        if key.expires_at <= now {
-            return Err(Denial::new(
-                DenialKind::ExpiredCredential,
-                "API key has expired",
-            ));
-        }
-        Ok(key.grant.clone())
     }
+}
+
+fn malformed() -> Denial {
+    Denial::new(
+        DenialKind::InvalidCredential,
+        "API key is malformed or its checksum does not match",
+    )
 }
 
 fn unknown_id() -> Denial {
@@ -158,9 +204,19 @@ impl fmt::Debug for ApiKeyVerifier {
     }
 }
 
+/// A cached (or malformed) key is decided at once; only a cache miss waits for the store.
 impl crate::credential::Authenticator for ApiKeyVerifier {
-    fn authenticate(&self, credential: Secret) -> crate::credential::AuthFuture {
+    fn authenticate(&self, credential: Secret) -> crate::credential::Authentication {
+        use crate::credential::Authentication;
+        let Some(text) = credential.expose_str() else {
+            return Authentication::Ready(Err(malformed()));
+        };
+        if let Some(outcome) = self.verify_cached(text) {
+            return Authentication::Ready(outcome);
+        }
         let verifier = self.clone();
-        Box::pin(async move { verifier.verify_secret(&credential).await })
+        Authentication::Pending(Box::pin(async move {
+            verifier.verify_secret(&credential).await
+        }))
     }
 }

@@ -518,19 +518,20 @@ impl JwtAuthenticator {
 /// The gate's step 6 for bearer tokens: verified synchronously when the keys are at hand; only an unknown `kid`
 /// with a refreshable key set waits for a (rate-limited) refresh.
 impl crate::credential::Authenticator for JwtAuthenticator {
-    fn authenticate(&self, credential: crate::Secret) -> crate::credential::AuthFuture {
+    fn authenticate(&self, credential: crate::Secret) -> crate::credential::Authentication {
+        use crate::credential::Authentication;
         match self.verify_inner(credential.expose()) {
             Err(Failure {
                 refresh_may_help: true,
                 ..
             }) if self.0.refresher.is_some() => {
                 let this = self.clone();
-                Box::pin(async move {
+                Authentication::Pending(Box::pin(async move {
                     this.refresh_if_due().await;
                     this.verify_inner(credential.expose()).map_err(|f| f.denial)
-                })
+                }))
             }
-            outcome => Box::pin(std::future::ready(outcome.map_err(|f| f.denial))),
+            outcome => Authentication::Ready(outcome.map_err(|f| f.denial)),
         }
     }
 }
