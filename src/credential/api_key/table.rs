@@ -246,7 +246,7 @@ mod tests {
         assert!(t.get(&id(1)).is_none());
     }
 
-    #[derive(Debug, Clone)]
+    #[derive(Debug, Clone, Copy)]
     enum Op {
         Insert(u32, u32),
         Remove(u32),
