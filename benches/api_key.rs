@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Bencher, Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -28,7 +28,7 @@ use scopegate::credential::api_key::{
     Pepper, Peppers,
 };
 use scopegate::policy::ScopeSet;
-use scopegate::{Clock, SystemClock};
+use scopegate::{Attributes, Clock, SystemClock};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -68,7 +68,9 @@ struct Fixture {
     peppers: Peppers,
 }
 
-fn fixture() -> Fixture {
+/// `KEYS` keys with the same scopes; with `distinct`, each also has its own tenant attribute (so no two share
+/// their rights) and a 90-day expiry.
+fn fixture(distinct: bool) -> Fixture {
     let started = Instant::now();
     let store = Arc::new(MemoryKeyStore::new());
     let peppers = Peppers::single(Pepper::new(1, PEPPER.to_vec()).unwrap());
@@ -82,8 +84,15 @@ fn fixture() -> Fixture {
     let scopes = ScopeSet::parse(["invoices:read", "orders:*"]).unwrap();
     let keys: Vec<String> = (0..KEYS)
         .map(|i| {
-            let issued = ready(issuer.issue(NewKey::new(format!("key {i}"), scopes.clone())))
-                .expect("issue");
+            let mut request = NewKey::new(format!("key {i}"), scopes.clone());
+            if distinct {
+                let mut attributes = Attributes::new();
+                attributes.insert("tenant".into(), format!("tenant-{i}"));
+                request = request
+                    .attributes(attributes)
+                    .expires_in(Duration::from_secs(90 * 86_400));
+            }
+            let issued = ready(issuer.issue(request)).expect("issue");
             issued.key().expose_str().unwrap().to_owned()
         })
         .collect();
@@ -107,7 +116,7 @@ fn fixture() -> Fixture {
 }
 
 fn bench(c: &mut Criterion) {
-    let fx = fixture();
+    let fx = fixture(false);
     let mut group = c.benchmark_group("api_key");
 
     // One HMAC-SHA256 of id ‖ secret with the pepper keyed once (the issue's reference).
@@ -175,31 +184,13 @@ fn bench(c: &mut Criterion) {
     });
     drop(floor_with_grant);
 
-    // The real path through a warm cache holding every key. The TTL is long so that the figure is the hit path;
-    // with the default 30 s each key costs one extra store read per 30 s.
-    let cache = Arc::new(KeyCache::new(
-        fx.store.clone() as Arc<dyn KeyStore>,
-        CacheConfig::default()
-            .ttl(Duration::from_secs(3600))
-            .max_entries(KEYS + KEYS / 10),
-    ));
-    let verifier = ApiKeyVerifier::new(
-        KeyFormat::default(),
-        fx.peppers.clone(),
-        cache.clone(),
-        Arc::new(SystemClock),
-    );
-    let warm = Instant::now();
-    for key in &fx.keys {
-        ready(verifier.verify(key)).expect("warm");
-    }
-    eprintln!(
-        "cache warmed with {:?} entries in {:.1?}",
-        cache.entry_counts(),
-        warm.elapsed()
-    );
+    // The real path through a warm cache holding every key.
+    let verifier = warm_verifier(&fx);
+    // What the gate runs on a cache hit: the synchronous path, no future.
+    group.bench_function("verify_cached_random_1M", cached_hits(&verifier, &fx));
+    // The same through the async `verify` (the future built and polled once).
     let mut i = 0usize;
-    group.bench_function("verify_cached_random_1M", |b| {
+    group.bench_function("verify_async_cached_random_1M", |b| {
         b.iter(|| {
             let key = nth(&fx.presented, i);
             i = i.wrapping_add(1);
@@ -207,7 +198,6 @@ fn bench(c: &mut Criterion) {
         });
     });
     drop(verifier);
-    drop(cache);
 
     // For reference: every verification a cache miss (TTL zero): store read, record copy, grant built.
     let uncached = ApiKeyVerifier::new(
@@ -231,9 +221,70 @@ fn bench(c: &mut Criterion) {
     // A malformed key: refused before any lookup.
     let bad = format!("{}0", &fx.keys[0][..fx.keys[0].len() - 1]);
     group.bench_function("refuse_bad_checksum", |b| {
-        b.iter(|| black_box(ready(uncached.verify(black_box(&bad))).is_err()));
+        b.iter(|| {
+            black_box(matches!(
+                uncached.verify_cached(black_box(&bad)),
+                Some(Err(_))
+            ))
+        });
     });
+    drop(uncached);
+    drop(fx);
+
+    // The least favourable mix: every key has rights of its own (a tenant attribute) and an expiry, so a grant
+    // references memory that no other key shares.
+    let fx = fixture(true);
+    let verifier = warm_verifier(&fx);
+    group.bench_function(
+        "verify_cached_random_1M_distinct_rights",
+        cached_hits(&verifier, &fx),
+    );
     group.finish();
+}
+
+/// A verifier over a cache that holds every key of `fx`. The TTL is an hour so that the figures are of the hit
+/// path; with the default 30 s each key costs one extra store read per 30 s.
+fn warm_verifier(fx: &Fixture) -> ApiKeyVerifier {
+    let cache = Arc::new(KeyCache::new(
+        fx.store.clone() as Arc<dyn KeyStore>,
+        CacheConfig::default()
+            .ttl(Duration::from_secs(3600))
+            .max_entries(KEYS + KEYS / 10),
+    ));
+    let verifier = ApiKeyVerifier::new(
+        KeyFormat::default(),
+        fx.peppers.clone(),
+        cache.clone(),
+        Arc::new(SystemClock),
+    );
+    let warm = Instant::now();
+    for key in &fx.keys {
+        ready(verifier.verify(key)).expect("warm");
+    }
+    eprintln!(
+        "cache warmed with {:?} entries in {:.1?}",
+        cache.entry_counts(),
+        warm.elapsed()
+    );
+    verifier
+}
+
+/// What the gate runs on a cache hit (the synchronous path, no future), over the keys of `fx` in random order.
+fn cached_hits<'a>(
+    verifier: &'a ApiKeyVerifier,
+    fx: &'a Fixture,
+) -> impl FnMut(&mut Bencher<'_>) + 'a {
+    let mut i = 0usize;
+    move |b| {
+        b.iter(|| {
+            let key = nth(&fx.presented, i);
+            i = i.wrapping_add(1);
+            black_box(matches!(
+                verifier.verify_cached(black_box(key)),
+                Some(Ok(_))
+            ))
+        });
+    }
 }
 
 fn floor_digest(prepared: &Hmac<Sha256>, key: &str) -> ([u8; 16], [u64; 4]) {

@@ -121,7 +121,12 @@ impl ApiKeyVerifier {
 impl Inner {
     /// Compare, revoked?, expired? — on the cache entry in place.
     fn check(&self, parsed: &ParsedKey<'_>, key: KeyView<'_>, now: u64) -> Result<Grant, Denial> {
-        // First, and from the presented key alone: the CPU hashes while the entry's memory is still being read.
+        // Start reading the rights' reference count, which a grant increments: when the key's rights are its own
+        // (not shared with other keys), that is a second cache line, and its load then overlaps the hash below.
+        if let KeyView::Compact { key, .. } = key {
+            key.touch_rights();
+        }
+        // From the presented key alone: the CPU hashes while the entry's memory is still being read.
         let current = self.peppers.current_digest(&parsed.id, parsed.secret);
         match key {
             // Fresh, not revoked and not expired, or it would not be served in this form.
