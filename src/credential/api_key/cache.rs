@@ -65,7 +65,8 @@ impl CacheConfig {
         self
     }
 
-    /// The most keys kept (each holds a prepared grant: size it to the keys in active use). Defaults to 100,000.
+    /// The most keys kept in each of the two tiers (compact and full; see the module docs). Size it to the keys in
+    /// active use. Defaults to 100,000.
     #[must_use]
     pub fn max_entries(mut self, max: usize) -> Self {
         self.max_entries = max;
