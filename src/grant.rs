@@ -38,7 +38,7 @@ pub type Attributes = BTreeMap<String, String>;
 
 /// An authenticated credential's grant: principal, scopes, network restriction and attributes.
 ///
-/// Cheap to clone: a few words and one reference-counted [`Rights`] set, which API keys with equal scopes,
+/// Cheap to clone: a few words and one reference-counted set of rights, which API keys with equal scopes,
 /// allowlist and attributes share (so that a verified key yields a grant without reading any memory of its own
 /// beyond its cache entry). Holds no secret.
 #[derive(Clone, PartialEq, Eq)]
