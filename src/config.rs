@@ -113,9 +113,16 @@ impl Default for TransportSection {
 pub struct ApiKeysSection {
     /// Store URL, e.g. `sqlite://keys.db`.
     pub store: String,
-    /// Environment variable holding the pepper. Defaults to `SCOPEGATE_PEPPER`.
+    /// Environment variable holding the current pepper (new keys are hashed with it). Defaults to
+    /// `SCOPEGATE_PEPPER`.
     #[serde(default = "default_pepper_env")]
     pub pepper_env: String,
+    /// The current pepper's version, recorded beside every digest made with it. Defaults to 1.
+    #[serde(default = "default_pepper_version")]
+    pub pepper_version: u32,
+    /// Earlier peppers that keys may still be hashed under, during a pepper rotation. Defaults to none.
+    #[serde(default)]
+    pub older_peppers: Vec<OlderPepper>,
     /// Header carrying API keys. Defaults to `x-api-key`.
     #[serde(default = "default_key_header")]
     pub header: String,
@@ -124,6 +131,20 @@ pub struct ApiKeysSection {
     pub prefix: String,
 }
 
+/// One entry of `[api_keys] older_peppers`: `{ env = "NAME", version = N }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OlderPepper {
+    /// Environment variable holding this pepper.
+    pub env: String,
+    /// Its version, as recorded beside the digests made with it.
+    pub version: u32,
+}
+
+fn default_pepper_version() -> u32 {
+    1
+}
 fn default_pepper_env() -> String {
     "SCOPEGATE_PEPPER".to_owned()
 }
@@ -466,17 +487,41 @@ impl GateFile {
         Ok(gate)
     }
 
-    /// The pepper of `[api_keys]`, read from the environment variable the file names.
+    /// The current pepper of `[api_keys]` (`pepper_env`, `pepper_version`), read from the environment.
     pub fn pepper(
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<crate::credential::api_key::Pepper, ConfigError> {
-        let var = self
+        let (var, version) = self.api_keys.as_ref().map_or(("SCOPEGATE_PEPPER", 1), |k| {
+            (k.pepper_env.as_str(), k.pepper_version)
+        });
+        pepper_from(var, version, env)
+            .map_err(|problem| ConfigError::invalid(self.at("api_keys", "pepper_env"), problem))
+    }
+
+    /// Every pepper of `[api_keys]`: the current one and `older_peppers`, each read from the environment.
+    pub fn peppers(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<crate::credential::api_key::Peppers, ConfigError> {
+        let current = self.pepper(&env)?;
+        let older = self
             .api_keys
             .as_ref()
-            .map_or("SCOPEGATE_PEPPER", |k| k.pepper_env.as_str());
-        pepper_from(var, env)
-            .map_err(|problem| ConfigError::invalid(self.at("api_keys", "pepper_env"), problem))
+            .map_or(&[][..], |k| &k.older_peppers[..]);
+        let older = older
+            .iter()
+            .map(|p| pepper_from(&p.env, p.version, &env))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|problem| {
+                ConfigError::invalid(self.at("api_keys", "older_peppers"), problem)
+            })?;
+        crate::credential::api_key::Peppers::new(current, older).map_err(|e| {
+            ConfigError::invalid(
+                self.at("api_keys", "older_peppers"),
+                format!("{e} (pepper_version counts as one)"),
+            )
+        })
     }
 
     async fn api_key_verifier(
@@ -484,16 +529,14 @@ impl GateFile {
         env: &impl Fn(&str) -> Option<String>,
         clock: impl crate::Clock,
     ) -> Result<crate::credential::api_key::ApiKeyVerifier, ConfigError> {
-        use crate::credential::api_key::{
-            ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, Peppers,
-        };
+        use crate::credential::api_key::{ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat};
         let section = self
             .api_keys
             .as_ref()
             .ok_or_else(|| ConfigError::invalid(self.at("api_keys", "store"), "missing"))?;
         let format = KeyFormat::new(&section.prefix)
             .map_err(|e| ConfigError::invalid(self.at("api_keys", "prefix"), e.to_string()))?;
-        let peppers = Peppers::single(self.pepper(env)?);
+        let peppers = self.peppers(env)?;
         let url = self.store_url().unwrap_or_else(|| Ok(String::new()))?;
         let store = open_existing_store(&url)
             .await
@@ -554,6 +597,7 @@ impl GateFile {
 
 fn pepper_from(
     var: &str,
+    version: u32,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<crate::credential::api_key::Pepper, String> {
     use crate::credential::api_key::{MIN_PEPPER_LEN, Pepper};
@@ -564,7 +608,7 @@ fn pepper_from(
             "the environment variable {var} (the pepper) is shorter than {MIN_PEPPER_LEN} bytes"
         ));
     }
-    Pepper::new(1, value.into_bytes()).map_err(|e| e.to_string())
+    Pepper::new(version, value.into_bytes()).map_err(|e| e.to_string())
 }
 
 #[cfg(feature = "sqlite")]

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 const PEPPER: &str = "an-example-pepper-of-more-than-32-bytes-0123456789";
+/// The pepper a rotation moves to, in `SCOPEGATE_PEPPER_NEXT`.
+const PEPPER_NEXT: &str = "the-next-pepper-also-longer-than-32-bytes-9876543210";
 
 struct Cli {
     dir: tempfile::TempDir,
@@ -34,6 +36,7 @@ impl Cli {
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("SCOPEGATE_PEPPER", PEPPER)
+            .env("SCOPEGATE_PEPPER_NEXT", PEPPER_NEXT)
             .env_remove("SCOPEGATE_CREDENTIAL");
         cmd
     }
@@ -68,9 +71,14 @@ impl Cli {
     }
 
     fn gate(&self, extra: &str) -> PathBuf {
+        self.gate_with(extra, "")
+    }
+
+    /// A gate file with `extra` before `[api_keys]` and `keys_extra` inside it.
+    fn gate_with(&self, extra: &str, keys_extra: &str) -> PathBuf {
         let path = self.path("gate.toml");
         let text = format!(
-            "{extra}\n[api_keys]\nstore = \"sqlite://keys.db\"\n\n[[route]]\npath = \"/health\"\nmethods = [\"GET\"]\npublic = true\n\n\
+            "{extra}\n[api_keys]\nstore = \"sqlite://keys.db\"\n{keys_extra}\n\n[[route]]\npath = \"/health\"\nmethods = [\"GET\"]\npublic = true\n\n\
              [[route]]\npath = \"/v1/tenants/{{tenant}}/invoices/{{id}}\"\nmethods = [\"GET\"]\nrequire = {{ all = [\"invoices:read\"] }}\n\
              bind = {{ tenant = \"tenant\" }}\n"
         );
@@ -102,6 +110,100 @@ impl Cli {
         );
         (code, serde_json::from_slice(&out.stdout).unwrap())
     }
+}
+
+/// A pepper rotation driven by the gate file: keys under the older pepper keep working while it is listed in
+/// `older_peppers`, keys issued under the new version work, and neither works without its pepper.
+#[test]
+fn pepper_rotation_through_the_gate_file() {
+    let cli = Cli::new();
+    let scope = ["--scope", "invoices:read", "--attr", "tenant=acme"];
+    let old = cli.issue(&scope);
+    let old_key = old["key"].as_str().unwrap().to_owned();
+    let mut next_args = scope.to_vec();
+    next_args.extend([
+        "--pepper-env",
+        "SCOPEGATE_PEPPER_NEXT",
+        "--pepper-version",
+        "2",
+    ]);
+    let new = cli.issue(&next_args);
+    let new_key = new["key"].as_str().unwrap().to_owned();
+    let store = cli.store();
+    let listed = cli.json(&["keys", "list", "--store", &store, "--json"]);
+    let versions: Vec<(&str, u64)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["id"].as_str().unwrap(),
+                k["pepper_version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        vec![
+            (old["id"].as_str().unwrap(), 1),
+            (new["id"].as_str().unwrap(), 2)
+        ]
+    );
+    let own = "/v1/tenants/acme/invoices/7";
+    let reason = |gate: &Path, key: &str| cli.check(gate, own, Some(key), &[]).1["reason"].clone();
+
+    // During the rotation: both keys.
+    let rotating = cli.gate_with(
+        "",
+        "pepper_env = \"SCOPEGATE_PEPPER_NEXT\"\npepper_version = 2\n\
+         older_peppers = [{ env = \"SCOPEGATE_PEPPER\", version = 1 }]",
+    );
+    assert_eq!(reason(&rotating, &old_key), "granted");
+    assert_eq!(reason(&rotating, &new_key), "granted");
+    // After it: the old pepper removed, its keys refused; the new ones still work.
+    let rotated = cli.gate_with(
+        "",
+        "pepper_env = \"SCOPEGATE_PEPPER_NEXT\"\npepper_version = 2",
+    );
+    assert_eq!(reason(&rotated, &old_key), "invalid_credential");
+    assert_eq!(reason(&rotated, &new_key), "granted");
+    // The right bytes under the wrong version never verify.
+    let mislabelled = cli.gate_with("", "pepper_env = \"SCOPEGATE_PEPPER_NEXT\"");
+    assert_eq!(reason(&mislabelled, &new_key), "invalid_credential");
+
+    // Bad rotations are refused with one line naming the field.
+    let gate_of = |keys_extra: &str| cli.gate_with("", keys_extra);
+    let fails = |gate: &Path| {
+        usage_error(&cli.run(&[
+            "check",
+            "--config",
+            gate.to_str().unwrap(),
+            "--method",
+            "GET",
+            "--path",
+            own,
+            "--credential",
+            &old_key,
+        ]))
+    };
+    let duplicate = fails(&gate_of(
+        "older_peppers = [{ env = \"SCOPEGATE_PEPPER_NEXT\", version = 1 }]",
+    ));
+    assert!(
+        duplicate.contains("older_peppers") && duplicate.contains("version 1"),
+        "{duplicate}"
+    );
+    let unset = fails(&gate_of(
+        "older_peppers = [{ env = \"NO_SUCH_PEPPER\", version = 0 }]",
+    ));
+    assert!(
+        unset.contains("older_peppers") && unset.contains("NO_SUCH_PEPPER"),
+        "{unset}"
+    );
+    let misspelt = fails(&gate_of(
+        "older_peppers = [{ var = \"SCOPEGATE_PEPPER\", version = 0 }]",
+    ));
+    assert!(misspelt.contains("unknown field `var`"), "{misspelt}");
 }
 
 fn usage_error(out: &Output) -> String {

@@ -23,6 +23,9 @@ pub(crate) struct StoreArgs {
     /// Environment variable holding the pepper (at least 32 bytes).
     #[arg(long, value_name = "NAME", default_value = "SCOPEGATE_PEPPER")]
     pepper_env: String,
+    /// The pepper's version, recorded beside each new digest (the gate file's `pepper_version`).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pepper_version: u32,
     /// Key prefix.
     #[arg(long, default_value = "sg")]
     prefix: String,
@@ -90,7 +93,7 @@ pub(crate) enum KeysCommand {
 async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
     let format =
         KeyFormat::new(&args.prefix).map_err(|e| Failure::usage(format!("--prefix: {e}")))?;
-    let pepper = read_pepper(&args.pepper_env)?;
+    let pepper = read_pepper(&args.pepper_env, args.pepper_version)?;
     let store = SqliteKeyStore::open(&args.store, OpenMode::CreateIfMissing)
         .await
         .map_err(|e| Failure::usage(format!("--store: {e}")))?;
@@ -103,8 +106,8 @@ async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
     ))
 }
 
-pub(crate) fn read_pepper(var: &str) -> Result<Pepper, Failure> {
-    Pepper::from_env(var, 1).map_err(|e| Failure::usage(e.to_string()))
+pub(crate) fn read_pepper(var: &str, version: u32) -> Result<Pepper, Failure> {
+    Pepper::from_env(var, version).map_err(|e| Failure::usage(e.to_string()))
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -132,7 +135,7 @@ fn key_json(key: &IssuedKey) -> Result<Value, Failure> {
     }))
 }
 
-fn info_json(info: &KeyInfo, now: SystemTime) -> Value {
+fn info_json(info: &KeyInfo, pepper_version: u32, now: SystemTime) -> Value {
     json!({
         "id": info.id.as_str(),
         "name": info.name,
@@ -144,6 +147,7 @@ fn info_json(info: &KeyInfo, now: SystemTime) -> Value {
         "revoked_at": time_or_null(info.revoked_at),
         "replaces": info.replaces.as_ref().map(KeyId::as_str),
         "status": info.status(now).as_str(),
+        "pepper_version": pepper_version,
     })
 }
 
@@ -243,17 +247,17 @@ pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
         KeysCommand::List { store, json } => {
             let issuer = issuer(store).await?;
             let keys = issuer
-                .list()
+                .list_with_pepper_versions()
                 .await
                 .map_err(|e| Failure::usage(format!("keys list: {e}")))?;
             let now = SystemTime::now();
             if *json {
-                let list: Vec<Value> = keys.iter().map(|k| info_json(k, now)).collect();
+                let list: Vec<Value> = keys.iter().map(|(k, v)| info_json(k, *v, now)).collect();
                 println!("{}", Value::Array(list));
             } else {
-                for k in &keys {
+                for (k, version) in &keys {
                     println!(
-                        "{}  {:<8}  {:<24}  {}",
+                        "{}  {:<8}  {:<24}  pepper v{version}  {}",
                         k.id.as_str(),
                         k.status(now).as_str(),
                         k.name,

@@ -249,15 +249,29 @@ impl KeyIssuer {
 
     /// Every key, oldest first, without secrets or hashes.
     pub async fn list(&self) -> Result<Vec<KeyInfo>, IssuerError> {
-        let mut infos: Vec<KeyInfo> = self
+        Ok(self
+            .list_with_pepper_versions()
+            .await?
+            .into_iter()
+            .map(|(info, _)| info)
+            .collect())
+    }
+
+    /// Every key, oldest first, with the version of the pepper its digest was made with (not secret, and what a
+    /// pepper rotation needs: the keys still under an older version), never the digest itself.
+    pub async fn list_with_pepper_versions(&self) -> Result<Vec<(KeyInfo, u32)>, IssuerError> {
+        let mut keys: Vec<(KeyInfo, u32)> = self
             .store
             .list()
             .await?
             .into_iter()
-            .map(|r| r.info)
+            .map(|r| {
+                let version = r.hash.pepper_version();
+                (r.info, version)
+            })
             .collect();
-        infos.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(infos)
+        keys.sort_by(|(a, _), (b, _)| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(keys)
     }
 
     /// One key's information.
