@@ -454,6 +454,23 @@ async fn a_sub_second_expiry_is_exact() {
     assert_eq!(r.store.gets(), gets, "refused from the cached record");
 }
 
+/// A clock stepped back does not stretch an entry's life: the key is read from the store again.
+#[tokio::test]
+async fn a_clock_stepped_back_sends_the_key_back_to_the_store() {
+    let r = replica();
+    let (_, key) = issue(&r).await;
+    r.verifier.verify(&key).await.unwrap();
+    let gets = r.store.gets();
+    // Twin: a small step forward is served from the cache.
+    r.clock.advance(Duration::from_secs(5));
+    r.verifier.verify(&key).await.unwrap();
+    assert_eq!(r.store.gets(), gets);
+    r.clock
+        .set(SystemTime::UNIX_EPOCH + Duration::from_secs(START - 3600));
+    r.verifier.verify(&key).await.unwrap();
+    assert_eq!(r.store.gets(), gets + 1, "read again after the step back");
+}
+
 /// A TTL under a second still caches, for exactly its length.
 #[tokio::test]
 async fn a_sub_second_ttl_is_exact() {

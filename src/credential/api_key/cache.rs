@@ -279,6 +279,8 @@ pub struct KeyCache {
     store: Arc<dyn KeyStore>,
     config: CacheConfig,
     ttl_nanos: u64,
+    /// The TTL in whole seconds, rounded up.
+    ttl_secs: u64,
     shard_hasher: RandomState,
     shards: Box<[RwLock<Shard>]>,
     interner: Mutex<Interner>,
@@ -305,6 +307,10 @@ impl KeyCache {
             store,
             config,
             ttl_nanos: u64::try_from(config.ttl.as_nanos()).unwrap_or(u64::MAX),
+            ttl_secs: config
+                .ttl
+                .as_secs()
+                .saturating_add(u64::from(config.ttl.subsec_nanos() > 0)),
             // A seed of its own: shard choice must not correlate with bucket choice inside a shard.
             shard_hasher: RandomState::default(),
             shards,
@@ -354,6 +360,15 @@ impl KeyCache {
         now >= fetched_at && now - fetched_at < self.ttl_nanos
     }
 
+    /// Whether a compact entry bounded by `until` may serve at `now`: before its bound, and not more than a TTL
+    /// before it. An entry is never written with a bound further ahead than that, so a clock stepped back (which
+    /// the full tier notices as "read in the future") also sends the key back to the store.
+    fn compact_fresh(&self, until: u32, now: u64) -> bool {
+        let now_secs = now / NANOS_PER_SEC;
+        let until = u64::from(until);
+        now_secs < until && now_secs.saturating_add(self.ttl_secs) >= until
+    }
+
     /// Runs `f` on the fresh entry for `id`, under the shard's read lock (so that `f` can read the entry in place,
     /// without copying it). `now` is in Unix nanoseconds.
     pub(crate) fn peek<R>(
@@ -368,7 +383,7 @@ impl KeyCache {
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(key) = shard.hot.get(id) {
             // A key is in one tier only: a compact entry past its bound is read again from the store.
-            if u64::from(key.until) > now / NANOS_PER_SEC
+            if self.compact_fresh(key.until, now)
                 && let Some(&pepper_version) = self.compact_pepper.get()
             {
                 return Cached::Found(f(KeyView::Compact {
