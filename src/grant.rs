@@ -49,12 +49,29 @@ pub struct Grant {
     rights: Arc<Rights>,
 }
 
-/// Who the grant is for: an API key's id (kept inline), or a token's subject.
-#[derive(Clone, PartialEq, Eq)]
+/// Who the grant is for: an API key's id (kept inline), or a token's subject. Equal when the text is.
+#[derive(Clone)]
 enum Principal {
     Key(KeyId),
     Named(Arc<str>),
 }
+
+impl Principal {
+    fn as_str(&self) -> &str {
+        match self {
+            Principal::Key(id) => id.as_str(),
+            Principal::Named(name) => name,
+        }
+    }
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Principal {}
 
 /// What a credential may do: its scopes, network restriction and attributes. Immutable once built; holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,10 +145,7 @@ impl Grant {
 
     /// The credential's public identifier: an API key's id, or a JWT's `sub`. Never a secret.
     pub fn principal(&self) -> &str {
-        match &self.principal {
-            Principal::Key(id) => id.as_str(),
-            Principal::Named(name) => name,
-        }
+        self.principal.as_str()
     }
 
     /// The granted scopes.

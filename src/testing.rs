@@ -158,6 +158,7 @@ impl TestGrant {
 #[derive(Debug, Clone, Default)]
 pub struct StaticCredentials {
     entries: Arc<Vec<(Secret, Result<Grant, Denial>)>>,
+    pending: bool,
 }
 
 impl StaticCredentials {
@@ -170,6 +171,14 @@ impl StaticCredentials {
     #[must_use]
     pub fn with(mut self, credential: &str, grant: &TestGrant) -> Self {
         Arc::make_mut(&mut self.entries).push((Secret::from(credential), grant.build()));
+        self
+    }
+
+    /// Answers through a future ([`Authentication::Pending`]), as a store-backed authenticator does on a cache miss,
+    /// so that tests also cover the gate's waiting path. By default the answer is immediate.
+    #[must_use]
+    pub fn pending(mut self) -> Self {
+        self.pending = true;
         self
     }
 
@@ -198,7 +207,25 @@ impl Authenticator for StaticCredentials {
                 "unknown test credential",
             ))
         });
-        Authentication::Ready(outcome)
+        if self.pending {
+            Authentication::Pending(Box::pin(async move {
+                // Not ready at the first poll: the gate must wait, and is woken at once.
+                let mut waited = false;
+                std::future::poll_fn(|cx| {
+                    if waited {
+                        std::task::Poll::Ready(())
+                    } else {
+                        waited = true;
+                        cx.waker().wake_by_ref();
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+                outcome
+            }))
+        } else {
+            Authentication::Ready(outcome)
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub type AuthFuture = Pin<Box<dyn Future<Output = Result<Grant, Denial>> + Send 
 ///
 /// Most credentials are decided without waiting (a cached API key, a malformed one, a JWT whose key is at hand), so
 /// the gate decides those in `Service::call`, without allocating a future.
+#[non_exhaustive]
 pub enum Authentication {
     /// Decided synchronously.
     Ready(Result<Grant, Denial>),

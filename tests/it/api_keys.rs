@@ -421,9 +421,13 @@ async fn cached_hits_match_the_store_and_stop_exactly_at_expiry() {
         assert_eq!(from_cache.principal(), issued.id().as_str());
     }
     assert_eq!(r.store.gets(), gets, "hits are served by the cache");
-    // The last nanosecond before the expiry: allowed (after a TTL's refresh). The expiry itself: refused.
+    // The last nanosecond before the expiry: allowed (read again after the TTL, then from the compact entry).
+    // The expiry itself: refused.
     r.clock.set(expiry - Duration::from_nanos(1));
     assert_eq!(r.verifier.verify(key).await.unwrap(), from_store);
+    let gets = r.store.gets();
+    assert_eq!(r.verifier.verify(key).await.unwrap(), from_store);
+    assert_eq!(r.store.gets(), gets, "the second one from the cache");
     r.clock.set(expiry);
     assert_eq!(denial(&r, key).await, DenialKind::ExpiredCredential);
     assert_eq!(denial(&r, key).await, DenialKind::ExpiredCredential);
@@ -471,10 +475,17 @@ async fn a_clock_stepped_back_sends_the_key_back_to_the_store() {
     assert_eq!(r.store.gets(), gets + 1, "read again after the step back");
 }
 
-/// A TTL under a second still caches, for exactly its length.
+/// A TTL under a second still caches, never for longer than its length: kept in full when its window ends within
+/// the current second, in the compact form (to the end of that second) when it crosses into the next.
 #[tokio::test]
 async fn a_sub_second_ttl_is_exact() {
-    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+    sub_second_ttl_from(Duration::ZERO, 499, 1).await;
+    sub_second_ttl_from(Duration::from_millis(700), 299, 1).await;
+}
+
+/// Fills the cache at `START + offset` with a 500 ms TTL: `hit_ms` later still a hit, `then_ms` more a store read.
+async fn sub_second_ttl_from(offset: Duration, hit_ms: u64, then_ms: u64) {
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START) + offset);
     let r = replica_with(
         &clock,
         Arc::new(MemoryKeyStore::new()),
@@ -484,10 +495,10 @@ async fn a_sub_second_ttl_is_exact() {
     let (_, key) = issue(&r).await;
     r.verifier.verify(&key).await.unwrap();
     let gets = r.store.gets();
-    clock.advance(Duration::from_millis(499));
+    clock.advance(Duration::from_millis(hit_ms));
     r.verifier.verify(&key).await.unwrap();
     assert_eq!(r.store.gets(), gets, "inside the TTL: from the cache");
-    clock.advance(Duration::from_millis(1));
+    clock.advance(Duration::from_millis(then_ms));
     r.verifier.verify(&key).await.unwrap();
     assert_eq!(r.store.gets(), gets + 1, "at the TTL: read again");
 }

@@ -45,16 +45,18 @@ pub(crate) fn client(ca_pem: &str, addr: SocketAddr) -> reqwest::Client {
 }
 
 fn app() -> Router {
+    app_with(StaticCredentials::new())
+}
+
+/// The test app, its key table starting from `credentials` (e.g. `StaticCredentials::new().pending()`).
+fn app_with(credentials: StaticCredentials) -> Router {
     let policy = Policy::builder()
         .route(Route::get("/health").public())
         .route(Route::get("/v1/invoices/{id}").require_all(["invoices:read"]))
         .build()
         .unwrap();
     let gate = ScopeGate::builder(policy)
-        .api_keys(
-            StaticCredentials::new()
-                .with(KEY, &TestGrant::api_key("key-1").scopes(["invoices:read"])),
-        )
+        .api_keys(credentials.with(KEY, &TestGrant::api_key("key-1").scopes(["invoices:read"])))
         .hsts_max_age(Duration::from_secs(31_536_000))
         .build()
         .unwrap();
@@ -100,7 +102,17 @@ async fn start_plaintext(router: Router) -> SocketAddr {
 
 #[tokio::test]
 async fn allowed_over_tls_with_hsts_and_the_grant() {
-    let server = start_tls(app()).await;
+    allowed_with_hsts_and_the_grant(app()).await;
+}
+
+/// The same when authentication has to wait (the gate's pending path, as on a key-cache miss).
+#[tokio::test]
+async fn allowed_after_waiting_with_hsts_and_the_grant() {
+    allowed_with_hsts_and_the_grant(app_with(StaticCredentials::new().pending())).await;
+}
+
+async fn allowed_with_hsts_and_the_grant(app: Router) {
+    let server = start_tls(app).await;
     let client = client(&server.ca_pem, server.addr);
     let url = format!("https://localhost:{}/v1/invoices/7", server.addr.port());
     let r = client

@@ -39,6 +39,7 @@ impl ApiKeyVerifier {
         cache: Arc<KeyCache>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        cache.claim_compact_pepper(peppers.current_version());
         ApiKeyVerifier(Arc::new(Inner {
             format,
             peppers,
