@@ -205,6 +205,57 @@ fn pepper_rotation_through_the_gate_file() {
     assert!(misspelt.contains("unknown field `var`"), "{misspelt}");
 }
 
+/// `keys --config` takes the store, pepper and prefix from the gate file, so issued keys are what the gate verifies.
+#[test]
+fn keys_commands_read_the_gate_file() {
+    let cli = Cli::new();
+    let gate = cli.gate_with(
+        "",
+        "prefix = \"acme_live\"\npepper_env = \"SCOPEGATE_PEPPER_NEXT\"\npepper_version = 2",
+    );
+    let config = gate.to_str().unwrap();
+    let issued = cli.json(&[
+        "keys",
+        "issue",
+        "--config",
+        config,
+        "--name",
+        "svc",
+        "--scope",
+        "invoices:read",
+        "--attr",
+        "tenant=acme",
+        "--json",
+    ]);
+    let key = issued["key"].as_str().unwrap();
+    assert!(key.starts_with("acme_live_"), "{key}");
+    let own = "/v1/tenants/acme/invoices/7";
+    assert_eq!(cli.check(&gate, own, Some(key), &[]).1["reason"], "granted");
+    let listed = cli.json(&["keys", "list", "--config", config, "--json"]);
+    assert_eq!(listed[0]["pepper_version"], 2);
+    // Twin: a key issued with the default flags does not fit this gate.
+    let plain = cli.issue(&["--scope", "invoices:read", "--attr", "tenant=acme"]);
+    let plain = plain["key"].as_str().unwrap();
+    assert_eq!(
+        cli.check(&gate, own, Some(plain), &[]).1["reason"],
+        "invalid_credential"
+    );
+    // A gate file without [api_keys], and no store at all: refused.
+    let bare = cli.path("bare.toml");
+    std::fs::write(
+        &bare,
+        "[[route]]\npath = \"/x\"\nmethods = [\"GET\"]\npublic = true\n",
+    )
+    .unwrap();
+    let err = usage_error(&cli.run(&["keys", "list", "--config", bare.to_str().unwrap()]));
+    assert!(
+        err.contains("bare.toml") && err.contains("[api_keys]"),
+        "{err}"
+    );
+    let out = cli.run(&["keys", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 fn usage_error(out: &Output) -> String {
     assert_eq!(
         out.status.code(),

@@ -1,8 +1,10 @@
 //! `scopegate keys issue|list|revoke|rotate` on a SQLite key store.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use scopegate::config::GateFile;
 use scopegate::credential::api_key::{
     IssuedKey, KeyFormat, KeyId, KeyInfo, KeyIssuer, KeyStore, NewKey, OpenMode, Pepper, Peppers,
     SqliteKeyStore,
@@ -14,21 +16,26 @@ use serde_json::{Value, json};
 use crate::token::parse_cidrs;
 use crate::{Failure, duration};
 
-/// Where the keys live, and how they are hashed.
+/// Where the keys live, and how they are hashed: from flags, or from a gate file's `[api_keys]` (a flag given as
+/// well overrides the file).
 #[derive(Debug, clap::Args)]
 pub(crate) struct StoreArgs {
-    /// Key store URL: sqlite://PATH (created if missing).
-    #[arg(long, value_name = "URL")]
-    store: String,
-    /// Environment variable holding the pepper (at least 32 bytes).
-    #[arg(long, value_name = "NAME", default_value = "SCOPEGATE_PEPPER")]
-    pepper_env: String,
-    /// The pepper's version, recorded beside each new digest (the gate file's `pepper_version`).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pepper_version: u32,
-    /// Key prefix.
-    #[arg(long, default_value = "sg")]
-    prefix: String,
+    /// Key store URL: sqlite://PATH (created if missing). Required without --config.
+    #[arg(long, value_name = "URL", required_unless_present = "config")]
+    store: Option<String>,
+    /// Gate file whose [api_keys] section gives the store, pepper_env, pepper_version, the older peppers and
+    /// prefix, so that issuance matches what `check` and `serve` verify.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Environment variable holding the pepper (at least 32 bytes). Default: SCOPEGATE_PEPPER.
+    #[arg(long, value_name = "NAME")]
+    pepper_env: Option<String>,
+    /// The pepper's version, recorded beside each new digest. Default: 1.
+    #[arg(long, value_name = "N")]
+    pepper_version: Option<u32>,
+    /// Key prefix. Default: sg.
+    #[arg(long)]
+    prefix: Option<String>,
 }
 
 /// `keys` subcommands.
@@ -91,22 +98,65 @@ pub(crate) enum KeysCommand {
 }
 
 async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
-    let format =
-        KeyFormat::new(&args.prefix).map_err(|e| Failure::usage(format!("--prefix: {e}")))?;
-    let pepper = read_pepper(&args.pepper_env, args.pepper_version)?;
-    let store = SqliteKeyStore::open(&args.store, OpenMode::CreateIfMissing)
+    let file = match &args.config {
+        Some(path) => {
+            let gate = GateFile::from_path(path).map_err(|e| Failure::usage(e.to_string()))?;
+            if gate.api_keys.is_none() {
+                return Err(Failure::usage(format!(
+                    "--config {}: the file has no [api_keys] section",
+                    path.display()
+                )));
+            }
+            Some(gate)
+        }
+        None => None,
+    };
+    let keys = file.as_ref().and_then(|g| g.api_keys.as_ref());
+    let prefix = args
+        .prefix
+        .as_deref()
+        .or(keys.map(|k| k.prefix.as_str()))
+        .unwrap_or("sg");
+    let format = KeyFormat::new(prefix).map_err(|e| Failure::usage(format!("prefix: {e}")))?;
+    let peppers = if let (Some(gate), None, None) = (&file, &args.pepper_env, args.pepper_version) {
+        // The gate file's peppers, current and older, exactly as `check` and `serve` read them.
+        gate.peppers(|name| std::env::var(name).ok())
+            .map_err(|e| Failure::usage(e.to_string()))?
+    } else {
+        let var = args
+            .pepper_env
+            .as_deref()
+            .or(keys.map(|k| k.pepper_env.as_str()))
+            .unwrap_or("SCOPEGATE_PEPPER");
+        let version = args
+            .pepper_version
+            .or(keys.map(|k| k.pepper_version))
+            .unwrap_or(1);
+        Peppers::single(read_pepper(var, version)?)
+    };
+    let (url, from) = match (&args.store, &file, &args.config) {
+        (Some(url), _, _) => (url.clone(), "--store".to_owned()),
+        (None, Some(gate), Some(path)) => (
+            gate.store_url()
+                .unwrap_or_else(|| Ok(String::new()))
+                .map_err(|e| Failure::usage(e.to_string()))?,
+            format!("{}: [api_keys] store", path.display()),
+        ),
+        _ => return Err(Failure::usage("--store or --config is required")),
+    };
+    let store = SqliteKeyStore::open(&url, OpenMode::CreateIfMissing)
         .await
-        .map_err(|e| Failure::usage(format!("--store: {e}")))?;
+        .map_err(|e| Failure::usage(format!("{from}: {e}")))?;
     let store: Arc<dyn KeyStore> = Arc::new(store);
     Ok(KeyIssuer::new(
         store,
         format,
-        Peppers::single(pepper),
+        peppers,
         Arc::new(SystemClock),
     ))
 }
 
-pub(crate) fn read_pepper(var: &str, version: u32) -> Result<Pepper, Failure> {
+fn read_pepper(var: &str, version: u32) -> Result<Pepper, Failure> {
     Pepper::from_env(var, version).map_err(|e| Failure::usage(e.to_string()))
 }
 
