@@ -12,111 +12,30 @@
 )]
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Bencher, Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use scopegate::credential::api_key::{
-    ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStore, MemoryKeyStore, NewKey,
-    Pepper, Peppers,
-};
-use scopegate::policy::ScopeSet;
-use scopegate::{Attributes, Clock, SystemClock};
+use scopegate::SystemClock;
+use scopegate::credential::api_key::{ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyStore};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+#[path = "support/keys.rs"]
+mod keys;
+
+use keys::{Fixture, PEPPER, fixture, ready, warm_verifier};
+
+/// The scopes every fixture key grants.
+const SCOPES: &[&str] = &["invoices:read", "orders:*"];
 
 /// A map keyed by key id, hashed as the cache hashes.
 type IdMap<V> = HashMap<[u8; 16], V, foldhash::fast::RandomState>;
 
-const KEYS: usize = 1_000_000;
-const PEPPER: [u8; 32] = [0x5c; 32];
-/// `sg_` + 54.
-const KEY_LEN: usize = 57;
-
-/// The `i`-th presented key (cycling).
-fn nth(presented: &str, i: usize) -> &str {
-    let start = (i % KEYS) * KEY_LEN;
-    &presented[start..start + KEY_LEN]
-}
-
-/// Polls a future that is expected to be ready at once (a cache hit, the memory store): what the gate's
-/// response future does on its first poll, without an executor's overhead in the figure.
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
-}
-
-struct Fixture {
-    /// Every key, in issuance order.
-    keys: Vec<String>,
-    /// The same keys in a random order, laid out back to back in one buffer and read sequentially: the harness
-    /// costs no cache miss of its own, so the figures show only the misses of the path being measured.
-    presented: String,
-    store: Arc<MemoryKeyStore>,
-    peppers: Peppers,
-}
-
-/// `KEYS` keys with the same scopes; with `distinct`, each also has its own tenant attribute (so no two share
-/// their rights) and a 90-day expiry.
-fn fixture(distinct: bool) -> Fixture {
-    let started = Instant::now();
-    let store = Arc::new(MemoryKeyStore::new());
-    let peppers = Peppers::single(Pepper::new(1, PEPPER.to_vec()).unwrap());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let issuer = KeyIssuer::new(
-        store.clone() as Arc<dyn KeyStore>,
-        KeyFormat::default(),
-        peppers.clone(),
-        clock,
-    );
-    let scopes = ScopeSet::parse(["invoices:read", "orders:*"]).unwrap();
-    let keys: Vec<String> = (0..KEYS)
-        .map(|i| {
-            let mut request = NewKey::new(format!("key {i}"), scopes.clone());
-            if distinct {
-                let mut attributes = Attributes::new();
-                attributes.insert("tenant".into(), format!("tenant-{i}"));
-                request = request
-                    .attributes(attributes)
-                    .expires_in(Duration::from_secs(90 * 86_400));
-            }
-            let issued = ready(issuer.issue(request)).expect("issue");
-            issued.key().expose_str().unwrap().to_owned()
-        })
-        .collect();
-    let mut order: Vec<usize> = (0..KEYS).collect();
-    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(0x5eed));
-    let mut presented = String::with_capacity(KEYS * KEY_LEN);
-    for &i in &order {
-        presented.push_str(&keys[i]);
-    }
-    eprintln!(
-        "fixture: {} keys issued into the memory store in {:.1?}",
-        store.len(),
-        started.elapsed()
-    );
-    Fixture {
-        keys,
-        presented,
-        store,
-        peppers,
-    }
-}
-
 fn bench(c: &mut Criterion) {
-    let fx = fixture(false);
+    let fx = fixture(SCOPES, false);
     let mut group = c.benchmark_group("api_key");
 
     // One HMAC-SHA256 of id ‖ secret with the pepper keyed once (the issue's reference).
@@ -143,7 +62,7 @@ fn bench(c: &mut Criterion) {
     let mut i = 0usize;
     group.bench_function("floor_lookup_hmac_compare_1M", |b| {
         b.iter(|| {
-            let key = nth(&fx.presented, i).as_bytes();
+            let key = fx.nth(i).as_bytes();
             i = i.wrapping_add(1);
             let id: [u8; 16] = key[3..19].try_into().unwrap();
             let stored = floor.get(black_box(&id)).unwrap();
@@ -169,7 +88,7 @@ fn bench(c: &mut Criterion) {
     let mut i = 0usize;
     group.bench_function("floor_plus_grant_clone_1M", |b| {
         b.iter(|| {
-            let key = nth(&fx.presented, i).as_bytes();
+            let key = fx.nth(i).as_bytes();
             i = i.wrapping_add(1);
             let id: [u8; 16] = key[3..19].try_into().unwrap();
             let (stored, grant) = floor_with_grant.get(black_box(&id)).unwrap();
@@ -192,7 +111,7 @@ fn bench(c: &mut Criterion) {
     let mut i = 0usize;
     group.bench_function("verify_async_cached_random_1M", |b| {
         b.iter(|| {
-            let key = nth(&fx.presented, i);
+            let key = fx.nth(i);
             i = i.wrapping_add(1);
             black_box(ready(verifier.verify(black_box(key))).is_ok())
         });
@@ -212,7 +131,7 @@ fn bench(c: &mut Criterion) {
     let mut i = 0usize;
     group.bench_function("verify_uncached_random_1M", |b| {
         b.iter(|| {
-            let key = nth(&fx.presented, i);
+            let key = fx.nth(i);
             i = i.wrapping_add(1);
             black_box(ready(uncached.verify(black_box(key))).is_ok())
         });
@@ -233,40 +152,13 @@ fn bench(c: &mut Criterion) {
 
     // The least favourable mix: every key has rights of its own (a tenant attribute) and an expiry, so a grant
     // references memory that no other key shares.
-    let fx = fixture(true);
+    let fx = fixture(SCOPES, true);
     let verifier = warm_verifier(&fx);
     group.bench_function(
         "verify_cached_random_1M_distinct_rights",
         cached_hits(&verifier, &fx),
     );
     group.finish();
-}
-
-/// A verifier over a cache that holds every key of `fx`. The TTL is an hour so that the figures are of the hit
-/// path; with the default 30 s each key costs one extra store read per 30 s.
-fn warm_verifier(fx: &Fixture) -> ApiKeyVerifier {
-    let cache = Arc::new(KeyCache::new(
-        fx.store.clone() as Arc<dyn KeyStore>,
-        CacheConfig::default()
-            .ttl(Duration::from_secs(3600))
-            .max_entries(KEYS + KEYS / 10),
-    ));
-    let verifier = ApiKeyVerifier::new(
-        KeyFormat::default(),
-        fx.peppers.clone(),
-        cache.clone(),
-        Arc::new(SystemClock),
-    );
-    let warm = Instant::now();
-    for key in &fx.keys {
-        ready(verifier.verify(key)).expect("warm");
-    }
-    eprintln!(
-        "cache warmed with {:?} entries in {:.1?}",
-        cache.entry_counts(),
-        warm.elapsed()
-    );
-    verifier
 }
 
 /// What the gate runs on a cache hit (the synchronous path, no future), over the keys of `fx` in random order.
@@ -277,7 +169,7 @@ fn cached_hits<'a>(
     let mut i = 0usize;
     move |b| {
         b.iter(|| {
-            let key = nth(&fx.presented, i);
+            let key = fx.nth(i);
             i = i.wrapping_add(1);
             black_box(matches!(
                 verifier.verify_cached(black_box(key)),

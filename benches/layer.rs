@@ -29,13 +29,9 @@
 )]
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::net::IpAddr;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
@@ -44,25 +40,22 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{ACCEPT, AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
-
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
+use scopegate::Secret;
 use scopegate::credential::Authenticator;
-use scopegate::credential::api_key::{
-    ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStore, MemoryKeyStore, NewKey,
-    Pepper, Peppers,
-};
+use scopegate::credential::api_key::ApiKeyVerifier;
 use scopegate::credential::jwt::{
     Algorithm, JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
 };
 use scopegate::layer::{AuditEvent, AuditSink, ScopeGate, ScopeGateLayer};
 use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Policy, Route, ScopeSet};
-use scopegate::{Clock, Secret, SystemClock};
 use tower::{Layer, Service, service_fn};
 
-const KEYS: usize = 1_000_000;
-const PEPPER: [u8; 32] = [0x5c; 32];
+#[path = "support/keys.rs"]
+mod keys;
+
+use keys::{Fixture, fixture, ready, warm_verifier};
+
 const ISS: &str = "https://issuer.example";
 const AUD: &str = "orders-api";
 
@@ -71,17 +64,6 @@ struct NoAudit;
 
 impl AuditSink for NoAudit {
     fn record(&self, _event: &AuditEvent<'_>) {}
-}
-
-/// Polls a future that is expected to be ready at once.
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
 }
 
 /// The inner service: a small fixed response.
@@ -130,63 +112,21 @@ struct ApiKeys {
     /// Every key in a random order, back to back in one buffer read sequentially: each request's header value is
     /// copied from it in the untimed setup, fresh in the cache as a just-parsed request is, so that the figures
     /// show only the misses of the path being measured (not the harness's own, on 1M scattered allocations).
-    presented: String,
+    fixture: Fixture,
     verifier: ApiKeyVerifier,
 }
-
-/// `sg_` + 54.
-const KEY_LEN: usize = 57;
 
 impl ApiKeys {
     /// The `i`-th presented key (cycling), as a freshly parsed header value.
     fn nth(&self, i: usize) -> HeaderValue {
-        let start = (i % KEYS) * KEY_LEN;
-        HeaderValue::from_str(&self.presented[start..start + KEY_LEN]).unwrap()
+        HeaderValue::from_str(self.fixture.nth(i)).unwrap()
     }
 }
 
 fn api_keys() -> ApiKeys {
-    let started = Instant::now();
-    let store = Arc::new(MemoryKeyStore::new());
-    let peppers = Peppers::single(Pepper::new(1, PEPPER.to_vec()).unwrap());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let issuer = KeyIssuer::new(
-        store.clone() as Arc<dyn KeyStore>,
-        KeyFormat::default(),
-        peppers.clone(),
-        clock.clone(),
-    );
-    let scopes = ScopeSet::parse(["orders:read", "invoices:read"]).unwrap();
-    let mut keys: Vec<String> = (0..KEYS)
-        .map(|i| {
-            let issued = ready(issuer.issue(NewKey::new(format!("key {i}"), scopes.clone())))
-                .expect("issue");
-            issued.key().expose_str().unwrap().to_owned()
-        })
-        .collect();
-    keys.shuffle(&mut rand::rngs::StdRng::seed_from_u64(0x5eed));
-    let presented = keys.concat();
-    assert_eq!(presented.len(), KEYS * KEY_LEN);
-    drop(keys);
-    let cache = Arc::new(KeyCache::new(
-        store as Arc<dyn KeyStore>,
-        CacheConfig::default()
-            .ttl(Duration::from_secs(3600))
-            .max_entries(KEYS + KEYS / 10),
-    ));
-    let verifier = ApiKeyVerifier::new(KeyFormat::default(), peppers, cache.clone(), clock);
-    for i in 0..KEYS {
-        ready(verifier.verify(&presented[i * KEY_LEN..(i + 1) * KEY_LEN])).expect("warm");
-    }
-    eprintln!(
-        "fixture: {KEYS} keys issued, cache warmed with {:?} entries, in {:.1?}",
-        cache.entry_counts(),
-        started.elapsed()
-    );
-    ApiKeys {
-        presented,
-        verifier,
-    }
+    let fixture = fixture(&["orders:read", "invoices:read"], false);
+    let verifier = warm_verifier(&fixture);
+    ApiKeys { fixture, verifier }
 }
 
 fn jwt() -> (HeaderValue, String, JwtAuthenticator) {
