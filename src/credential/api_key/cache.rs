@@ -19,7 +19,7 @@
 //! kept in full, with its times to the nanosecond, in the second tier, and checked exactly. Each tier holds at most
 //! [`CacheConfig::max_entries`] keys.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -31,7 +31,7 @@ use super::format::KeyId;
 use super::hash::lanes;
 use super::record::KeyRecord;
 use super::store::{KeyStore, StoreError, StoreFuture};
-use super::table::{HotKey, HotTable};
+use super::table::{HotKey, HotTable, InsertionOrder};
 use crate::Grant;
 use crate::grant::Rights;
 
@@ -86,14 +86,11 @@ impl CacheConfig {
     }
 }
 
-/// What verification needs of a key: all of it inline in the cache's table, so that a hit reads one entry and
-/// no other per-key memory.
+/// A key in full, as the full tier keeps it: times to the nanosecond, any pepper version.
 #[derive(Clone)]
 pub(crate) struct CachedKey {
     pub(crate) digest: [u64; 4],
     pub(crate) pepper_version: u32,
-    /// Nanoseconds since the Unix epoch; `u64::MAX` for never.
-    pub(crate) expires_at: u64,
     /// Nanoseconds since the Unix epoch; `u64::MAX` for never.
     pub(crate) revoked_at: u64,
     /// Scopes, allowlist and attributes, shared with every cached key that has equal ones.
@@ -113,7 +110,6 @@ impl CachedKey {
         CachedKey {
             digest: lanes(record.hash.digest()),
             pepper_version: record.hash.pepper_version(),
-            expires_at: info.expires_at.map_or(u64::MAX, unix_nanos),
             revoked_at: info.revoked_at.map_or(u64::MAX, unix_nanos),
             expiry: info.expires_at,
             rights: interner
@@ -121,6 +117,11 @@ impl CachedKey {
                 .unwrap_or_else(PoisonError::into_inner)
                 .intern(rights),
         }
+    }
+
+    /// The expiry in nanoseconds since the Unix epoch; `u64::MAX` for never.
+    pub(crate) fn expires_at(&self) -> u64 {
+        self.expiry.map_or(u64::MAX, unix_nanos)
     }
 
     /// The grant of this key, presented as `id`.
@@ -178,8 +179,8 @@ struct Slot<V> {
 /// One bounded map with oldest-first eviction.
 struct Tier<V> {
     map: HashMap<KeyId, Slot<V>, RandomState>,
-    /// Insertion order as (id, seq); entries whose seq no longer matches the map are skipped.
-    order: VecDeque<(KeyId, u64)>,
+    /// Stamped with each slot's `seq`.
+    order: InsertionOrder,
     next_seq: u64,
     cap: usize,
 }
@@ -188,7 +189,7 @@ impl<V> Tier<V> {
     fn new(cap: usize, hasher: RandomState) -> Self {
         Tier {
             map: HashMap::with_hasher(hasher),
-            order: VecDeque::new(),
+            order: InsertionOrder::new(cap),
             next_seq: 0,
             cap,
         }
@@ -211,22 +212,23 @@ impl<V> Tier<V> {
                 value,
             },
         );
-        self.order.push_back((id, seq));
-        if self.order.len() > 2 * self.cap + 64 {
-            let map = &self.map;
-            self.order
-                .retain(|(id, seq)| map.get(id).is_some_and(|s| s.seq == *seq));
-        }
+        let map = &self.map;
+        self.order
+            .push(id, seq, |id, seq| map.get(id).is_some_and(|s| s.seq == seq));
     }
 
     fn evict_oldest(&mut self) -> bool {
-        while let Some((id, seq)) = self.order.pop_front() {
-            if self.map.get(&id).is_some_and(|s| s.seq == seq) {
+        let map = &self.map;
+        match self
+            .order
+            .pop_oldest(|id, seq| map.get(id).is_some_and(|s| s.seq == seq))
+        {
+            Some(id) => {
                 self.map.remove(&id);
-                return true;
+                true
             }
+            None => false,
         }
-        false
     }
 
     fn remove(&mut self, id: &KeyId) {
@@ -284,7 +286,7 @@ pub struct KeyCache {
     shard_hasher: RandomState,
     shards: Box<[RwLock<Shard>]>,
     interner: Mutex<Interner>,
-    /// The pepper version of every compact entry: the current version of the first verifier that filled the cache.
+    /// The pepper version of every compact entry: the current version of the first verifier built over this cache.
     /// Keys under any other version are kept in full.
     compact_pepper: OnceLock<u32>,
 }
@@ -428,10 +430,11 @@ impl KeyCache {
         if key.pepper_version != pepper {
             return None;
         }
-        let expires = if key.expires_at == u64::MAX {
+        let expires_at = key.expires_at();
+        let expires = if expires_at == u64::MAX {
             u32::MAX
-        } else if key.expires_at.is_multiple_of(NANOS_PER_SEC) {
-            u32::try_from(key.expires_at / NANOS_PER_SEC)
+        } else if expires_at.is_multiple_of(NANOS_PER_SEC) {
+            u32::try_from(expires_at / NANOS_PER_SEC)
                 .ok()
                 .filter(|s| *s != u32::MAX)?
         } else {
@@ -440,7 +443,7 @@ impl KeyCache {
         let bound = now
             .saturating_add(self.ttl_nanos)
             .min(key.revoked_at)
-            .min(key.expires_at);
+            .min(expires_at);
         // Rounded down: the entry stops serving early rather than late.
         let until = u32::try_from(bound / NANOS_PER_SEC).ok()?;
         (u64::from(until) > now / NANOS_PER_SEC).then(|| HotKey {
@@ -454,14 +457,7 @@ impl KeyCache {
 
     /// Reads `id` from the store and caches the answer (found or not found; never an error). A read that raced
     /// with an invalidation of its shard is returned but not cached.
-    /// `pepper_version` is the caller's current one: the first fetch fixes the compact tier's version to it.
-    pub(crate) async fn fetch(
-        &self,
-        id: KeyId,
-        now: u64,
-        pepper_version: u32,
-    ) -> Result<Option<CachedKey>, StoreError> {
-        self.compact_pepper.get_or_init(|| pepper_version);
+    pub(crate) async fn fetch(&self, id: KeyId, now: u64) -> Result<Option<CachedKey>, StoreError> {
         let shard = self.shard(&id);
         let epoch = shard.read().unwrap_or_else(PoisonError::into_inner).epoch;
         let record = self.store.get(id).await?;

@@ -59,9 +59,9 @@ pub(crate) struct HotTable {
     len: usize,
     max_len: usize,
     hasher: RandomState,
-    /// Insertion order as (id, `until` at insertion); a record whose entry has since changed is skipped (an entry
-    /// refreshed within the same second may leave early: it is read again from the store, nothing worse).
-    order: VecDeque<(KeyId, u32)>,
+    /// Stamped with `until` (no room in the entry for a sequence number): an entry refreshed within the same second
+    /// may leave early, and is then read again from the store, nothing worse.
+    order: InsertionOrder,
 }
 
 const MIN_SLOTS: usize = 16;
@@ -73,7 +73,7 @@ impl HotTable {
             len: 0,
             max_len,
             hasher,
-            order: VecDeque::new(),
+            order: InsertionOrder::new(max_len),
         }
     }
 
@@ -115,7 +115,7 @@ impl HotTable {
             return;
         }
         let id = entry.id;
-        let stamp = entry.until;
+        let stamp = u64::from(entry.until);
         if let Some(pos) = self.position(&id) {
             self.slots[pos] = Some(entry);
         } else {
@@ -123,30 +123,44 @@ impl HotTable {
             if 2 * (self.len + 1) > self.slots.len() {
                 self.grow();
             }
-            let mask = self.mask();
-            let mut pos = self.home(&id);
-            while self.slots[pos].is_some() {
-                pos = (pos + 1) & mask;
-            }
+            let pos = self.vacant(&id);
             self.slots[pos] = Some(entry);
             self.len += 1;
         }
-        self.order.push_back((id, stamp));
-        if self.order.len() > 2 * self.max_len + 64 {
-            let mut order = std::mem::take(&mut self.order);
-            order.retain(|(id, stamp)| self.get(id).is_some_and(|e| e.until == *stamp));
-            self.order = order;
-        }
+        self.with_order(|order, table| order.push(id, stamp, |id, s| table.is_stamped(id, s)));
     }
 
     fn evict_oldest(&mut self) -> bool {
-        while let Some((id, stamp)) = self.order.pop_front() {
-            if self.get(&id).is_some_and(|e| e.until == stamp) {
+        match self.with_order(|order, table| order.pop_oldest(|id, s| table.is_stamped(id, s))) {
+            Some(id) => {
                 self.remove(&id);
-                return true;
+                true
             }
+            None => false,
         }
-        false
+    }
+
+    /// Whether the entry for `id` is the one inserted with `stamp`.
+    fn is_stamped(&self, id: &KeyId, stamp: u64) -> bool {
+        self.get(id).is_some_and(|e| u64::from(e.until) == stamp)
+    }
+
+    /// Runs `f` on the insertion order and the table (which `f` reads to tell current records from stale ones).
+    fn with_order<R>(&mut self, f: impl FnOnce(&mut InsertionOrder, &Self) -> R) -> R {
+        let mut order = std::mem::take(&mut self.order);
+        let out = f(&mut order, self);
+        self.order = order;
+        out
+    }
+
+    /// The first empty slot on `id`'s probe path (one exists: the table is never more than half full).
+    fn vacant(&self, id: &KeyId) -> usize {
+        let mask = self.mask();
+        let mut pos = self.home(id);
+        while self.slots[pos].is_some() {
+            pos = (pos + 1) & mask;
+        }
+        pos
     }
 
     /// Removes the entry for `id`; the entries after it in its probe run move back, so no tombstone is left.
@@ -172,14 +186,52 @@ impl HotTable {
     fn grow(&mut self) {
         let doubled = empty_slots(2 * self.slots.len());
         let old = std::mem::replace(&mut self.slots, doubled);
-        let mask = self.mask();
         for entry in old.into_iter().flatten() {
-            let mut pos = self.home(&entry.id);
-            while self.slots[pos].is_some() {
-                pos = (pos + 1) & mask;
-            }
+            let pos = self.vacant(&entry.id);
             self.slots[pos] = Some(entry);
         }
+    }
+}
+
+/// The insertion order of a bounded tier, for oldest-first eviction (the oldest entry is also the next to go stale).
+/// Each insertion records (id, stamp); a record whose stamp no longer matches the tier's entry for that id (replaced
+/// or removed since) is skipped, and such records are dropped once there are more than about twice the bound.
+#[derive(Default)]
+pub(crate) struct InsertionOrder {
+    records: VecDeque<(KeyId, u64)>,
+    cap: usize,
+}
+
+impl InsertionOrder {
+    /// The order of a tier of at most `cap` entries.
+    pub(crate) fn new(cap: usize) -> Self {
+        InsertionOrder {
+            records: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Records that `id` was inserted with `stamp`; `current` tells whether a record still matches its entry.
+    pub(crate) fn push(&mut self, id: KeyId, stamp: u64, current: impl Fn(&KeyId, u64) -> bool) {
+        self.records.push_back((id, stamp));
+        if self.records.len() > 2 * self.cap + 64 {
+            self.records.retain(|(id, stamp)| current(id, *stamp));
+        }
+    }
+
+    /// Takes the oldest record that still matches its entry, and returns its id.
+    pub(crate) fn pop_oldest(&mut self, current: impl Fn(&KeyId, u64) -> bool) -> Option<KeyId> {
+        while let Some((id, stamp)) = self.records.pop_front() {
+            if current(&id, stamp) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
     }
 }
 

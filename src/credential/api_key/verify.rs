@@ -70,9 +70,11 @@ impl ApiKeyVerifier {
     /// Verifies `presented` (the whole key, `<prefix>_<body>`). A malformed key is refused before any store or
     /// crypto work. A cache hit allocates nothing and does not wait.
     pub async fn verify(&self, presented: &str) -> Result<Grant, Denial> {
-        match self.verify_cached(presented) {
+        let this = &*self.0;
+        let (parsed, now) = this.start(presented)?;
+        match this.cached(&parsed, now) {
             Some(outcome) => outcome,
-            None => self.verify_from_store(presented).await,
+            None => this.read_store(&parsed, now).await,
         }
     }
 
@@ -80,13 +82,25 @@ impl ApiKeyVerifier {
     /// outcome the cache holds), `None` when the store has to be asked.
     pub fn verify_cached(&self, presented: &str) -> Option<Result<Grant, Denial>> {
         let this = &*self.0;
-        let Some(parsed) = this.format.parse(presented) else {
-            return Some(Err(malformed()));
-        };
-        let now = unix_nanos(this.clock.now());
-        match this
+        match this.start(presented) {
+            Ok((parsed, now)) => this.cached(&parsed, now),
+            Err(denial) => Some(Err(denial)),
+        }
+    }
+}
+
+impl Inner {
+    /// Parses the key (refusing a malformed one before any other work) and reads the clock once for the request.
+    fn start<'a>(&self, presented: &'a str) -> Result<(ParsedKey<'a>, u64), Denial> {
+        let parsed = self.format.parse(presented).ok_or_else(malformed)?;
+        Ok((parsed, unix_nanos(self.clock.now())))
+    }
+
+    /// The outcome the cache holds for `parsed`, if any.
+    fn cached(&self, parsed: &ParsedKey<'_>, now: u64) -> Option<Result<Grant, Denial>> {
+        match self
             .cache
-            .peek(&parsed.id, now, |key| this.check(&parsed, key, now))
+            .peek(&parsed.id, now, |key| self.check(parsed, key, now))
         {
             Cached::Found(outcome) => Some(outcome),
             Cached::NotFound => Some(Err(unknown_id())),
@@ -95,18 +109,9 @@ impl ApiKeyVerifier {
     }
 
     /// The store read after a cache miss, and the checks on what it returned.
-    async fn verify_from_store(&self, presented: &str) -> Result<Grant, Denial> {
-        let this = &*self.0;
-        let Some(parsed) = this.format.parse(presented) else {
-            return Err(malformed());
-        };
-        let now = unix_nanos(this.clock.now());
-        match this
-            .cache
-            .fetch(parsed.id, now, this.peppers.current_version())
-            .await
-        {
-            Ok(Some(key)) => this.check(&parsed, KeyView::Full(&key), now),
+    async fn read_store(&self, parsed: &ParsedKey<'_>, now: u64) -> Result<Grant, Denial> {
+        match self.cache.fetch(parsed.id, now).await {
+            Ok(Some(key)) => self.check(parsed, KeyView::Full(&key), now),
             Ok(None) => Err(unknown_id()),
             Err(error) => {
                 tracing::warn!(key_id = %parsed.id, %error, "API key lookup failed");
@@ -117,9 +122,7 @@ impl ApiKeyVerifier {
             }
         }
     }
-}
 
-impl Inner {
     /// Compare, revoked?, expired? — on the cache entry in place.
     fn check(&self, parsed: &ParsedKey<'_>, key: KeyView<'_>, now: u64) -> Result<Grant, Denial> {
         // Start reading the rights' reference count, which a grant increments: when the key's rights are its own
@@ -146,7 +149,7 @@ impl Inner {
                         "API key is revoked",
                     ));
                 }
-                if key.expires_at <= now {
+                if key.expires_at() <= now {
                     return Err(Denial::new(
                         DenialKind::ExpiredCredential,
                         "API key has expired",
@@ -214,15 +217,29 @@ impl fmt::Debug for ApiKeyVerifier {
 impl crate::credential::Authenticator for ApiKeyVerifier {
     fn authenticate(&self, credential: Secret) -> crate::credential::Authentication {
         use crate::credential::Authentication;
-        let Some(text) = credential.expose_str() else {
-            return Authentication::Ready(Err(malformed()));
+        let this = &*self.0;
+        let started = credential
+            .expose_str()
+            .ok_or_else(malformed)
+            .and_then(|text| this.start(text));
+        let now = match started {
+            Err(denial) => return Authentication::Ready(Err(denial)),
+            Ok((parsed, now)) => match this.cached(&parsed, now) {
+                Some(outcome) => return Authentication::Ready(outcome),
+                None => now,
+            },
         };
-        if let Some(outcome) = self.verify_cached(text) {
-            return Authentication::Ready(outcome);
-        }
         let verifier = self.clone();
         Authentication::Pending(Box::pin(async move {
-            verifier.verify_secret(&credential).await
+            let this = &*verifier.0;
+            // Parsed again (it borrows from the credential, which the future owns); the clock is not read again.
+            match credential
+                .expose_str()
+                .and_then(|text| this.format.parse(text))
+            {
+                Some(parsed) => this.read_store(&parsed, now).await,
+                None => Err(malformed()),
+            }
         }))
     }
 }
