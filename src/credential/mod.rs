@@ -3,6 +3,7 @@
 pub mod api_key;
 mod header;
 pub mod jwt;
+mod order;
 
 pub use header::{
     CredentialSource, DEFAULT_MAX_CREDENTIAL_LEN, PresentedCredential, extract_credential,

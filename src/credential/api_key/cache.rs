@@ -31,8 +31,9 @@ use super::format::KeyId;
 use super::hash::lanes;
 use super::record::KeyRecord;
 use super::store::{KeyStore, StoreError, StoreFuture};
-use super::table::{HotKey, HotTable, InsertionOrder};
+use super::table::{HotKey, HotTable};
 use crate::Grant;
+use crate::credential::order::InsertionOrder;
 use crate::grant::Rights;
 
 const SHARDS: usize = 16;
@@ -180,7 +181,7 @@ struct Slot<V> {
 struct Tier<V> {
     map: HashMap<KeyId, Slot<V>, RandomState>,
     /// Stamped with each slot's `seq`.
-    order: InsertionOrder,
+    order: InsertionOrder<KeyId>,
     next_seq: u64,
     cap: usize,
 }

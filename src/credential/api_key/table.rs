@@ -10,7 +10,6 @@
 //! Only keys whose whole state fits are kept here (see [`HotKey`]); every other key is kept in full in the other
 //! tier. A key is in at most one tier at a time.
 
-use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,6 +18,7 @@ use foldhash::fast::RandomState;
 
 use super::format::KeyId;
 use crate::Grant;
+use crate::credential::order::InsertionOrder;
 use crate::grant::Rights;
 
 /// A key in its compact form: everything a cache hit reads, in one cache line.
@@ -61,7 +61,7 @@ pub(crate) struct HotTable {
     hasher: RandomState,
     /// Stamped with `until` (no room in the entry for a sequence number): an entry refreshed within the same second
     /// may leave early, and is then read again from the store, nothing worse.
-    order: InsertionOrder,
+    order: InsertionOrder<KeyId>,
 }
 
 const MIN_SLOTS: usize = 16;
@@ -146,7 +146,7 @@ impl HotTable {
     }
 
     /// Runs `f` on the insertion order and the table (which `f` reads to tell current records from stale ones).
-    fn with_order<R>(&mut self, f: impl FnOnce(&mut InsertionOrder, &Self) -> R) -> R {
+    fn with_order<R>(&mut self, f: impl FnOnce(&mut InsertionOrder<KeyId>, &Self) -> R) -> R {
         let mut order = std::mem::take(&mut self.order);
         let out = f(&mut order, self);
         self.order = order;
@@ -190,48 +190,6 @@ impl HotTable {
             let pos = self.vacant(&entry.id);
             self.slots[pos] = Some(entry);
         }
-    }
-}
-
-/// The insertion order of a bounded tier, for oldest-first eviction (the oldest entry is also the next to go stale).
-/// Each insertion records (id, stamp); a record whose stamp no longer matches the tier's entry for that id (replaced
-/// or removed since) is skipped, and such records are dropped once there are more than about twice the bound.
-#[derive(Default)]
-pub(crate) struct InsertionOrder {
-    records: VecDeque<(KeyId, u64)>,
-    cap: usize,
-}
-
-impl InsertionOrder {
-    /// The order of a tier of at most `cap` entries.
-    pub(crate) fn new(cap: usize) -> Self {
-        InsertionOrder {
-            records: VecDeque::new(),
-            cap,
-        }
-    }
-
-    /// Records that `id` was inserted with `stamp`; `current` tells whether a record still matches its entry.
-    pub(crate) fn push(&mut self, id: KeyId, stamp: u64, current: impl Fn(&KeyId, u64) -> bool) {
-        self.records.push_back((id, stamp));
-        if self.records.len() > 2 * self.cap + 64 {
-            self.records.retain(|(id, stamp)| current(id, *stamp));
-        }
-    }
-
-    /// Takes the oldest record that still matches its entry, and returns its id.
-    pub(crate) fn pop_oldest(&mut self, current: impl Fn(&KeyId, u64) -> bool) -> Option<KeyId> {
-        while let Some((id, stamp)) = self.records.pop_front() {
-            if current(&id, stamp) {
-                return Some(id);
-            }
-        }
-        None
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.records.len()
     }
 }
 

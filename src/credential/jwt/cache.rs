@@ -9,12 +9,13 @@
 //! - An entry lives until the token's `exp` (without the leeway) and the time is re-checked on every hit.
 //! - A key-set change flushes it; an insertion made with a key set older than the last flush is dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Mutex, PoisonError};
 
 use subtle::ConstantTimeEq;
 
+use crate::credential::order::InsertionOrder;
 use crate::{Grant, Secret};
 
 /// The map key is already a keyed hash: use it as is.
@@ -41,12 +42,15 @@ struct Entry {
     grant: Grant,
     /// Unix seconds: the entry is dead from this second on.
     expires_at: i64,
+    /// Its insertion's stamp in `order`.
+    seq: u64,
 }
 
 struct Inner {
     map: HashMap<u64, Entry, BuildHasherDefault<Prehashed>>,
-    /// Insertion order, for eviction. May hold keys already gone from the map (rebuilt when it grows too long).
-    order: VecDeque<u64>,
+    /// Insertion order, for eviction.
+    order: InsertionOrder<u64>,
+    next_seq: u64,
     /// The key-set generation the entries belong to.
     generation: u64,
 }
@@ -85,7 +89,8 @@ impl TokenCache {
             capacity,
             inner: Mutex::new(Inner {
                 map: HashMap::default(),
-                order: VecDeque::new(),
+                order: InsertionOrder::new(capacity),
+                next_seq: 0,
                 generation: 0,
             }),
         }
@@ -128,24 +133,32 @@ impl TokenCache {
         if inner.generation != generation {
             return;
         }
-        while inner.map.len() >= self.capacity && !inner.map.contains_key(&key) {
-            let Some(oldest) = inner.order.pop_front() else {
+        let Inner {
+            map,
+            order,
+            next_seq,
+            ..
+        } = &mut *inner;
+        while map.len() >= self.capacity && !map.contains_key(&key) {
+            let Some(oldest) =
+                order.pop_oldest(|key, seq| map.get(key).is_some_and(|e| e.seq == seq))
+            else {
                 break;
             };
-            inner.map.remove(&oldest);
+            map.remove(&oldest);
         }
+        let seq = *next_seq;
+        *next_seq += 1;
         let entry = Entry {
             token: Secret::new(token.to_vec()),
             grant,
             expires_at,
+            seq,
         };
-        if inner.map.insert(key, entry).is_none() {
-            inner.order.push_back(key);
-        }
-        if inner.order.len() > self.capacity.saturating_mul(2) {
-            let Inner { map, order, .. } = &mut *inner;
-            *order = map.keys().copied().collect();
-        }
+        map.insert(key, entry);
+        order.push(key, seq, |key, seq| {
+            map.get(key).is_some_and(|e| e.seq == seq)
+        });
     }
 
     /// Drops every entry; from now on only insertions made under `generation` are kept.
@@ -233,7 +246,11 @@ mod tests {
             assert!(c.len() <= 3);
             assert!(c.lock().order.len() <= 6);
         }
-        assert!(c.get(&99u32.to_be_bytes(), 0).is_some());
+        // Oldest first, through every compaction of the order: the last three remain.
+        for kept in 97..100u32 {
+            assert!(c.get(&kept.to_be_bytes(), 0).is_some(), "{kept}");
+        }
+        assert!(c.get(&96u32.to_be_bytes(), 0).is_none());
         assert!(c.get(&0u32.to_be_bytes(), 0).is_none());
         let off = TokenCache::new(0);
         off.insert(b"t", grant("a"), 1000, 0);
