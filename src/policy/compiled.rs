@@ -365,27 +365,30 @@ impl Policy {
         grant: &Grant,
         client_ip: Option<IpAddr>,
     ) -> Decision {
-        let outcome = match lookup {
+        let matched = match lookup {
             Lookup::Public { .. } => {
                 return self
                     .public_decision(lookup)
                     .unwrap_or_else(|| unreachable!("a public lookup"));
             }
-            Lookup::Unlisted => match check_network(
-                grant.allow_ips(),
-                client_ip,
-                "client IP outside the credential's allowlist",
-            ) {
-                Ok(()) => Err(Denial::new(
-                    DenialKind::NoPolicy,
-                    "no rule for this method and path",
-                )),
-                Err(denial) => Err(denial),
-            },
-            Lookup::Protected(m) => self
+            Lookup::Unlisted => None,
+            Lookup::Protected(m) => Some(m),
+        };
+        // Step 7 for any credential: its own network restriction, before what the route asks.
+        let outcome = check_network(
+            grant.allow_ips(),
+            client_ip,
+            "client IP outside the credential's allowlist",
+        )
+        .and_then(|()| match matched {
+            None => Err(Denial::new(
+                DenialKind::NoPolicy,
+                "no rule for this method and path",
+            )),
+            Some(m) => self
                 .authorize(m, grant, client_ip)
                 .map(|()| self.0.rules[m.rule].pattern.clone()),
-        };
+        });
         match outcome {
             Ok(route) => Decision::Allow {
                 route,
@@ -395,21 +398,20 @@ impl Policy {
         }
     }
 
-    /// Steps 7–8 for an authenticated grant on a protected route.
+    /// Steps 7–8 on a protected route, for a grant whose own network restriction was checked.
     fn authorize(
         &self,
         m: &RouteMatch,
         grant: &Grant,
         client_ip: Option<IpAddr>,
     ) -> Result<(), Denial> {
+        // `lookup` makes a `RouteMatch` only for a protected rule; anything else is refused, never allowed.
         let Access::Protected(protection) = &self.0.rules[m.rule].access else {
-            return Ok(());
+            return Err(Denial::new(
+                DenialKind::NoPolicy,
+                "the matched rule is not a protected rule",
+            ));
         };
-        check_network(
-            grant.allow_ips(),
-            client_ip,
-            "client IP outside the credential's allowlist",
-        )?;
         check_network(
             protection.allow_ips.as_ref(),
             client_ip,
