@@ -54,11 +54,6 @@ fn challenge(denial: &Denial, realm: &str) -> Option<String> {
             ));
         }
         Challenge::InvalidRequest => "invalid_request",
-        Challenge::None
-            if denial.kind() == DenialKind::MalformedRequest && denial.is_about_credentials() =>
-        {
-            "invalid_request"
-        }
         _ => return None,
     };
     Some(format!("Bearer realm=\"{realm}\", error=\"{error}\""))

@@ -213,9 +213,14 @@ impl Denial {
         self.detail
     }
 
-    /// The answer on the wire for this denial's kind.
+    /// The answer on the wire: its kind's row of the table, with the RFC 6750 `invalid_request` challenge when a
+    /// malformed request concerns the credential headers.
     pub fn answer(&self) -> Answer {
-        self.kind.answer()
+        let mut answer = self.kind.answer();
+        if self.about_credentials {
+            answer.challenge = Challenge::InvalidRequest;
+        }
+        answer
     }
 
     /// For `insufficient_scope`: the scopes the RFC 6750 challenge names.
@@ -376,6 +381,16 @@ mod tests {
         );
         assert_eq!(DenialKind::NoPolicy.answer().challenge, Challenge::None);
         assert_eq!(DenialKind::TlsRequired.answer().challenge, Challenge::None);
+        // A malformed request about the credential headers adds `invalid_request`; any other one has none.
+        let about_credentials = Denial::malformed_credentials("two credentials").answer();
+        assert_eq!(about_credentials.challenge, Challenge::InvalidRequest);
+        assert_eq!(about_credentials.status, 400);
+        assert_eq!(
+            Denial::new(DenialKind::MalformedRequest, "bad path")
+                .answer()
+                .challenge,
+            Challenge::None
+        );
     }
 
     #[test]
