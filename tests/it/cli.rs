@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -86,6 +85,17 @@ impl Cli {
         path
     }
 
+    /// `scopegate check --config GATE --method METHOD --path PATH EXTRA…`, to run as the caller needs.
+    fn check_command(&self, gate: &Path, method: &str, path: &str, extra: &[&str]) -> Command {
+        let gate = gate.to_str().unwrap();
+        let mut args = vec![
+            "check", "--config", gate, "--method", method, "--path", path,
+        ];
+        args.extend_from_slice(extra);
+        self.command(&args)
+    }
+
+    /// A `GET` checked with `--json`: the exit code (0 or 1) and the decision.
     fn check(
         &self,
         gate: &Path,
@@ -93,22 +103,32 @@ impl Cli {
         credential: Option<&str>,
         extra: &[&str],
     ) -> (i32, Value) {
-        let gate = gate.to_str().unwrap();
-        let mut args = vec![
-            "check", "--config", gate, "--method", "GET", "--path", path, "--json",
-        ];
+        let mut args = vec!["--json"];
         if let Some(c) = credential {
             args.extend(["--credential", c]);
         }
         args.extend_from_slice(extra);
-        let out = self.run(&args);
+        let out = self
+            .check_command(gate, "GET", path, &args)
+            .output()
+            .unwrap();
         let code = out.status.code().unwrap();
         assert!(
             code == 0 || code == 1,
-            "{args:?}: {}",
+            "{path} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         (code, serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// A `GET` check that must fail with a usage error: its one line.
+    fn check_fails(&self, gate: &Path, path: &str, extra: &[&str]) -> String {
+        usage_error(
+            &self
+                .check_command(gate, "GET", path, extra)
+                .output()
+                .unwrap(),
+        )
     }
 }
 
@@ -172,19 +192,7 @@ fn pepper_rotation_through_the_gate_file() {
 
     // Bad rotations are refused with one line naming the field.
     let gate_of = |keys_extra: &str| cli.gate_with("", keys_extra);
-    let fails = |gate: &Path| {
-        usage_error(&cli.run(&[
-            "check",
-            "--config",
-            gate.to_str().unwrap(),
-            "--method",
-            "GET",
-            "--path",
-            own,
-            "--credential",
-            &old_key,
-        ]))
-    };
+    let fails = |gate: &Path| cli.check_fails(gate, own, &["--credential", &old_key]);
     let duplicate = fails(&gate_of(
         "older_peppers = [{ env = \"SCOPEGATE_PEPPER_NEXT\", version = 1 }]",
     ));
@@ -340,19 +348,12 @@ fn issue_check_rotate_revoke() {
 
     // The credential from stdin and from SCOPEGATE_CREDENTIAL, never only from the command line.
     let mut child = cli
-        .command(&[
-            "check",
-            "--config",
-            gate.to_str().unwrap(),
-            "--method",
+        .check_command(
+            &gate,
             "GET",
-            "--path",
             own,
-            "--credential",
-            "-",
-            "--client-ip",
-            "127.0.0.1",
-        ])
+            &["--credential", "-", "--client-ip", "127.0.0.1"],
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -365,17 +366,7 @@ fn issue_check_rotate_revoke() {
         .unwrap();
     assert!(child.wait_with_output().unwrap().status.success());
     let out = cli
-        .command(&[
-            "check",
-            "--config",
-            gate.to_str().unwrap(),
-            "--method",
-            "GET",
-            "--path",
-            own,
-            "--client-ip",
-            "127.0.0.1",
-        ])
+        .check_command(&gate, "GET", own, &["--client-ip", "127.0.0.1"])
         .env("SCOPEGATE_CREDENTIAL", &key)
         .output()
         .unwrap();
@@ -425,15 +416,7 @@ fn bad_input_exits_2_with_one_line() {
     let store = cli.store();
     // `check` never creates a store: a missing one is an error at start.
     let gate = cli.gate("");
-    let err = usage_error(&cli.run(&[
-        "check",
-        "--config",
-        gate.to_str().unwrap(),
-        "--method",
-        "GET",
-        "--path",
-        "/health",
-    ]));
+    let err = cli.check_fails(&gate, "/health", &[]);
     assert!(err.contains("does not exist"), "{err}");
     assert!(
         !cli.path("keys.db").exists(),
@@ -547,55 +530,37 @@ fn bad_input_exits_2_with_one_line() {
         "[[route]]\npath = \"/x\"\nmethods = [\"get\"]\npublic = true\n",
     )
     .unwrap();
-    let err = usage_error(&cli.run(&[
-        "check", "--config", "bad.toml", "--method", "GET", "--path", "/x",
-    ]));
+    let err = cli.check_fails(Path::new("bad.toml"), "/x", &[]);
     assert!(
         err.contains("bad.toml:1") && err.contains("methods"),
         "{err}"
     );
-    // Bad check flags.
+    // The store exists from here on, so that the errors below are the ones that stop `check`.
     cli.issue(&["--scope", "a"]);
     // A key set file that is missing or invalid stops `check` at start, naming the file.
     let jwt_gate = cli.gate("[jwt]\nissuer = \"https://iss\"\naudience = \"api\"\nalgorithms = [\"ES256\"]\njwks_file = \"absent-jwks.json\"\n");
-    let err = usage_error(&cli.run(&[
-        "check",
-        "--config",
-        jwt_gate.to_str().unwrap(),
-        "--method",
-        "GET",
-        "--path",
-        "/health",
-    ]));
+    let err = cli.check_fails(&jwt_gate, "/health", &[]);
     assert!(err.contains("absent-jwks.json"), "{err}");
     std::fs::write(cli.path("absent-jwks.json"), "{\"keys\": 5}").unwrap();
-    let err = usage_error(&cli.run(&[
-        "check",
-        "--config",
-        jwt_gate.to_str().unwrap(),
-        "--method",
-        "GET",
-        "--path",
-        "/health",
-    ]));
+    let err = cli.check_fails(&jwt_gate, "/health", &[]);
     assert!(err.contains("absent-jwks.json"), "{err}");
+    // Bad check flags, each given once (so that `check` itself refuses them, not the argument parser).
     let gate = cli.gate("");
-    for (flag, value) in [
-        ("--client-ip", "010.0.0.1"),
-        ("--method", "get"),
-        ("--path", "no-slash"),
-    ] {
-        let mut args = vec![
-            "check",
-            "--config",
-            gate.to_str().unwrap(),
-            "--method",
+    for (flag, method, path, extra) in [
+        (
+            "--client-ip",
             "GET",
-            "--path",
             "/health",
-        ];
-        args.extend([flag, value]);
-        let err = usage_error(&cli.run(&args));
+            &["--client-ip", "010.0.0.1"][..],
+        ),
+        ("--method", "get", "/health", &[]),
+        ("--path", "GET", "no-slash", &[]),
+    ] {
+        let err = usage_error(
+            &cli.check_command(&gate, method, path, extra)
+                .output()
+                .unwrap(),
+        );
         assert!(err.contains(flag), "{err}");
     }
 }
@@ -760,5 +725,4 @@ async fn serve_over_tls_audits_without_secrets() {
         !audit.contains(&key[3..]) && !audit.contains("querysecret"),
         "{audit}"
     );
-    std::thread::sleep(Duration::from_millis(10));
 }
