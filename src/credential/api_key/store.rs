@@ -8,7 +8,7 @@ use std::sync::{PoisonError, RwLock};
 use std::time::SystemTime;
 
 use super::format::KeyId;
-use super::record::KeyRecord;
+use super::record::{KeyRecord, KeyStatus};
 
 /// The future returned by [`KeyStore`] methods (boxed, so that stores can be chosen at run time behind
 /// `Arc<dyn KeyStore>`).
@@ -84,11 +84,6 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
         now: SystemTime,
         new: KeyRecord,
     ) -> StoreFuture<'_, bool>;
-}
-
-/// Whether a record may be rotated at `now` (shared by the stores).
-pub(crate) fn is_rotatable(record: &KeyRecord, now: SystemTime) -> bool {
-    record.info.revoked_at.is_none() && record.info.expires_at.is_none_or(|e| e > now)
 }
 
 /// A store in memory: for tests, examples, and gates whose keys are loaded at start.
@@ -184,7 +179,7 @@ impl KeyStore for MemoryKeyStore {
             Err(StoreError::Duplicate(new.info.id))
         } else {
             match records.get_mut(&old) {
-                Some(record) if is_rotatable(record, now) => {
+                Some(record) if record.info.status(now) == KeyStatus::Active => {
                     record.info.revoked_at = Some(old_ends_at);
                     records.insert(new.info.id, new);
                     Ok(true)
