@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{HeaderValue, Method, Request, Response};
 use scopegate::SystemClock;
-use scopegate::config::GateFile;
 use scopegate::layer::{AuditEvent, AuditSink};
 use scopegate::network::{ConnectionInfo, parse_ip};
 use serde_json::json;
 use tower::ServiceExt;
 
-use crate::Failure;
+use crate::{Failure, env, load_gate_file};
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
@@ -109,10 +108,10 @@ pub(crate) async fn run(args: &CheckArgs) -> Result<(), Failure> {
         .transpose()?;
     let credential = credential(args)?;
 
-    let gate_file = GateFile::from_path(&args.config).map_err(|e| Failure::usage(e.to_string()))?;
+    let gate_file = load_gate_file(&args.config)?;
     let outcome = Outcome::default();
     let gate = gate_file
-        .gate(|name| std::env::var(name).ok(), SystemClock)
+        .gate(env, SystemClock)
         .await
         .map_err(|e| Failure::usage(e.to_string()))?
         .danger_disable_throttle()

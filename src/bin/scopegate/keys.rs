@@ -4,17 +4,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use scopegate::config::GateFile;
 use scopegate::credential::api_key::{
     IssuedKey, KeyFormat, KeyId, KeyInfo, KeyIssuer, KeyStore, NewKey, OpenMode, Pepper, Peppers,
     SqliteKeyStore,
 };
-use scopegate::policy::ScopeSet;
 use scopegate::{Attributes, SystemClock};
 use serde_json::{Value, json};
 
-use crate::token::parse_cidrs;
-use crate::{Failure, duration};
+use crate::token::{parse_cidrs, parse_scopes};
+use crate::{Failure, duration, env, load_gate_file};
 
 /// Where the keys live, and how they are hashed: from flags, or from a gate file's `[api_keys]` (a flag given as
 /// well overrides the file).
@@ -100,7 +98,7 @@ pub(crate) enum KeysCommand {
 async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
     let file = match &args.config {
         Some(path) => {
-            let gate = GateFile::from_path(path).map_err(|e| Failure::usage(e.to_string()))?;
+            let gate = load_gate_file(path)?;
             if gate.api_keys.is_none() {
                 return Err(Failure::usage(format!(
                     "--config {}: the file has no [api_keys] section",
@@ -120,7 +118,7 @@ async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
     let format = KeyFormat::new(prefix).map_err(|e| Failure::usage(format!("prefix: {e}")))?;
     let peppers = if let (Some(gate), None, None) = (&file, &args.pepper_env, args.pepper_version) {
         // The gate file's peppers, current and older, exactly as `check` and `serve` read them.
-        gate.peppers(|name| std::env::var(name).ok())
+        gate.peppers(env)
             .map_err(|e| Failure::usage(e.to_string()))?
     } else {
         let var = args
@@ -132,7 +130,7 @@ async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
             .pepper_version
             .or(keys.map(|k| k.pepper_version))
             .unwrap_or(1);
-        Peppers::single(read_pepper(var, version)?)
+        Peppers::single(Pepper::from_env(var, version).map_err(|e| Failure::usage(e.to_string()))?)
     };
     let (url, from) = match (&args.store, &file, &args.config) {
         (Some(url), _, _) => (url.clone(), "--store".to_owned()),
@@ -156,10 +154,6 @@ async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
     ))
 }
 
-fn read_pepper(var: &str, version: u32) -> Result<Pepper, Failure> {
-    Pepper::from_env(var, version).map_err(|e| Failure::usage(e.to_string()))
-}
-
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -168,37 +162,36 @@ fn time_or_null(t: Option<SystemTime>) -> Value {
     t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
 }
 
-fn key_json(key: &IssuedKey) -> Result<Value, Failure> {
-    let info = key.info();
-    let secret = key
-        .key()
-        .expose_str()
-        .ok_or_else(|| Failure::usage("the issued key is not text"))?;
-    Ok(json!({
-        "id": info.id.as_str(),
-        "key": secret,
-        "name": info.name,
-        "scopes": info.scopes,
-        "allow_ips": info.allow_ips.as_ref().map_or_else(Vec::new, |s| s.networks().iter().map(ToString::to_string).collect()),
-        "attrs": info.attributes,
-        "expires_at": time_or_null(info.expires_at),
-    }))
-}
-
-fn info_json(info: &KeyInfo, pepper_version: u32, now: SystemTime) -> Value {
+/// The fields `keys issue --json` and `keys list --json` share.
+fn shared_json(info: &KeyInfo) -> Value {
     json!({
         "id": info.id.as_str(),
         "name": info.name,
         "scopes": info.scopes,
         "allow_ips": info.allow_ips.as_ref().map_or_else(Vec::new, |s| s.networks().iter().map(ToString::to_string).collect()),
         "attrs": info.attributes,
-        "created_at": rfc3339(info.created_at),
         "expires_at": time_or_null(info.expires_at),
-        "revoked_at": time_or_null(info.revoked_at),
-        "replaces": info.replaces.as_ref().map(KeyId::as_str),
-        "status": info.status(now).as_str(),
-        "pepper_version": pepper_version,
     })
+}
+
+fn key_json(key: &IssuedKey) -> Result<Value, Failure> {
+    let secret = key
+        .key()
+        .expose_str()
+        .ok_or_else(|| Failure::usage("the issued key is not text"))?;
+    let mut value = shared_json(key.info());
+    value["key"] = Value::from(secret);
+    Ok(value)
+}
+
+fn info_json(info: &KeyInfo, pepper_version: u32, now: SystemTime) -> Value {
+    let mut value = shared_json(info);
+    value["created_at"] = Value::from(rfc3339(info.created_at));
+    value["revoked_at"] = time_or_null(info.revoked_at);
+    value["replaces"] = info.replaces.as_ref().map(KeyId::as_str).into();
+    value["status"] = Value::from(info.status(now).as_str());
+    value["pepper_version"] = Value::from(pepper_version);
+    value
 }
 
 fn print_issued(key: &IssuedKey, json_out: bool, replaces: Option<&KeyId>) -> Result<(), Failure> {
@@ -271,8 +264,7 @@ pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
             expires_in,
             json,
         } => {
-            let scopes =
-                ScopeSet::parse(scopes).map_err(|e| Failure::usage(format!("--scope: {e}")))?;
+            let scopes = parse_scopes(scopes)?;
             let allow_ips = parse_cidrs(allow_ips)?;
             let attrs = parse_attrs(attrs)?;
             let expires_in = optional_duration(

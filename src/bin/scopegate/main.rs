@@ -77,6 +77,18 @@ impl Failure {
     }
 }
 
+/// The gate file at `path`, or a usage error naming the file, line and field.
+pub(crate) fn load_gate_file(
+    path: &std::path::Path,
+) -> Result<scopegate::config::GateFile, Failure> {
+    scopegate::config::GateFile::from_path(path).map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// The process environment, as a gate file's peppers and key sets are read from it.
+pub(crate) fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 fn one_line(text: &str) -> String {
     text.lines()
         .map(str::trim)

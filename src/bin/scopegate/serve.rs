@@ -16,7 +16,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::Failure;
+use crate::{Failure, env, load_gate_file};
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -105,10 +105,10 @@ pub(crate) async fn run(args: &ServeArgs) -> Result<(), Failure> {
         .listen
         .parse()
         .map_err(|_| Failure::usage(format!("--listen {:?}: expected IP:PORT", args.listen)))?;
-    let gate_file = GateFile::from_path(&args.config).map_err(|e| Failure::usage(e.to_string()))?;
+    let gate_file = load_gate_file(&args.config)?;
     let tls = tls_config(&gate_file)?;
     let gate = gate_file
-        .gate(|name| std::env::var(name).ok(), SystemClock)
+        .gate(env, SystemClock)
         .await
         .map_err(|e| Failure::usage(e.to_string()))?
         .audit(JsonLinesAudit::new(std::io::stderr()))

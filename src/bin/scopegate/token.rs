@@ -50,15 +50,13 @@ pub(crate) fn mint(args: &MintArgs) -> Result<(), Failure> {
             args.expires_in
         )));
     }
-    let scopes =
-        ScopeSet::parse(&args.scopes).map_err(|e| Failure::usage(format!("--scope: {e}")))?;
+    let scopes = parse_scopes(&args.scopes)?;
     let allow_ips = parse_cidrs(&args.allow_ips)?;
-    let pem = std::fs::read(&args.signing_key).map_err(|e| {
+    let bad_key = |e: &dyn std::fmt::Display| {
         Failure::usage(format!("--signing-key {}: {e}", args.signing_key.display()))
-    })?;
-    let key = SigningKey::from_pem(&pem).map_err(|e| {
-        Failure::usage(format!("--signing-key {}: {e}", args.signing_key.display()))
-    })?;
+    };
+    let pem = std::fs::read(&args.signing_key).map_err(|e| bad_key(&e))?;
+    let key = SigningKey::from_pem(&pem).map_err(|e| bad_key(&e))?;
     let issuer = TokenIssuer::new(key, &args.kid, &args.issuer, &args.audience)
         .max_lifetime(MAX_MINT_LIFETIME);
     let mut request = MintRequest::new(&args.subject, scopes, lifetime);
@@ -76,6 +74,12 @@ pub(crate) fn mint(args: &MintArgs) -> Result<(), Failure> {
 }
 
 /// `--allow-ip` values: `None` when none were given (no restriction).
+/// `--scope` values as a scope set, or a usage error naming the flag.
+pub(crate) fn parse_scopes(values: &[String]) -> Result<ScopeSet, Failure> {
+    ScopeSet::parse(values).map_err(|e| Failure::usage(format!("--scope: {e}")))
+}
+
+/// `--allow-ip` values as a network set (`None` when none are given), or a usage error naming the flag.
 pub(crate) fn parse_cidrs(values: &[String]) -> Result<Option<CidrSet>, Failure> {
     if values.is_empty() {
         return Ok(None);
