@@ -428,9 +428,6 @@ mod every_reason_over_tls {
     use scopegate::network::{Cidr, CidrSet};
     use scopegate::policy::{Policy, Route, ScopeSet};
     use scopegate::{Grant, ManualClock};
-    use tokio::net::TcpListener;
-
-    use super::{client, self_signed};
 
     #[derive(Clone, Default)]
     struct Reasons(Arc<std::sync::Mutex<Vec<String>>>);
@@ -526,23 +523,10 @@ mod every_reason_over_tls {
                 post(|g: Grant| async move { g.principal().to_owned() }),
             )
             .layer(gate);
-        let (config, ca) = self_signed();
-        let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tls_addr = tls_listener.local_addr().unwrap();
-        tokio::spawn(scopegate::serve::serve_tls(
-            tls_listener,
-            config,
-            app.clone(),
-            std::future::pending(),
-        ));
-        let plain_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let plain_addr = plain_listener.local_addr().unwrap();
-        tokio::spawn(scopegate::serve::serve_plaintext(
-            plain_listener,
-            app,
-            std::future::pending(),
-        ));
-        let https = client(&ca, tls_addr);
+        let server = super::start_tls(app.clone()).await;
+        let plain_addr = super::start_plaintext(app).await;
+        let https = super::client_for(&server);
+        let tls_addr = server.addr;
         let base = format!("https://localhost:{}/v1/tenants", tls_addr.port());
         let key = |k: &scopegate::credential::api_key::IssuedKey| {
             k.key().expose_str().unwrap().to_owned()
