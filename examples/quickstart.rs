@@ -15,7 +15,7 @@
 mod support;
 
 use std::error::Error;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,11 +191,7 @@ async fn demo_calls(
     ports: Ports,
     key: &str,
 ) -> Result<usize, Box<dyn Error>> {
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes())?])
-        .resolve("localhost", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = support::client(cert_pem)?;
     let https = format!("https://localhost:{}", ports.tls);
     let calls = [
         Call {

@@ -26,12 +26,16 @@ pub(crate) async fn serve_on_loopback(
         app,
         std::future::pending(),
     ));
-    let client = reqwest::Client::builder()
+    Ok((port, client(&cert_pem)?))
+}
+
+/// An HTTPS client that trusts only `cert_pem` and reaches `localhost` on loopback.
+pub(crate) fn client(cert_pem: &str) -> Result<reqwest::Client, Box<dyn Error>> {
+    Ok(reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes())?])
         .resolve("localhost", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .timeout(Duration::from_secs(10))
-        .build()?;
-    Ok((port, client))
+        .build()?)
 }
 
 /// A self-signed certificate for `localhost`, and a rustls server configuration serving it.
