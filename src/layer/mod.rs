@@ -435,8 +435,7 @@ impl Gate {
             return Early::Allow(allowed);
         }
         // 4. Throttle.
-        let throttle_ip = client.client_ip.or(client.proxy_ip);
-        if let (Some(throttle), Some(ip)) = (&self.throttle, throttle_ip)
+        if let (Some(throttle), Some(ip)) = (&self.throttle, client.throttle_ip())
             && let Some(wait) = throttle.locked_out(ip)
         {
             return Early::Deny(Denial::throttled(wait), Some(lookup));
@@ -473,7 +472,7 @@ impl Gate {
         if let (true, Some(throttle), Some(ip)) = (
             denial.counts_as_failed_auth(),
             &self.throttle,
-            client.client_ip.or(client.proxy_ip),
+            client.throttle_ip(),
         ) {
             throttle.record_failure(ip);
         }
@@ -572,18 +571,14 @@ where
         let gate = self.gate.clone();
         mark_sensitive(&mut req, &gate.key_header);
         let grpc = is_grpc(req.headers());
-        let client = match resolve_client(
-            req.headers(),
-            connection(req.extensions()),
-            &gate.trusted_proxies,
-        ) {
+        let connection = connection(req.extensions());
+        let client = match resolve_client(req.headers(), connection, &gate.trusted_proxies) {
             Ok(client) => client,
             Err(denial) => {
                 // Unknown client: audit with the peer only.
-                let peer = connection(req.extensions()).peer;
                 let ctx = Context_ {
                     started,
-                    client: ClientFacts::unresolved(peer),
+                    client: ClientFacts::unresolved(connection.peer),
                     grpc,
                 };
                 return ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, None));

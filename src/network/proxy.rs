@@ -73,6 +73,12 @@ pub struct ClientFacts {
 }
 
 impl ClientFacts {
+    /// The address the throttle counts failures against and locks out: the client, or, when it is unknown, the
+    /// trusted proxy that forwarded the request. Lock-out checks and failure counts must use the same one.
+    pub(crate) fn throttle_ip(&self) -> Option<IpAddr> {
+        self.client_ip.or(self.proxy_ip)
+    }
+
     /// For a request whose forwarding headers could not be read: the client is unknown, the peer is kept.
     pub(crate) fn unresolved(peer: Option<IpAddr>) -> Self {
         ClientFacts {
