@@ -483,17 +483,13 @@ impl Gate {
         req: &Request<B>,
         ctx: &Context_,
         decision: &Decision,
+        status: u16,
         grant: Option<&Grant>,
         route: Option<&str>,
     ) {
         let (verdict, detail) = match decision {
             Decision::Allow { .. } => ("allow", "allowed"),
             Decision::Deny(d) => ("deny", d.detail()),
-        };
-        let status = if ctx.grpc && !decision.is_allowed() {
-            200
-        } else {
-            decision.status()
         };
         self.audit.record(&AuditEvent {
             decision: verdict,
@@ -522,7 +518,9 @@ impl Gate {
     ) -> Response<Full<Bytes>> {
         self.count_failure(&denial, &ctx.client);
         let response = render(&denial, ctx.grpc, &self.realm, self.body_hook.as_ref());
-        self.audit(req, ctx, &Decision::Deny(denial), grant, route);
+        // The status as sent (a gRPC denial travels in HTTP 200 with trailers).
+        let status = response.status().as_u16();
+        self.audit(req, ctx, &Decision::Deny(denial), status, grant, route);
         response
     }
 }
@@ -602,7 +600,7 @@ where
                     Decision::Allow { route, .. } => Some(route.as_str()),
                     Decision::Deny(_) => None,
                 };
-                gate.audit(&req, &ctx, &decision, None, route);
+                gate.audit(&req, &ctx, &decision, decision.status(), None, route);
                 ResponseFuture::inner(inner, req, &gate, &ctx, decision)
             }
             Early::Authenticate(auth, lookup) => {
@@ -663,7 +661,14 @@ where
             return ResponseFuture::ready(gate.deny(&req, &ctx, denial, Some(&grant), route));
         }
         // 9. Allow.
-        gate.audit(&req, &ctx, &decision, Some(&grant), route);
+        gate.audit(
+            &req,
+            &ctx,
+            &decision,
+            decision.status(),
+            Some(&grant),
+            route,
+        );
         req.extensions_mut().insert(grant);
         ResponseFuture::inner(inner, req, &gate, &ctx, decision)
     }

@@ -405,6 +405,13 @@ async fn grpc_requests_get_grpc_statuses() {
         assert_eq!(a.status, 200);
         assert_eq!(a.headers["grpc-status"], code);
         assert_eq!(a.headers["content-type"], "application/grpc");
+        // The audit event records the status as sent.
+        let events = h.audit.events();
+        let last = events.last().unwrap();
+        assert_eq!(
+            (&last["decision"], &last["status"]),
+            (&"deny".into(), &200.into())
+        );
     }
     // The twin: an allowed gRPC call reaches the service.
     let a = h
