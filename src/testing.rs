@@ -121,12 +121,7 @@ impl TestGrant {
 
     /// The grant, or the `invalid_credential` denial a malformed scope or network gives.
     pub fn build(&self) -> Result<Grant, Denial> {
-        let invalid = || {
-            Denial::new(
-                DenialKind::InvalidCredential,
-                "the test credential is malformed",
-            )
-        };
+        let invalid = || Denial::invalid_credential("the test credential is malformed");
         let scopes = if self.superuser {
             ScopeSet::danger_allow_superuser(&self.scopes)
         } else {
@@ -201,12 +196,8 @@ impl Authenticator for StaticCredentials {
                 found = Some(outcome.clone());
             }
         }
-        let outcome = found.unwrap_or_else(|| {
-            Err(Denial::new(
-                DenialKind::InvalidCredential,
-                "unknown test credential",
-            ))
-        });
+        let outcome =
+            found.unwrap_or_else(|| Err(Denial::invalid_credential("unknown test credential")));
         if self.pending {
             Authentication::Pending(Box::pin(async move {
                 // Not ready at the first poll: the gate must wait, and is woken at once.

@@ -20,7 +20,7 @@ use std::fmt;
 
 use http::header::{AUTHORIZATION, HeaderMap, HeaderName};
 
-use crate::policy::{Denial, DenialKind};
+use crate::policy::Denial;
 use crate::secret::Secret;
 
 /// Default maximum credential length: 8 KiB.
@@ -78,10 +78,6 @@ fn is_b64token(token: &[u8]) -> bool {
         })
 }
 
-fn invalid(detail: &'static str) -> Denial {
-    Denial::new(DenialKind::InvalidCredential, detail)
-}
-
 /// Finds the request's one credential.
 ///
 /// - `Ok(None)`: no credential header at all (401 `missing_credential` on a protected route).
@@ -121,25 +117,28 @@ pub fn extract_credential(
     let token = match source {
         CredentialSource::KeyHeader => raw,
         CredentialSource::Authorization => {
-            let scheme_len = raw
-                .iter()
-                .position(|b| *b == b' ')
-                .ok_or_else(|| invalid("Authorization is not a Bearer credential"))?;
+            let scheme_len = raw.iter().position(|b| *b == b' ').ok_or_else(|| {
+                Denial::invalid_credential("Authorization is not a Bearer credential")
+            })?;
             if !raw[..scheme_len].eq_ignore_ascii_case(b"bearer") {
-                return Err(invalid("Authorization is not a Bearer credential"));
+                return Err(Denial::invalid_credential(
+                    "Authorization is not a Bearer credential",
+                ));
             }
             let rest = &raw[scheme_len..];
             &rest[rest.iter().position(|b| *b != b' ').unwrap_or(rest.len())..]
         }
     };
     if token.is_empty() {
-        return Err(invalid("empty credential"));
+        return Err(Denial::invalid_credential("empty credential"));
     }
     if token.len() > max_len {
-        return Err(invalid("credential longer than the maximum"));
+        return Err(Denial::invalid_credential(
+            "credential longer than the maximum",
+        ));
     }
     if !is_b64token(token) {
-        return Err(invalid(
+        return Err(Denial::invalid_credential(
             "credential has characters outside RFC 6750 b64token",
         ));
     }
@@ -154,6 +153,7 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
+    use crate::policy::DenialKind;
 
     fn key_header() -> HeaderName {
         HeaderName::from_static("x-api-key")

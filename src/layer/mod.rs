@@ -459,10 +459,7 @@ impl Gate {
         match authenticator {
             Some(a) => Early::Authenticate(a.authenticate(presented.into_secret()), lookup),
             None => Early::Deny(
-                Denial::new(
-                    DenialKind::InvalidCredential,
-                    "no authenticator for this kind of credential",
-                ),
+                Denial::invalid_credential("no authenticator for this kind of credential"),
                 Some(lookup),
             ),
         }

@@ -181,6 +181,11 @@ impl Denial {
         }
     }
 
+    /// `invalid_credential`: the presented credential is not one we accept (malformed, unknown, wrong, unverifiable).
+    pub(crate) fn invalid_credential(detail: &'static str) -> Self {
+        Denial::new(DenialKind::InvalidCredential, detail)
+    }
+
     pub(crate) fn malformed_credentials(detail: &'static str) -> Self {
         Denial {
             about_credentials: true,

@@ -173,18 +173,14 @@ impl Inner {
             .verify(&parsed.id, parsed.secret, current, pepper_version, stored)
         {
             Some(true) => Ok(()),
-            Some(false) => Err(Denial::new(
-                DenialKind::InvalidCredential,
-                "API key secret does not match",
-            )),
+            Some(false) => Err(Denial::invalid_credential("API key secret does not match")),
             None => {
                 tracing::warn!(
                     key_id = %parsed.id,
                     pepper_version,
                     "API key is hashed under a pepper version that is not configured"
                 );
-                Err(Denial::new(
-                    DenialKind::InvalidCredential,
+                Err(Denial::invalid_credential(
                     "API key is hashed under a pepper version that is not configured",
                 ))
             }
@@ -193,14 +189,11 @@ impl Inner {
 }
 
 fn malformed() -> Denial {
-    Denial::new(
-        DenialKind::InvalidCredential,
-        "API key is malformed or its checksum does not match",
-    )
+    Denial::invalid_credential("API key is malformed or its checksum does not match")
 }
 
 fn unknown_id() -> Denial {
-    Denial::new(DenialKind::InvalidCredential, "API key id is unknown")
+    Denial::invalid_credential("API key id is unknown")
 }
 
 impl fmt::Debug for ApiKeyVerifier {

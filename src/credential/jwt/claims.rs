@@ -12,7 +12,7 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Seq
 use serde_json::{Map, Number, Value};
 
 use crate::network::{Cidr, CidrSet};
-use crate::policy::{Denial, DenialKind, ScopeSet};
+use crate::policy::{Denial, ScopeSet};
 
 /// A JSON value parsed with duplicate member names refused.
 struct Strict(Value);
@@ -227,10 +227,6 @@ pub(super) fn parse_object(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Option<
     Some(object)
 }
 
-fn invalid(detail: &'static str) -> Denial {
-    Denial::new(DenialKind::InvalidCredential, detail)
-}
-
 /// A `NumericDate` (RFC 7519 §2) as whole seconds since the epoch, floored. Non-numbers are refused; out-of-range
 /// floats saturate (a `1e300` expiry is "far future", never a wrap-around).
 pub(super) fn numeric_date(
@@ -252,7 +248,7 @@ pub(super) fn numeric_date(
                 Ok(Some(secs))
             }
         }
-        Some(_) => Err(invalid(wrong_type)),
+        Some(_) => Err(Denial::invalid_credential(wrong_type)),
     }
 }
 
@@ -265,7 +261,7 @@ pub(super) fn string<'a>(
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(wrong_type)),
+        Some(_) => Err(Denial::invalid_credential(wrong_type)),
     }
 }
 
@@ -279,15 +275,17 @@ pub(super) fn audience_matches(
         Value::Array(items) if !items.is_empty() => {
             let mut found = false;
             for item in items {
-                let s = item
-                    .as_str()
-                    .ok_or_else(|| invalid("aud holds a member that is not a string"))?;
+                let s = item.as_str().ok_or_else(|| {
+                    Denial::invalid_credential("aud holds a member that is not a string")
+                })?;
                 found |= accepted(s);
             }
             Ok(found)
         }
-        Value::Array(_) => Err(invalid("aud is an empty array")),
-        _ => Err(invalid("aud is neither a string nor an array of strings")),
+        Value::Array(_) => Err(Denial::invalid_credential("aud is an empty array")),
+        _ => Err(Denial::invalid_credential(
+            "aud is neither a string nor an array of strings",
+        )),
     }
 }
 
@@ -300,7 +298,7 @@ fn scopes_from<'a>(
     } else {
         ScopeSet::parse(tokens)
     };
-    parsed.map_err(|_| invalid("the scope claim holds an invalid scope"))
+    parsed.map_err(|_| Denial::invalid_credential("the scope claim holds an invalid scope"))
 }
 
 fn space_separated(text: &str, superuser: bool) -> Result<ScopeSet, Denial> {
@@ -320,7 +318,9 @@ pub(super) fn scopes(
     if let Some(v) = claims.get(scope_claim) {
         return match v {
             Value::String(s) => space_separated(s, superuser),
-            _ => Err(invalid("the scope claim is not a string")),
+            _ => Err(Denial::invalid_credential(
+                "the scope claim is not a string",
+            )),
         };
     }
     match claims.get("scp") {
@@ -329,14 +329,15 @@ pub(super) fn scopes(
         Some(Value::Array(items)) => {
             let mut tokens = Vec::with_capacity(items.len());
             for item in items {
-                tokens.push(
-                    item.as_str()
-                        .ok_or_else(|| invalid("scp holds a member that is not a string"))?,
-                );
+                tokens.push(item.as_str().ok_or_else(|| {
+                    Denial::invalid_credential("scp holds a member that is not a string")
+                })?);
             }
             scopes_from(tokens.into_iter(), superuser)
         }
-        Some(_) => Err(invalid("scp is neither a string nor an array of strings")),
+        Some(_) => Err(Denial::invalid_credential(
+            "scp is neither a string nor an array of strings",
+        )),
     }
 }
 
@@ -350,12 +351,16 @@ pub(super) fn allowlist(claims: &Object, name: &str) -> Result<Option<CidrSet>, 
                 let cidr = item
                     .as_str()
                     .and_then(|s| s.parse::<Cidr>().ok())
-                    .ok_or_else(|| invalid("the allowlist claim holds an invalid network"))?;
+                    .ok_or_else(|| {
+                        Denial::invalid_credential("the allowlist claim holds an invalid network")
+                    })?;
                 set.insert(cidr);
             }
             Ok(Some(set))
         }
-        Some(_) => Err(invalid("the allowlist claim is not an array")),
+        Some(_) => Err(Denial::invalid_credential(
+            "the allowlist claim is not an array",
+        )),
     }
 }
 

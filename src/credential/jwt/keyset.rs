@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use crate::policy::{Denial, DenialKind};
+use crate::policy::Denial;
 
 /// The smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -165,7 +165,7 @@ impl Selection {
             Selection::NoKeyForAlg => "the token has no kid and no key fits its alg",
             Selection::AmbiguousKey => "the token has no kid and several keys fit its alg",
         };
-        Denial::new(DenialKind::InvalidCredential, detail)
+        Denial::invalid_credential(detail)
     }
 }
 

@@ -136,10 +136,6 @@ impl fmt::Debug for JwtAuthenticator {
     }
 }
 
-fn invalid(detail: &'static str) -> Denial {
-    Denial::new(DenialKind::InvalidCredential, detail)
-}
-
 /// A refusal, and whether a key-set refresh might turn it into an acceptance.
 struct Failure {
     denial: Denial,
@@ -156,7 +152,9 @@ impl From<Denial> for Failure {
 }
 
 fn b64_decode(segment: &[u8], detail: &'static str) -> Result<Vec<u8>, Denial> {
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| invalid(detail))
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| Denial::invalid_credential(detail))
 }
 
 impl JwtAuthenticator {
@@ -304,7 +302,10 @@ impl JwtAuthenticator {
         let config = &self.0.config;
         // 1. Size, before anything else (no base64, no JSON, no crypto, no cache hashing).
         if token.len() > config.max_token_len {
-            return Err(invalid("the token is longer than the configured maximum").into());
+            return Err(Denial::invalid_credential(
+                "the token is longer than the configured maximum",
+            )
+            .into());
         }
         let now = self.now_secs();
         // 2. A token that verified before.
@@ -323,25 +324,37 @@ impl JwtAuthenticator {
                     count += 1;
                 }
                 b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
-                _ => return Err(invalid("the token holds a character outside base64url").into()),
+                _ => {
+                    return Err(Denial::invalid_credential(
+                        "the token holds a character outside base64url",
+                    )
+                    .into());
+                }
             }
         }
         match count {
             2 => {}
             4 => {
-                return Err(invalid("the token has five segments (JWE is not accepted)").into());
+                return Err(Denial::invalid_credential(
+                    "the token has five segments (JWE is not accepted)",
+                )
+                .into());
             }
-            _ => return Err(invalid("the token does not have three segments").into()),
+            _ => {
+                return Err(
+                    Denial::invalid_credential("the token does not have three segments").into(),
+                );
+            }
         }
         let (header_b64, rest) = token.split_at(dots[0]);
         let payload_b64 = &rest[1..dots[1] - dots[0]];
         let signature_b64 = &token[dots[1] + 1..];
         let message = &token[..dots[1]];
         if header_b64.is_empty() || payload_b64.is_empty() {
-            return Err(invalid("the token has an empty segment").into());
+            return Err(Denial::invalid_credential("the token has an empty segment").into());
         }
         if signature_b64.is_empty() {
-            return Err(invalid("the token is unsigned").into());
+            return Err(Denial::invalid_credential("the token is unsigned").into());
         }
 
         // 4. Header.
@@ -350,7 +363,9 @@ impl JwtAuthenticator {
             &|_| true,
         )
         .ok_or_else(|| {
-            invalid("the token header is not a JSON object without duplicate members")
+            Denial::invalid_credential(
+                "the token header is not a JSON object without duplicate members",
+            )
         })?;
         let (alg, kid) = self.check_header(&header)?;
 
@@ -359,13 +374,17 @@ impl JwtAuthenticator {
         let mut signature = [0u8; MAX_SIGNATURE_LEN];
         let signature_len = URL_SAFE_NO_PAD
             .decode_slice(signature_b64, &mut signature)
-            .map_err(|_| invalid("the token signature is not base64url"))?;
+            .map_err(|_| Denial::invalid_credential("the token signature is not base64url"))?;
         match keys
             .set
             .verify(kid, alg, message, &signature[..signature_len])
         {
             Ok(true) => {}
-            Ok(false) => return Err(invalid("the token signature does not verify").into()),
+            Ok(false) => {
+                return Err(
+                    Denial::invalid_credential("the token signature does not verify").into(),
+                );
+            }
             Err(selection) => return Err(self.selection_failure(selection)),
         }
 
@@ -375,7 +394,9 @@ impl JwtAuthenticator {
             &|name| config.read_claims.iter().any(|c| c == name),
         )
         .ok_or_else(|| {
-            invalid("the token payload is not a JSON object without duplicate members")
+            Denial::invalid_credential(
+                "the token payload is not a JSON object without duplicate members",
+            )
         })?;
         let (grant, exp) = self.check_claims(&claims, now)?;
         if exp > now {
@@ -411,7 +432,7 @@ impl JwtAuthenticator {
         let config = &self.0.config;
         for (name, detail) in REFUSED_HEADER_MEMBERS {
             if header.contains_key(name) {
-                return Err(invalid(detail));
+                return Err(Denial::invalid_credential(detail));
             }
         }
         let alg = match header.get("alg") {
@@ -420,22 +441,34 @@ impl JwtAuthenticator {
                 .ok()
                 .filter(|a| config.algorithms.contains(a))
                 .ok_or_else(|| {
-                    invalid("the token's alg is not one of the configured algorithms")
+                    Denial::invalid_credential(
+                        "the token's alg is not one of the configured algorithms",
+                    )
                 })?,
-            _ => return Err(invalid("the token header has no alg string")),
+            _ => {
+                return Err(Denial::invalid_credential(
+                    "the token header has no alg string",
+                ));
+            }
         };
         let kid = claims::string(header, "kid", "the token's kid is not a string")?;
         let typ = claims::string(header, "typ", "the token's typ is not a string")?;
         if !config.typ.is_empty() {
-            let typ = typ.ok_or_else(|| invalid("the token has no typ and one is required"))?;
+            let typ = typ.ok_or_else(|| {
+                Denial::invalid_credential("the token has no typ and one is required")
+            })?;
             let typ = normalize_media_type(typ);
             if !config.typ.contains(&typ) {
-                return Err(invalid("the token's typ is not one of the required values"));
+                return Err(Denial::invalid_credential(
+                    "the token's typ is not one of the required values",
+                ));
             }
         }
         let cty = claims::string(header, "cty", "the token's cty is not a string")?;
         if cty.is_some_and(|c| normalize_media_type(c) == "jwt") {
-            return Err(invalid("the token is a nested JWT (cty: JWT)"));
+            return Err(Denial::invalid_credential(
+                "the token is a nested JWT (cty: JWT)",
+            ));
         }
         Ok((alg, kid))
     }
@@ -445,7 +478,7 @@ impl JwtAuthenticator {
         let config = &self.0.config;
         // Types first: a wrong-typed claim is invalid whatever the time.
         let exp = claims::numeric_date(c, "exp", "the token's exp is not a number")?
-            .ok_or_else(|| invalid("the token has no exp"))?;
+            .ok_or_else(|| Denial::invalid_credential("the token has no exp"))?;
         let nbf = claims::numeric_date(c, "nbf", "the token's nbf is not a number")?;
         let iat = claims::numeric_date(c, "iat", "the token's iat is not a number")?;
         let leeway = config.leeway;
@@ -456,34 +489,42 @@ impl JwtAuthenticator {
             ));
         }
         if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-            return Err(invalid("the token is not valid yet (nbf)"));
+            return Err(Denial::invalid_credential(
+                "the token is not valid yet (nbf)",
+            ));
         }
         if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
-            return Err(invalid("the token was issued in the future (iat)"));
+            return Err(Denial::invalid_credential(
+                "the token was issued in the future (iat)",
+            ));
         }
 
         let iss = claims::string(c, "iss", "the token's iss is not a string")?;
         if !config.any_issuer {
-            let iss = iss.ok_or_else(|| invalid("the token has no iss"))?;
+            let iss = iss.ok_or_else(|| Denial::invalid_credential("the token has no iss"))?;
             if !config.issuers.iter().any(|i| i == iss) {
-                return Err(invalid("the token's iss is not an accepted issuer"));
+                return Err(Denial::invalid_credential(
+                    "the token's iss is not an accepted issuer",
+                ));
             }
         }
         match c.get("aud") {
             None if config.any_audience => {}
-            None => return Err(invalid("the token has no aud")),
+            None => return Err(Denial::invalid_credential("the token has no aud")),
             Some(aud) => {
                 let ok = claims::audience_matches(aud, |a| {
                     config.any_audience || config.audiences.iter().any(|x| x == a)
                 })?;
                 if !ok {
-                    return Err(invalid("the token's aud names no accepted audience"));
+                    return Err(Denial::invalid_credential(
+                        "the token's aud names no accepted audience",
+                    ));
                 }
             }
         }
         let sub = claims::string(c, "sub", "the token's sub is not a string")?
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| invalid("the token has no sub"))?;
+            .ok_or_else(|| Denial::invalid_credential("the token has no sub"))?;
 
         let scopes = claims::scopes(c, &config.scope_claim, config.superuser)?;
         let allow_ips = match &config.allow_ips_claim {
