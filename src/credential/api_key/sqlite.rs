@@ -16,6 +16,7 @@ use super::hash::KeyHash;
 use super::record::{KeyInfo, KeyRecord};
 use super::store::{KeyStore, StoreError, StoreFuture};
 use crate::Attributes;
+use crate::clock::unix_secs;
 use crate::network::{Cidr, CidrSet};
 use crate::policy::ScopeSet;
 
@@ -124,11 +125,6 @@ impl fmt::Debug for SqliteKeyStore {
 }
 
 /// Whole Unix seconds, saturating (the issuer only writes whole seconds).
-fn to_secs(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn hex(bytes: &[u8; 32]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(64), |mut s, b| {
@@ -263,9 +259,9 @@ where
     .bind(attributes)
     .bind(i64::from(record.hash.pepper_version()))
     .bind(hex(record.hash.digest()))
-    .bind(to_secs(info.created_at))
-    .bind(info.expires_at.map(to_secs))
-    .bind(info.revoked_at.map(to_secs))
+    .bind(unix_secs(info.created_at))
+    .bind(info.expires_at.map(unix_secs))
+    .bind(info.revoked_at.map(unix_secs))
     .bind(info.replaces.as_ref().map(KeyId::as_str))
     .execute(executor)
     .await;
@@ -308,7 +304,7 @@ impl KeyStore for SqliteKeyStore {
 
     fn revoke(&self, id: KeyId, at: SystemTime) -> StoreFuture<'_, Option<KeyRecord>> {
         Box::pin(async move {
-            let at = to_secs(at);
+            let at = unix_secs(at);
             let row = sqlx::query(&format!(
                 "UPDATE api_keys SET revoked_at = CASE WHEN revoked_at IS NULL OR revoked_at > ? THEN ? \
                  ELSE revoked_at END WHERE id = ? RETURNING {COLUMNS}"
@@ -336,9 +332,9 @@ impl KeyStore for SqliteKeyStore {
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL \
                  AND (expires_at IS NULL OR expires_at > ?)",
             )
-            .bind(to_secs(old_ends_at))
+            .bind(unix_secs(old_ends_at))
             .bind(old.as_str())
-            .bind(to_secs(now))
+            .bind(unix_secs(now))
             .execute(&mut *tx)
             .await
             .map_err(backend)?;

@@ -291,11 +291,7 @@ impl JwtAuthenticator {
     }
 
     fn now_secs(&self) -> i64 {
-        self.0
-            .clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        crate::clock::unix_secs(self.0.clock.now())
     }
 
     fn verify_inner(&self, token: &[u8]) -> Result<Grant, Failure> {
