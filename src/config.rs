@@ -335,20 +335,7 @@ impl GateFile {
                 format!("{all} would make every client a trusted proxy"),
             ));
         }
-        if let Some(throttle) = &self.throttle {
-            if throttle.failed_auth_per_minute == 0 {
-                return Err(ConfigError::invalid(
-                    at("throttle", "failed_auth_per_minute"),
-                    "must be at least 1",
-                ));
-            }
-            if throttle.burst == 0 {
-                return Err(ConfigError::invalid(
-                    at("throttle", "burst"),
-                    "must be at least 1",
-                ));
-            }
-        }
+        self.throttle_config()?;
         // Compile the routes once now, so that a bad route fails at load time.
         self.policy().map(drop)
     }
@@ -464,17 +451,8 @@ impl GateFile {
         if t.hsts_max_age > 0 {
             gate = gate.hsts_max_age(std::time::Duration::from_secs(t.hsts_max_age));
         }
-        if let Some(throttle) = &self.throttle {
-            let (Some(rate), Some(burst)) = (
-                std::num::NonZeroU32::new(throttle.failed_auth_per_minute),
-                std::num::NonZeroU32::new(throttle.burst),
-            ) else {
-                return Err(ConfigError::invalid(
-                    self.at("throttle", "burst"),
-                    "must be at least 1",
-                ));
-            };
-            gate = gate.throttle(crate::layer::ThrottleConfig::per_minute(rate, burst));
+        if let Some(throttle) = self.throttle_config()? {
+            gate = gate.throttle(throttle);
         }
         if let Some(keys) = &self.api_keys {
             gate = gate
@@ -485,6 +463,22 @@ impl GateFile {
             gate = gate.jwt(self.jwt_authenticator(jwt, clock)?);
         }
         Ok(gate)
+    }
+
+    /// `[throttle]` as the gate takes it, if the section is present; a zero is refused, naming its field.
+    fn throttle_config(&self) -> Result<Option<crate::layer::ThrottleConfig>, ConfigError> {
+        let Some(throttle) = &self.throttle else {
+            return Ok(None);
+        };
+        let at_least_one = |value: u32, field: &str| {
+            std::num::NonZeroU32::new(value).ok_or_else(|| {
+                ConfigError::invalid(self.at("throttle", field), "must be at least 1")
+            })
+        };
+        Ok(Some(crate::layer::ThrottleConfig::per_minute(
+            at_least_one(throttle.failed_auth_per_minute, "failed_auth_per_minute")?,
+            at_least_one(throttle.burst, "burst")?,
+        )))
     }
 
     /// The current pepper of `[api_keys]` (`pepper_env`, `pepper_version`), read from the environment.
