@@ -136,7 +136,7 @@ impl fmt::Debug for JwtAuthenticator {
     }
 }
 
-/// A refusal, and whether a key-set refresh might turn it into an acceptance.
+/// A refusal, and whether a key-set refresh might turn it into an acceptance (never without a refreshable set).
 struct Failure {
     denial: Denial,
     refresh_may_help: bool,
@@ -206,16 +206,18 @@ impl JwtAuthenticator {
     /// (rate-limited) and one more attempt. A refresh failure answers `unavailable`, never allow.
     pub async fn authenticate(&self, token: &str) -> Result<Grant, Denial> {
         match self.verify_inner(token.as_bytes()) {
-            Ok(grant) => Ok(grant),
             Err(Failure {
                 refresh_may_help: true,
                 ..
-            }) if self.0.refresher.is_some() => {
-                self.refresh_if_due().await;
-                self.verify_inner(token.as_bytes()).map_err(|f| f.denial)
-            }
-            Err(f) => Err(f.denial),
+            }) => self.after_refresh(token.as_bytes()).await,
+            outcome => outcome.map_err(|f| f.denial),
         }
+    }
+
+    /// The second attempt: after a (rate-limited) refresh of the key set.
+    async fn after_refresh(&self, token: &[u8]) -> Result<Grant, Denial> {
+        self.refresh_if_due().await;
+        self.verify_inner(token).map_err(|f| f.denial)
     }
 
     /// Fetches the key set now (regardless of the refresh interval). Returns whether it changed; a change
@@ -414,9 +416,10 @@ impl JwtAuthenticator {
                 ),
                 refresh_may_help: true,
             },
-            _ => Failure {
+            // Only a refreshable key set can learn a new `kid`.
+            refresher => Failure {
                 denial: selection.denial(),
-                refresh_may_help: selection == Selection::UnknownKid,
+                refresh_may_help: refresher.is_some() && selection == Selection::UnknownKid,
             },
         }
     }
@@ -561,11 +564,10 @@ impl crate::credential::Authenticator for JwtAuthenticator {
             Err(Failure {
                 refresh_may_help: true,
                 ..
-            }) if self.0.refresher.is_some() => {
+            }) => {
                 let this = self.clone();
                 Authentication::Pending(Box::pin(async move {
-                    this.refresh_if_due().await;
-                    this.verify_inner(credential.expose()).map_err(|f| f.denial)
+                    this.after_refresh(credential.expose()).await
                 }))
             }
             outcome => Authentication::Ready(outcome.map_err(|f| f.denial)),
