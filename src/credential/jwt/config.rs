@@ -22,6 +22,9 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// The default claim holding a token's CIDR allowlist: the one [`TokenIssuer`](super::TokenIssuer) writes.
 pub const DEFAULT_ALLOW_IPS_CLAIM: &str = "allowed_ips";
+/// The default claim holding a token's scopes (RFC 8693 / RFC 9068): the one [`TokenIssuer`](super::TokenIssuer)
+/// writes.
+pub const DEFAULT_SCOPE_CLAIM: &str = "scope";
 
 /// Why a JWT configuration was refused. Each variant names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +92,7 @@ pub struct JwtAuthenticatorBuilder {
     any_audience: bool,
     leeway: Duration,
     scope_claim: String,
-    allow_ips_claim: Option<String>,
+    allow_ips_claim: String,
     attr_claims: Vec<String>,
     typ: Vec<String>,
     max_token_len: usize,
@@ -118,8 +121,8 @@ impl JwtAuthenticatorBuilder {
             audiences: Vec::new(),
             any_audience: false,
             leeway: DEFAULT_LEEWAY,
-            scope_claim: "scope".to_owned(),
-            allow_ips_claim: Some(DEFAULT_ALLOW_IPS_CLAIM.to_owned()),
+            scope_claim: DEFAULT_SCOPE_CLAIM.to_owned(),
+            allow_ips_claim: DEFAULT_ALLOW_IPS_CLAIM.to_owned(),
             attr_claims: Vec::new(),
             typ: Vec::new(),
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
@@ -210,7 +213,7 @@ impl JwtAuthenticatorBuilder {
     /// [`DEFAULT_ALLOW_IPS_CLAIM`] (`allowed_ips`, the claim [`TokenIssuer`](super::TokenIssuer) writes), so that a
     /// token that restricts itself is never silently unrestricted. A token without the claim is unrestricted.
     pub fn allow_ips_claim(mut self, name: impl Into<String>) -> Self {
-        self.allow_ips_claim = Some(name.into());
+        self.allow_ips_claim = name.into();
         self
     }
 
@@ -271,7 +274,7 @@ impl JwtAuthenticatorBuilder {
         if self.scope_claim.is_empty() {
             return Err(JwtConfigError::EmptyClaimName("scope_claim"));
         }
-        if self.allow_ips_claim.as_deref() == Some("") {
+        if self.allow_ips_claim.is_empty() {
             return Err(JwtConfigError::EmptyClaimName("allow_ips_claim"));
         }
         if self.attr_claims.iter().any(String::is_empty) {
@@ -308,7 +311,7 @@ impl JwtAuthenticatorBuilder {
             .map(str::to_owned)
             .to_vec();
         read_claims.push(self.scope_claim.clone());
-        read_claims.extend(self.allow_ips_claim.iter().cloned());
+        read_claims.push(self.allow_ips_claim.clone());
         read_claims.extend(self.attr_claims.iter().cloned());
         read_claims.sort();
         read_claims.dedup();

@@ -220,8 +220,8 @@ impl TokenIssuer {
             issuer: issuer.into(),
             audience: audience.into(),
             max_lifetime: DEFAULT_MAX_LIFETIME,
-            scope_claim: "scope".to_owned(),
-            allow_ips_claim: "allowed_ips".to_owned(),
+            scope_claim: super::DEFAULT_SCOPE_CLAIM.to_owned(),
+            allow_ips_claim: super::DEFAULT_ALLOW_IPS_CLAIM.to_owned(),
             clock: Arc::new(SystemClock),
         }
     }

@@ -56,7 +56,7 @@ pub(super) struct Config {
     pub(super) any_audience: bool,
     pub(super) leeway: i64,
     pub(super) scope_claim: String,
-    pub(super) allow_ips_claim: Option<String>,
+    pub(super) allow_ips_claim: String,
     pub(super) attr_claims: Vec<String>,
     /// Normalised (lower case, no `application/`).
     pub(super) typ: Vec<String>,
@@ -526,10 +526,7 @@ impl JwtAuthenticator {
             .ok_or_else(|| Denial::invalid_credential("the token has no sub"))?;
 
         let scopes = claims::scopes(c, &config.scope_claim, config.superuser)?;
-        let allow_ips = match &config.allow_ips_claim {
-            Some(name) => claims::allowlist(c, name)?,
-            None => None,
-        };
+        let allow_ips = claims::allowlist(c, &config.allow_ips_claim)?;
         let mut attributes = Attributes::new();
         for name in &config.attr_claims {
             if let Some(v) =
