@@ -247,6 +247,15 @@ struct Shard {
     epoch: u64,
 }
 
+impl Shard {
+    /// Drops what any tier holds for `id` (a key is in at most one tier).
+    fn forget(&mut self, id: &KeyId) {
+        self.hot.remove(id);
+        self.found.remove(id);
+        self.missing.remove(id);
+    }
+}
+
 /// A cached key as the verifier sees it.
 #[derive(Clone, Copy)]
 pub(crate) enum KeyView<'a> {
@@ -352,9 +361,7 @@ impl KeyCache {
             .shard(&id)
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        shard.hot.remove(&id);
-        shard.found.remove(&id);
-        shard.missing.remove(&id);
+        shard.forget(&id);
         shard.epoch = shard.epoch.wrapping_add(1);
     }
 
@@ -476,9 +483,7 @@ impl KeyCache {
         if self.ttl_nanos > 0 {
             let mut s = shard.write().unwrap_or_else(PoisonError::into_inner);
             if s.epoch == epoch {
-                s.hot.remove(&id);
-                s.found.remove(&id);
-                s.missing.remove(&id);
+                s.forget(&id);
                 match &found {
                     Some(key) => match self.compact(id, key, now) {
                         Some(hot) => s.hot.insert(hot),
