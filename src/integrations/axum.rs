@@ -18,7 +18,7 @@ pub struct MissingGrant;
 impl IntoResponse for MissingGrant {
     fn into_response(self) -> Response {
         tracing::error!(
-            target: "scopegate::audit",
+            target: crate::layer::AUDIT_TARGET,
             "a handler asked for a Grant but the request has none: is the ScopeGate layer missing from this route?"
         );
         (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -51,7 +51,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Grant {
 impl IntoResponse for crate::policy::Denial {
     fn into_response(self) -> Response {
         tracing::warn!(
-            target: "scopegate::audit",
+            target: crate::layer::AUDIT_TARGET,
             decision = "deny",
             reason = self.reason(),
             detail = self.detail(),

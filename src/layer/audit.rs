@@ -70,7 +70,7 @@ impl AuditSink for TracingAudit {
         macro_rules! emit {
             ($level:ident) => {
                 tracing::$level!(
-                    target: "scopegate::audit",
+                    target: AUDIT_TARGET,
                     decision = e.decision,
                     reason = e.reason,
                     detail = e.detail,
@@ -119,7 +119,7 @@ impl<W: Write + Send + 'static> AuditSink for JsonLinesAudit<W> {
             .map_err(std::io::Error::from)
             .and_then(|()| out.write_all(b"\n"))
         {
-            tracing::error!(target: "scopegate::audit", %error, "audit event could not be written");
+            tracing::error!(target: AUDIT_TARGET, %error, "audit event could not be written");
         }
     }
 }

@@ -49,6 +49,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, JsonLinesAudit, TracingAudit};
+
+/// The RFC 6750 realm of challenges when none is configured.
+const DEFAULT_REALM: &str = "scopegate";
 pub use render::DenialBodyHook;
 pub use throttle::{MAX_LOCKED_CLIENTS, ThrottleConfig};
 
@@ -99,7 +102,7 @@ impl Allowed {
 /// refusals.
 #[cfg(feature = "axum")]
 pub(crate) fn render_denial(denial: &Denial, grpc: bool) -> Response<Full<Bytes>> {
-    render(denial, grpc, "scopegate", None)
+    render(denial, grpc, DEFAULT_REALM, None)
 }
 
 /// The response body of a gated service: the inner service's body, or a denial's.
@@ -149,7 +152,7 @@ impl ScopeGate {
             max_credential_len: DEFAULT_MAX_CREDENTIAL_LEN,
             throttle: Some(ThrottleConfig::default()),
             audit: Arc::new(TracingAudit),
-            realm: "scopegate".to_owned(),
+            realm: DEFAULT_REALM.to_owned(),
             body_hook: None,
         }
     }
@@ -744,7 +747,7 @@ fn polled_after_completion() -> Response<Full<Bytes>> {
         DenialKind::Unavailable,
         "response future polled after completion",
     );
-    render(&denial, false, "scopegate", None)
+    render(&denial, false, DEFAULT_REALM, None)
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
