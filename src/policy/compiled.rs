@@ -353,7 +353,7 @@ impl Policy {
         }
     }
 
-    /// The pattern of every rule, in the order given.
+    /// Each distinct route pattern once (rules for several methods share one), in the order first given.
     pub fn route_patterns(&self) -> impl Iterator<Item = &str> {
         self.0.patterns.iter().map(|p| p.pattern.as_str())
     }
