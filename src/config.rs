@@ -329,11 +329,10 @@ impl GateFile {
                 "require_tls = false is only accepted with danger_allow_plaintext = true",
             ));
         }
-        if let Some(all) = t.trusted_proxies.iter().find(|c| c.network().prefix() == 0) {
-            return Err(ConfigError::invalid(
-                at("transport", "trusted_proxies"),
-                format!("{all} would make every client a trusted proxy"),
-            ));
+        for cidr in &t.trusted_proxies {
+            crate::network::check_trusted_proxy(cidr).map_err(|problem| {
+                ConfigError::invalid(at("transport", "trusted_proxies"), problem)
+            })?;
         }
         self.throttle_config()?;
         // Compile the routes once now, so that a bad route fails at load time.

@@ -247,12 +247,8 @@ impl ScopeGate {
             let cidr: Cidr = text.parse().map_err(|e: crate::network::CidrError| {
                 ConfigError::invalid(at("trusted_proxies"), e.to_string())
             })?;
-            if cidr.network().prefix() == 0 {
-                return Err(ConfigError::invalid(
-                    at("trusted_proxies"),
-                    format!("{cidr} would make every client a trusted proxy"),
-                ));
-            }
+            crate::network::check_trusted_proxy(&cidr)
+                .map_err(|problem| ConfigError::invalid(at("trusted_proxies"), problem))?;
             trusted.insert(cidr);
         }
         let key_header = HeaderName::from_bytes(self.key_header.as_bytes()).map_err(|_| {

@@ -38,7 +38,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use http::header::{FORWARDED, HeaderName};
 
-use super::cidr::CidrSet;
+use super::cidr::{Cidr, CidrSet};
 use super::ip::{canonical, parse_ip};
 use crate::policy::{Denial, DenialKind};
 
@@ -86,6 +86,16 @@ impl ClientFacts {
             proxy_ip: peer.map(canonical),
             tls: false,
         }
+    }
+}
+
+/// A trusted-proxy network must not cover every address (`0.0.0.0/0`, `::/0`): every client would then be a proxy
+/// whose forwarding headers are believed. The message says so.
+pub(crate) fn check_trusted_proxy(cidr: &Cidr) -> Result<(), String> {
+    if cidr.network().prefix() == 0 {
+        Err(format!("{cidr} would make every client a trusted proxy"))
+    } else {
+        Ok(())
     }
 }
 
