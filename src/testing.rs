@@ -279,43 +279,43 @@ impl Probe {
             .get_or_insert_with(|| TestGrant::api_key("probe"))
     }
 
+    /// Applies a [`TestGrant`] setter to the request's credential (a new API key `probe` if it has none).
+    fn with_credential(mut self, set: impl FnOnce(TestGrant) -> TestGrant) -> Self {
+        let credential = self
+            .credential
+            .take()
+            .unwrap_or_else(|| TestGrant::api_key("probe"));
+        self.credential = Some(set(credential));
+        self
+    }
+
     /// The request carries a valid credential granting these scopes. A malformed scope makes the credential
     /// invalid (401 `invalid_credential`), as a token with a malformed scope claim is.
-    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    pub fn scopes<I, S>(self, scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.credential_mut()
-            .scopes
-            .extend(scopes.into_iter().map(Into::into));
-        self
+        self.with_credential(|c| c.scopes(scopes))
     }
 
     /// The credential is a superuser one whose bare `*` scope was accepted through the named option.
-    pub fn danger_superuser(mut self) -> Self {
-        let c = self.credential_mut();
-        c.superuser = true;
-        c.scopes.push("*".to_owned());
-        self
+    pub fn danger_superuser(self) -> Self {
+        self.with_credential(TestGrant::danger_superuser)
     }
 
     /// The request carries a valid credential with this attribute (e.g. `tenant`).
-    pub fn attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.credential_mut()
-            .attributes
-            .insert(name.into(), value.into());
-        self
+    pub fn attr(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.with_credential(|c| c.attr(name, value))
     }
 
     /// The credential is restricted to these networks. A bad network makes the credential invalid.
-    pub fn credential_allow_ips<I, S>(mut self, networks: I) -> Self
+    pub fn credential_allow_ips<I, S>(self, networks: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.credential_mut().allow_ips = Some(networks.into_iter().map(Into::into).collect());
-        self
+        self.with_credential(|c| c.allow_ips(networks))
     }
 
     /// The credential is a JWT with this subject (default: an API key with id `probe`).
