@@ -283,13 +283,11 @@ impl ScopeGate {
                 "must be at least 1",
             ));
         }
-        let hsts = self
-            .hsts_max_age
-            .map(|age| HeaderValue::from(age.as_secs()))
-            .map(|secs| {
-                HeaderValue::from_str(&format!("max-age={}", secs.to_str().unwrap_or("0")))
-                    .unwrap_or(HeaderValue::from_static("max-age=0"))
-            });
+        let hsts = self.hsts_max_age.map(|age| {
+            // Digits only: always a valid header value.
+            HeaderValue::try_from(format!("max-age={}", age.as_secs()))
+                .unwrap_or(HeaderValue::from_static("max-age=0"))
+        });
         Ok(ScopeGateLayer {
             gate: Arc::new(Gate {
                 policy: self.policy,
