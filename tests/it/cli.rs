@@ -418,6 +418,7 @@ fn bad_input_exits_2_with_one_line() {
     let gate = cli.gate("");
     let err = cli.check_fails(&gate, "/health", &[]);
     assert!(err.contains("does not exist"), "{err}");
+    let long_name = "n".repeat(2000);
     assert!(
         !cli.path("keys.db").exists(),
         "check must never create a store"
@@ -494,6 +495,135 @@ fn bad_input_exits_2_with_one_line() {
             "0123456789abcdef",
         ),
         (vec!["keys", "frobnicate"], "frobnicate"),
+        // Non-ASCII, empty and huge values: exit 2 naming the flag, never a panic (exit 101).
+        (
+            vec![
+                "keys",
+                "issue",
+                "--store",
+                &store,
+                "--name",
+                "x",
+                "--scope",
+                "a",
+                "--expires-in",
+                "5é",
+            ],
+            "--expires-in",
+        ),
+        (
+            vec![
+                "keys",
+                "rotate",
+                "--store",
+                &store,
+                "0123456789abcdef",
+                "--grace",
+                "1é",
+            ],
+            "--grace",
+        ),
+        (
+            vec![
+                "keys",
+                "rotate",
+                "--store",
+                &store,
+                "0123456789abcdef",
+                "--grace",
+                "-1h",
+            ],
+            "--grace",
+        ),
+        (
+            vec![
+                "keys",
+                "issue",
+                "--store",
+                &store,
+                "--name",
+                "x",
+                "--scope",
+                "a",
+                "--expires-in",
+                "",
+            ],
+            "--expires-in",
+        ),
+        (
+            vec![
+                "keys", "issue", "--store", &store, "--name", "x", "--scope", "a", "--attr",
+                "tenant=",
+            ],
+            "--attr",
+        ),
+        (
+            vec![
+                "keys", "issue", "--store", &store, "--name", "", "--scope", "a",
+            ],
+            "--name",
+        ),
+        (
+            vec![
+                "keys", "issue", "--store", &store, "--name", &long_name, "--scope", "a",
+            ],
+            "--name",
+        ),
+        (
+            vec![
+                "keys",
+                "issue",
+                "--store",
+                &store,
+                "--name",
+                "x",
+                "--scope",
+                "a",
+                "--pepper-version",
+                "-1",
+            ],
+            "--pepper-version",
+        ),
+        (
+            vec![
+                "token",
+                "mint",
+                "--signing-key",
+                "absent.pem",
+                "--kid",
+                "",
+                "--issuer",
+                "i",
+                "--audience",
+                "a",
+                "--subject",
+                "s",
+                "--scope",
+                "a",
+            ],
+            "--kid",
+        ),
+        (
+            vec![
+                "token",
+                "mint",
+                "--signing-key",
+                "absent.pem",
+                "--kid",
+                "k",
+                "--issuer",
+                "i",
+                "--audience",
+                "a",
+                "--subject",
+                "s",
+                "--scope",
+                "a",
+                "--expires-in",
+                "1ｍ",
+            ],
+            "--expires-in",
+        ),
         (
             vec![
                 "check",

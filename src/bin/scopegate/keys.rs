@@ -4,15 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use scopegate::SystemClock;
 use scopegate::credential::api_key::{
     IssuedKey, KeyFormat, KeyId, KeyInfo, KeyIssuer, KeyStore, NewKey, OpenMode, Pepper, Peppers,
     SqliteKeyStore,
 };
-use scopegate::{Attributes, SystemClock};
 use serde_json::{Value, json};
 
-use crate::token::{parse_cidrs, parse_scopes};
-use crate::{Failure, duration, env, load_gate_file};
+use crate::{Failure, env, load_gate_file, values};
 
 /// Where the keys live, and how they are hashed: from flags, or from a gate file's `[api_keys]` (a flag given as
 /// well overrides the file).
@@ -29,7 +28,7 @@ pub(crate) struct StoreArgs {
     #[arg(long, value_name = "NAME")]
     pepper_env: Option<String>,
     /// The pepper's version, recorded beside each new digest. Default: 1.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pepper_version: Option<u32>,
     /// Key prefix. Default: sg.
     #[arg(long)]
@@ -56,7 +55,7 @@ pub(crate) enum KeysCommand {
         #[arg(long = "attr", value_name = "KEY=VALUE")]
         attrs: Vec<String>,
         /// Lifetime (90s, 15m, 12h, 30d); without it the key does not expire.
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         expires_in: Option<String>,
         /// Print one JSON object.
         #[arg(long)]
@@ -84,10 +83,10 @@ pub(crate) enum KeysCommand {
         /// The key's id.
         id: String,
         /// How long the old key keeps working (default 0: it stops now).
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         grace: Option<String>,
         /// Lifetime of the new key; default: the old key's lifetime, counted from now.
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         expires_in: Option<String>,
         /// Print one JSON object.
         #[arg(long)]
@@ -222,22 +221,6 @@ fn print_issued(key: &IssuedKey, json_out: bool, replaces: Option<&KeyId>) -> Re
     Ok(())
 }
 
-fn parse_attrs(attrs: &[String]) -> Result<Attributes, Failure> {
-    let mut out = Attributes::new();
-    for attr in attrs {
-        let (k, v) = attr
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| Failure::usage(format!("--attr {attr:?}: expected KEY=VALUE")))?;
-        if out.insert(k.to_owned(), v.to_owned()).is_some() {
-            return Err(Failure::usage(format!(
-                "--attr: the key {k:?} is given twice"
-            )));
-        }
-    }
-    Ok(out)
-}
-
 fn parse_id(id: &str) -> Result<KeyId, Failure> {
     id.parse::<KeyId>()
         .map_err(|e| Failure::usage(format!("ID {id:?}: {e}")))
@@ -246,10 +229,10 @@ fn parse_id(id: &str) -> Result<KeyId, Failure> {
 fn optional_duration(
     flag: &str,
     value: Option<&String>,
-    parse: fn(&str) -> Result<std::time::Duration, String>,
+    parse: fn(&str, &str) -> Result<std::time::Duration, String>,
 ) -> Result<Option<std::time::Duration>, Failure> {
     value
-        .map(|v| parse(v).map_err(|e| Failure::usage(format!("{flag}: {e}"))))
+        .map(|v| parse(flag, v).map_err(Failure::usage))
         .transpose()
 }
 
@@ -264,16 +247,17 @@ pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
             expires_in,
             json,
         } => {
-            let scopes = parse_scopes(scopes)?;
-            let allow_ips = parse_cidrs(allow_ips)?;
-            let attrs = parse_attrs(attrs)?;
+            let name = values::text("--name", name).map_err(Failure::usage)?;
+            let scopes = values::scopes(scopes).map_err(Failure::usage)?;
+            let allow_ips = values::cidrs(allow_ips).map_err(Failure::usage)?;
+            let attrs = values::attrs(attrs).map_err(Failure::usage)?;
             let expires_in = optional_duration(
                 "--expires-in",
                 expires_in.as_ref(),
-                duration::parse_positive,
+                values::positive_duration,
             )?;
             let issuer = issuer(store).await?;
-            let mut request = NewKey::new(name.clone(), scopes).attributes(attrs);
+            let mut request = NewKey::new(name, scopes).attributes(attrs);
             if let Some(set) = allow_ips {
                 request = request.allow_ips(set);
             }
@@ -328,11 +312,11 @@ pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
         } => {
             let id = parse_id(id)?;
             let grace =
-                optional_duration("--grace", grace.as_ref(), duration::parse)?.unwrap_or_default();
+                optional_duration("--grace", grace.as_ref(), values::duration)?.unwrap_or_default();
             let expires_in = optional_duration(
                 "--expires-in",
                 expires_in.as_ref(),
-                duration::parse_positive,
+                values::positive_duration,
             )?;
             let issuer = issuer(store).await?;
             let key = issuer

@@ -7,10 +7,10 @@
 #![allow(clippy::doc_markdown)]
 
 mod check;
-mod duration;
 mod keys;
 mod serve;
 mod token;
+mod values;
 
 use std::process::ExitCode;
 

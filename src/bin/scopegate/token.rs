@@ -3,11 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::{Failure, values};
 use scopegate::credential::jwt::{MintRequest, SigningKey, TokenIssuer};
-use scopegate::network::{Cidr, CidrSet};
-use scopegate::policy::ScopeSet;
-
-use crate::{Failure, duration};
 
 /// The longest lifetime `token mint` signs.
 const MAX_MINT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -37,29 +34,37 @@ pub(crate) struct MintArgs {
     #[arg(long = "allow-ip", value_name = "CIDR")]
     allow_ips: Vec<String>,
     /// Lifetime. Defaults to 15m; at most 24h (minted tokens cannot be revoked).
-    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15m",
+        allow_hyphen_values = true
+    )]
     expires_in: String,
 }
 
 pub(crate) fn mint(args: &MintArgs) -> Result<(), Failure> {
-    let lifetime = duration::parse_positive(&args.expires_in)
-        .map_err(|e| Failure::usage(format!("--expires-in: {e}")))?;
+    let lifetime =
+        values::positive_duration("--expires-in", &args.expires_in).map_err(Failure::usage)?;
     if lifetime > MAX_MINT_LIFETIME {
         return Err(Failure::usage(format!(
             "--expires-in: {} is longer than 24h (minted tokens cannot be revoked)",
             args.expires_in
         )));
     }
-    let scopes = parse_scopes(&args.scopes)?;
-    let allow_ips = parse_cidrs(&args.allow_ips)?;
+    let kid = values::text("--kid", &args.kid).map_err(Failure::usage)?;
+    let iss = values::text("--issuer", &args.issuer).map_err(Failure::usage)?;
+    let aud = values::text("--audience", &args.audience).map_err(Failure::usage)?;
+    let subject = values::text("--subject", &args.subject).map_err(Failure::usage)?;
+    let scopes = values::scopes(&args.scopes).map_err(Failure::usage)?;
+    let allow_ips = values::cidrs(&args.allow_ips).map_err(Failure::usage)?;
     let bad_key = |e: &dyn std::fmt::Display| {
         Failure::usage(format!("--signing-key {}: {e}", args.signing_key.display()))
     };
     let pem = std::fs::read(&args.signing_key).map_err(|e| bad_key(&e))?;
     let key = SigningKey::from_pem(&pem).map_err(|e| bad_key(&e))?;
-    let issuer = TokenIssuer::new(key, &args.kid, &args.issuer, &args.audience)
-        .max_lifetime(MAX_MINT_LIFETIME);
-    let mut request = MintRequest::new(&args.subject, scopes, lifetime);
+    let issuer = TokenIssuer::new(key, kid, iss, aud).max_lifetime(MAX_MINT_LIFETIME);
+    let mut request = MintRequest::new(subject, scopes, lifetime);
     if let Some(set) = allow_ips {
         request = request.allow_ips(set);
     }
@@ -71,25 +76,4 @@ pub(crate) fn mint(args: &MintArgs) -> Result<(), Failure> {
         .ok_or_else(|| Failure::usage("token mint: the token is not text"))?;
     println!("{text}");
     Ok(())
-}
-
-/// `--allow-ip` values: `None` when none were given (no restriction).
-/// `--scope` values as a scope set, or a usage error naming the flag.
-pub(crate) fn parse_scopes(values: &[String]) -> Result<ScopeSet, Failure> {
-    ScopeSet::parse(values).map_err(|e| Failure::usage(format!("--scope: {e}")))
-}
-
-/// `--allow-ip` values as a network set (`None` when none are given), or a usage error naming the flag.
-pub(crate) fn parse_cidrs(values: &[String]) -> Result<Option<CidrSet>, Failure> {
-    if values.is_empty() {
-        return Ok(None);
-    }
-    values
-        .iter()
-        .map(|v| {
-            v.parse::<Cidr>()
-                .map_err(|e| Failure::usage(format!("--allow-ip: {e}")))
-        })
-        .collect::<Result<CidrSet, _>>()
-        .map(Some)
 }
