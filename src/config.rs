@@ -205,6 +205,31 @@ pub struct JwtSection {
     pub attr_claims: Vec<String>,
 }
 
+impl OneOrMany {
+    fn is_empty(&self) -> bool {
+        matches!(self, OneOrMany::Many(v) if v.is_empty())
+    }
+}
+
+impl JwtSection {
+    /// The first list that restricts something and is empty (`typ = []` would otherwise turn the check off).
+    fn check_lists(&self) -> Result<(), &'static str> {
+        if self.issuer.is_empty() {
+            return Err("issuer");
+        }
+        if self.audience.is_empty() {
+            return Err("audience");
+        }
+        if self.algorithms.is_empty() {
+            return Err("algorithms");
+        }
+        if self.typ.as_ref().is_some_and(Vec::is_empty) {
+            return Err("typ");
+        }
+        Ok(())
+    }
+}
+
 fn default_leeway() -> u64 {
     30
 }
@@ -332,6 +357,14 @@ impl GateFile {
         for cidr in &t.trusted_proxies {
             crate::network::check_trusted_proxy(cidr).map_err(|problem| {
                 ConfigError::invalid(at("transport", "trusted_proxies"), problem)
+            })?;
+        }
+        if let Some(jwt) = &self.jwt {
+            jwt.check_lists().map_err(|field| {
+                ConfigError::invalid(
+                    at("jwt", field),
+                    "an empty list here would restrict nothing; list at least one value (or leave the field out where it is optional)",
+                )
             })?;
         }
         self.throttle_config()?;

@@ -21,13 +21,27 @@ pub const MAX_REQUIREMENT_DEPTH: usize = 8;
 
 /// A requirement on a credential's scopes. Monotone: adding scopes never turns a satisfied requirement into an
 /// unsatisfied one, and removing scopes never the reverse.
+///
+/// Only [`scope`](Self::scope), [`all`](Self::all) and [`any`](Self::any) make one, and each refuses what would not
+/// restrict anything: an empty group at any depth (an empty `all` would pass every credential), nesting deeper
+/// than [`MAX_REQUIREMENT_DEPTH`], and a wildcard or bare `*` scope. No other value can be written:
+///
+/// ```compile_fail
+/// use scopegate::policy::Requirement;
+/// // The tree is private: an empty group cannot be spelled out.
+/// let everyone = Requirement::All(vec![]);
+/// ```
 #[derive(Clone, PartialEq, Eq)]
-pub enum Requirement {
+pub struct Requirement(Node);
+
+/// The tree behind a [`Requirement`]; private, so that every value went through the checks of its constructors.
+#[derive(Clone, PartialEq, Eq)]
+enum Node {
     /// One concrete scope (no wildcard).
     Scope(Scope),
-    /// Every part must be satisfied.
+    /// Every part must be satisfied; never empty.
     All(Vec<Requirement>),
-    /// At least one part must be satisfied.
+    /// At least one part must be satisfied; never empty.
     Any(Vec<Requirement>),
 }
 
@@ -49,29 +63,29 @@ pub enum RequirementError {
 impl Requirement {
     /// A single concrete scope.
     pub fn scope(text: &str) -> Result<Self, RequirementError> {
-        Ok(Requirement::Scope(Scope::parse_required(text)?))
+        Ok(Requirement(Node::Scope(Scope::parse_required(text)?)))
     }
 
     /// All of the parts; at least one.
     pub fn all(parts: impl IntoIterator<Item = Requirement>) -> Result<Self, RequirementError> {
-        Self::group(parts, "all", Requirement::All)
+        Self::group(parts, "all", Node::All)
     }
 
     /// Any of the parts; at least one.
     pub fn any(parts: impl IntoIterator<Item = Requirement>) -> Result<Self, RequirementError> {
-        Self::group(parts, "any", Requirement::Any)
+        Self::group(parts, "any", Node::Any)
     }
 
     fn group(
         parts: impl IntoIterator<Item = Requirement>,
         name: &'static str,
-        make: fn(Vec<Requirement>) -> Requirement,
+        make: fn(Vec<Requirement>) -> Node,
     ) -> Result<Self, RequirementError> {
         let parts: Vec<_> = parts.into_iter().collect();
         if parts.is_empty() {
             return Err(RequirementError::Empty(name));
         }
-        let req = make(parts);
+        let req = Requirement(make(parts));
         if req.depth() > MAX_REQUIREMENT_DEPTH {
             return Err(RequirementError::TooDeep);
         }
@@ -79,31 +93,29 @@ impl Requirement {
     }
 
     fn depth(&self) -> usize {
-        match self {
-            Requirement::Scope(_) => 0,
-            Requirement::All(p) | Requirement::Any(p) => {
-                1 + p.iter().map(Requirement::depth).max().unwrap_or(0)
-            }
+        match &self.0 {
+            Node::Scope(_) => 0,
+            Node::All(p) | Node::Any(p) => 1 + p.iter().map(Requirement::depth).max().unwrap_or(0),
         }
     }
 
     /// Whether the granted scopes satisfy the requirement.
     pub fn is_satisfied_by(&self, granted: &ScopeSet) -> bool {
-        match self {
-            Requirement::Scope(s) => granted.covers(s),
-            Requirement::All(parts) => parts.iter().all(|p| p.is_satisfied_by(granted)),
-            Requirement::Any(parts) => parts.iter().any(|p| p.is_satisfied_by(granted)),
+        match &self.0 {
+            Node::Scope(s) => granted.covers(s),
+            Node::All(parts) => parts.iter().all(|p| p.is_satisfied_by(granted)),
+            Node::Any(parts) => parts.iter().any(|p| p.is_satisfied_by(granted)),
         }
     }
 
     /// The scopes to name in an RFC 6750 `insufficient_scope` challenge: those still missing along the cheapest
     /// way to satisfy the requirement (for `any`, the member with the fewest missing scopes; ties: the first).
     pub fn missing(&self, granted: &ScopeSet) -> Vec<Scope> {
-        let mut out = match self {
-            Requirement::Scope(s) if granted.covers(s) => Vec::new(),
-            Requirement::Scope(s) => vec![s.clone()],
-            Requirement::All(parts) => parts.iter().flat_map(|p| p.missing(granted)).collect(),
-            Requirement::Any(parts) => parts
+        let mut out = match &self.0 {
+            Node::Scope(s) if granted.covers(s) => Vec::new(),
+            Node::Scope(s) => vec![s.clone()],
+            Node::All(parts) => parts.iter().flat_map(|p| p.missing(granted)).collect(),
+            Node::Any(parts) => parts
                 .iter()
                 .map(|p| p.missing(granted))
                 .min_by_key(Vec::len)
@@ -116,11 +128,9 @@ impl Requirement {
 
     /// Every scope the requirement mentions.
     pub fn scopes(&self) -> Vec<&Scope> {
-        match self {
-            Requirement::Scope(s) => vec![s],
-            Requirement::All(p) | Requirement::Any(p) => {
-                p.iter().flat_map(Requirement::scopes).collect()
-            }
+        match &self.0 {
+            Node::Scope(s) => vec![s],
+            Node::All(p) | Node::Any(p) => p.iter().flat_map(Requirement::scopes).collect(),
         }
     }
 }
@@ -134,10 +144,10 @@ impl fmt::Debug for Requirement {
 /// `invoices:read`, `all(a, any(b, c))`.
 impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (name, parts) = match self {
-            Requirement::Scope(s) => return f.write_str(s.as_str()),
-            Requirement::All(p) => ("all", p),
-            Requirement::Any(p) => ("any", p),
+        let (name, parts) = match &self.0 {
+            Node::Scope(s) => return f.write_str(s.as_str()),
+            Node::All(p) => ("all", p),
+            Node::Any(p) => ("any", p),
         };
         write!(f, "{name}(")?;
         for (i, p) in parts.iter().enumerate() {
@@ -199,6 +209,25 @@ mod tests {
             deep = Requirement::all([deep]).unwrap();
         }
         assert_eq!(Requirement::all([deep]), Err(RequirementError::TooDeep));
+    }
+
+    #[test]
+    fn nothing_that_restricts_nothing_can_be_built() {
+        // An empty group is refused where it is made (`build_errors`), so no group can hold one at any depth.
+        // A bare `*` and wildcards are grants, never requirements.
+        for star in ["*", "invoices:*"] {
+            assert!(matches!(
+                Requirement::scope(star),
+                Err(RequirementError::Scope(_))
+            ));
+        }
+        // The allowed twin: a one-member group of a concrete scope, at the deepest accepted nesting.
+        let mut deep = sc("a");
+        for _ in 0..MAX_REQUIREMENT_DEPTH {
+            deep = Requirement::any([deep]).unwrap();
+        }
+        assert!(deep.is_satisfied_by(&set(&["a"])));
+        assert!(!deep.is_satisfied_by(&set(&["b"])));
     }
 
     #[test]

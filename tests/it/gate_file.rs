@@ -139,6 +139,22 @@ fn route_errors_name_the_route_line_and_field() {
             &["`require`", "wildcard"],
         ),
         (
+            "path = \"/x\"\nmethods = [\"GET\"]\nrequire = { all = [\"a\", { any = [] }] }",
+            &["`require`", "`any` requirement needs at least one member"],
+        ),
+        (
+            "path = \"/x\"\nmethods = [\"GET\"]\nrequire = { any = [{ all = [{ any = [{ all = [] }] }] }] }",
+            &["`require`", "`all` requirement needs at least one member"],
+        ),
+        (
+            "path = \"/x\"\nmethods = [\"GET\"]\nrequire = { any = [{ any = [{ any = [{ any = [{ any = [{ any = [{ any = [{ any = [{ any = [\"a\"] }] }] }] }] }] }] }] }] }",
+            &["`require`", "deeper than 8"],
+        ),
+        (
+            "path = \"/x\"\nmethods = [\"GET\"]\nrequire = { any = [\"*\"] }",
+            &["`require`", "\"*\"", "wildcard"],
+        ),
+        (
             "path = \"/x\"\nmethods = [\"GET\"]\nrequire = { all = [\"a b\"] }",
             &["`require`", "\"a b\""],
         ),
@@ -232,6 +248,20 @@ fn section_errors_name_the_section_and_field() {
             &["[throttle]", "`failed_auth_per_minute`"],
         ),
         ("[unknown]\nx = 1\n", &["unknown field `unknown`"]),
+        // An empty list where a list restricts something is an error, never "no restriction".
+        (&jwt_section("typ = []"), &["[jwt]", "`typ`", "empty list"]),
+        (
+            &jwt_section("algorithms = []"),
+            &["[jwt]", "`algorithms`", "empty list"],
+        ),
+        (
+            &jwt_section("audience = []"),
+            &["[jwt]", "`audience`", "empty list"],
+        ),
+        (
+            &jwt_section("issuer = []"),
+            &["[jwt]", "`issuer`", "empty list"],
+        ),
         ("[api_keys]\nstore = 5\n", &["line 2"]),
     ];
     for (text, needles) in cases {
@@ -246,6 +276,49 @@ fn section_errors_name_the_section_and_field() {
     )
     .unwrap();
     assert!(!gate.transport.require_tls);
+}
+
+/// A `[jwt]` section with one field replaced by `line` (`typ = [...]` is added).
+fn jwt_section(line: &str) -> String {
+    let field = line.split(' ').next().unwrap_or_default();
+    let mut text = String::from("[jwt]\n");
+    for default in [
+        "issuer = \"https://iss\"",
+        "audience = \"api\"",
+        "algorithms = [\"ES256\"]",
+        "jwks_file = \"jwks.json\"",
+        "typ = [\"at+jwt\"]",
+    ] {
+        let chosen = if default.starts_with(&format!("{field} ")) {
+            line
+        } else {
+            default
+        };
+        text.push_str(chosen);
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn jwt_lists_that_restrict_something_are_never_empty() {
+    // The allowed twin of the empty-list cases: each list with one value loads.
+    let gate = GateFile::from_toml_str(&jwt_section("typ = [\"at+jwt\"]")).unwrap();
+    assert_eq!(
+        gate.jwt.as_ref().and_then(|j| j.typ.clone()),
+        Some(vec!["at+jwt".to_owned()])
+    );
+    for line in [
+        "typ = []",
+        "algorithms = []",
+        "audience = []",
+        "issuer = []",
+    ] {
+        assert!(
+            GateFile::from_toml_str(&jwt_section(line)).is_err(),
+            "{line}"
+        );
+    }
 }
 
 #[test]

@@ -1185,6 +1185,32 @@ fn configuration_fails_closed() {
             .build(),
         Err(JwtConfigError::NoAlgorithms)
     ));
+    // An empty list where a list restricts something is an error, never "no restriction".
+    assert!(matches!(
+        JwtAuthenticator::builder()
+            .algorithms([])
+            .key_set(key_set())
+            .issuer(ISS)
+            .audience(AUD)
+            .build(),
+        Err(JwtConfigError::NoAlgorithms)
+    ));
+    assert!(matches!(
+        base()
+            .issuer(ISS)
+            .audience(AUD)
+            .required_typ(Vec::<String>::new())
+            .build(),
+        Err(JwtConfigError::EmptyTypList)
+    ));
+    assert!(
+        base()
+            .issuer(ISS)
+            .audience(AUD)
+            .required_typ(["at+jwt"])
+            .build()
+            .is_ok()
+    );
     assert!(matches!(
         JwtAuthenticator::builder()
             .algorithms([Algorithm::ES256])

@@ -61,6 +61,11 @@ pub enum JwtConfigError {
     /// An empty `typ` value.
     #[error("jwt: `typ` holds an empty value")]
     EmptyTyp,
+    /// `required_typ` with no value: an empty list would turn the `typ` check off.
+    #[error(
+        "jwt: `typ` is an empty list; list the required values, or leave it out to accept any `typ`"
+    )]
+    EmptyTypList,
     /// A zero maximum token length.
     #[error("jwt: `max_token_len` must be at least 1")]
     ZeroMaxTokenLen,
@@ -94,7 +99,7 @@ pub struct JwtAuthenticatorBuilder {
     scope_claim: String,
     allow_ips_claim: String,
     attr_claims: Vec<String>,
-    typ: Vec<String>,
+    typ: Option<Vec<String>>,
     max_token_len: usize,
     cache_capacity: usize,
     clock: Arc<dyn Clock>,
@@ -124,7 +129,7 @@ impl JwtAuthenticatorBuilder {
             scope_claim: DEFAULT_SCOPE_CLAIM.to_owned(),
             allow_ips_claim: DEFAULT_ALLOW_IPS_CLAIM.to_owned(),
             attr_claims: Vec::new(),
-            typ: Vec::new(),
+            typ: None,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             clock: Arc::new(SystemClock),
@@ -225,9 +230,12 @@ impl JwtAuthenticatorBuilder {
     }
 
     /// Required header `typ` values (case-insensitive, an `application/` prefix allowed), e.g. `at+jwt`
-    /// (RFC 9068). Defaults to none (any `typ`): many identity providers send `JWT`.
+    /// (RFC 9068). Defaults to none (any `typ`): many identity providers send `JWT`. An empty list is refused by
+    /// [`build`](Self::build): it would restrict nothing.
     pub fn required_typ<S: Into<String>>(mut self, values: impl IntoIterator<Item = S>) -> Self {
-        self.typ.extend(values.into_iter().map(Into::into));
+        self.typ
+            .get_or_insert_with(Vec::new)
+            .extend(values.into_iter().map(Into::into));
         self
     }
 
@@ -283,8 +291,12 @@ impl JwtAuthenticatorBuilder {
         if self.max_token_len == 0 {
             return Err(JwtConfigError::ZeroMaxTokenLen);
         }
-        let mut typ = Vec::with_capacity(self.typ.len());
-        for t in &self.typ {
+        if self.typ.as_ref().is_some_and(Vec::is_empty) {
+            return Err(JwtConfigError::EmptyTypList);
+        }
+        let required_typ = self.typ.unwrap_or_default();
+        let mut typ = Vec::with_capacity(required_typ.len());
+        for t in &required_typ {
             let n = super::verify::normalize_media_type(t);
             if n.is_empty() {
                 return Err(JwtConfigError::EmptyTyp);
