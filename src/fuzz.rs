@@ -114,6 +114,25 @@ pub fn forwarding_headers(data: &[u8]) {
             "{ip} is not in the headers: {headers:?}"
         );
     }
+    // An element without `for` is an unknown client and no TLS evidence, never skipped (hard-cases §4): a list
+    // of elements none of which has `for` never resolves to an address, the proxy's included.
+    if let Ok(facts) = resolved
+        && headers.contains_key(http::header::FORWARDED)
+    {
+        let forwarded: String = headers
+            .get_all(http::header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",")
+            .to_ascii_lowercase();
+        if forwarded.contains('=') && !forwarded.contains("for") {
+            assert_eq!(facts.client_ip, None, "{headers:?}");
+            if !headers.contains_key("x-forwarded-proto") {
+                assert!(!facts.tls, "{headers:?}");
+            }
+        }
+    }
     // From an untrusted peer nothing is read, and nothing is refused.
     let untrusted = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let facts = resolve_client(

@@ -48,6 +48,10 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// The most list members read from one forwarding header; more is refused as malformed.
 pub const MAX_FORWARDED_HOPS: usize = 64;
 
+/// The most parameters one `Forwarded` element may hold; more is refused as malformed. RFC 7239 defines four
+/// (`for`, `by`, `host`, `proto`); the rest is room for extensions. It bounds the work per element.
+pub(crate) const MAX_FORWARDED_PARAMS: usize = 8;
+
 /// Facts about the connection a request arrived on, put into the request's extensions by the server's acceptor
 /// (scopegate's `serve` helpers do). Only a server may insert it: nothing the client writes can. Without it, the
 /// gate falls back to axum's `ConnectInfo<SocketAddr>` and tonic's connect info, and treats the connection as
@@ -120,10 +124,13 @@ pub fn resolve_client(
     let xfp_https = x_forwarded_proto_is_https(headers)?;
     let (client_ip, hop_https) = if headers.contains_key(FORWARDED) {
         let elements = parse_forwarded(headers)?;
+        // An element without `for` is an unknown client where the walk reaches it, and proves no TLS: it is never
+        // skipped, or an element further left (which the client may have written) would become the client.
         walk(
-            elements
-                .iter()
-                .filter_map(|e| e.for_node.map(|node| (node, e.proto_https))),
+            elements.iter().map(|e| match e.for_node {
+                Some(node) => (node, e.proto_https),
+                None => (Node::Unknown, false),
+            }),
             peer_ip,
             trusted,
         )
@@ -212,28 +219,47 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Splits `text` at `sep` outside quoted strings; `Err` on an unterminated quote.
-fn split_outside_quotes(text: &str, sep: u8) -> Result<Vec<&str>, Denial> {
-    let bytes = text.as_bytes();
-    let mut parts = Vec::new();
-    let (mut start, mut i, mut quoted) = (0, 0, false);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if quoted => i += 1,
-            b'"' => quoted = !quoted,
-            b if b == sep && !quoted => {
-                parts.push(&text[start..i]);
-                start = i + 1;
+/// Splits `text` at `sep` outside quoted strings, lazily (a caller that stops early reads no further); the last
+/// part is an `Err` when a quoted string is not terminated.
+struct SplitOutsideQuotes<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+fn split_outside_quotes(text: &str, sep: u8) -> SplitOutsideQuotes<'_> {
+    SplitOutsideQuotes {
+        rest: Some(text),
+        sep,
+    }
+}
+
+impl<'a> Iterator for SplitOutsideQuotes<'a> {
+    type Item = Result<&'a str, Denial>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let text = self.rest?;
+        let bytes = text.as_bytes();
+        let (mut i, mut quoted) = (0, false);
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' if quoted => i += 1,
+                b'"' => quoted = !quoted,
+                b if b == self.sep && !quoted => {
+                    self.rest = text.get(i + 1..);
+                    return Some(Ok(&text[..i]));
+                }
+                _ => {}
             }
-            _ => {}
+            i += 1;
         }
-        i += 1;
+        self.rest = None;
+        if quoted || i > bytes.len() {
+            return Some(Err(malformed(
+                "Forwarded has an unterminated quoted string",
+            )));
+        }
+        Some(Ok(text))
     }
-    if quoted || i > bytes.len() {
-        return Err(malformed("Forwarded has an unterminated quoted string"));
-    }
-    parts.push(&text[start..]);
-    Ok(parts)
 }
 
 /// A parameter value: a token, or a quoted string (unescaped).
@@ -321,8 +347,8 @@ fn parse_forwarded(headers: &HeaderMap) -> Result<Vec<Element>, Denial> {
         let text = value
             .to_str()
             .map_err(|_| malformed("Forwarded is not visible ASCII"))?;
-        for raw_element in split_outside_quotes(text, b',')? {
-            let raw_element = raw_element.trim_matches([' ', '\t']);
+        for raw_element in split_outside_quotes(text, b',') {
+            let raw_element = raw_element?.trim_matches([' ', '\t']);
             if raw_element.is_empty() {
                 continue;
             }
@@ -335,28 +361,52 @@ fn parse_forwarded(headers: &HeaderMap) -> Result<Vec<Element>, Denial> {
     Ok(elements)
 }
 
+/// One element's parameters, with a duplicate check that costs the same for every parameter: one bit for each
+/// parameter RFC 7239 defines, and a comparison with each earlier extension (at most [`MAX_FORWARDED_PARAMS`]).
 fn parse_element(raw: &str) -> Result<Element, Denial> {
+    const FOR: u8 = 1;
+    const BY: u8 = 2;
+    const HOST: u8 = 4;
+    const PROTO: u8 = 8;
     let mut element = Element::default();
-    let mut seen: Vec<String> = Vec::new();
-    for pair in split_outside_quotes(raw, b';')? {
-        let pair = pair.trim_matches([' ', '\t']);
+    let mut seen = 0u8;
+    let mut extensions = [""; MAX_FORWARDED_PARAMS];
+    let mut extension_count = 0;
+    for (index, pair) in split_outside_quotes(raw, b';').enumerate() {
+        if index == MAX_FORWARDED_PARAMS {
+            return Err(malformed("Forwarded element has too many parameters"));
+        }
+        let pair = pair?.trim_matches([' ', '\t']);
         let (name, value) = pair
             .split_once('=')
             .ok_or_else(|| malformed("Forwarded pair lacks '='"))?;
         if name.is_empty() || !name.bytes().all(is_tchar) {
             return Err(malformed("Forwarded parameter name is not a token"));
         }
-        let name = name.to_ascii_lowercase();
-        if seen.contains(&name) {
+        let known = [("for", FOR), ("by", BY), ("host", HOST), ("proto", PROTO)]
+            .into_iter()
+            .find(|(known, _)| name.eq_ignore_ascii_case(known))
+            .map(|(_, bit)| bit);
+        let repeated = if let Some(bit) = known {
+            let repeated = seen & bit != 0;
+            seen |= bit;
+            repeated
+        } else {
+            let earlier = &extensions[..extension_count];
+            let repeated = earlier.iter().any(|e| e.eq_ignore_ascii_case(name));
+            extensions[extension_count] = name;
+            extension_count += 1;
+            repeated
+        };
+        if repeated {
             return Err(malformed("Forwarded repeats a parameter within an element"));
         }
         let value = param_value(value)?;
-        match name.as_str() {
-            "for" => element.for_node = Some(parse_node(&value)?),
-            "proto" => element.proto_https = value.eq_ignore_ascii_case("https"),
+        match known {
+            Some(FOR) => element.for_node = Some(parse_node(&value)?),
+            Some(PROTO) => element.proto_https = value.eq_ignore_ascii_case("https"),
             _ => {}
         }
-        seen.push(name);
     }
     Ok(element)
 }
@@ -526,12 +576,90 @@ mod tests {
                 Some("203.0.113.7"),
             ),
             ("for=198.51.100.1, for=unknown, for=10.0.0.2", None),
-            ("proto=https", Some("10.0.0.1")),
         ];
         for (value, expected) in cases {
             let f = run("10.0.0.1", false, &[("forwarded", value)]).unwrap();
             assert_eq!(f.client_ip, expected.map(ip), "{value}");
         }
+    }
+
+    #[test]
+    fn an_element_without_for_is_an_unknown_client_without_tls() {
+        for value in [
+            // The proxy's own element lacks `for`: the client-written element to its left is never believed.
+            "for=203.0.113.7;proto=https, proto=https",
+            "for=203.0.113.7;proto=https, by=10.0.0.2;proto=https",
+            // A list of such elements never resolves to the proxy's own address.
+            "proto=https",
+            "proto=https, host=example.com",
+            "by=10.0.0.2",
+            // Behind trusted hops: the walk reaches it all the same.
+            "for=203.0.113.7;proto=https, proto=https, for=10.0.0.2",
+        ] {
+            let f = run("10.0.0.1", false, &[("forwarded", value)]).unwrap();
+            assert_eq!(f.client_ip, None, "{value}");
+            assert!(!f.tls, "{value}: no TLS evidence");
+            assert_eq!(f.proxy_ip, Some(ip("10.0.0.1")), "{value}");
+        }
+        // The allowed twin: the same hop with its `for` is the client, with its TLS evidence.
+        for value in [
+            "for=198.51.100.1;proto=https, for=203.0.113.7;proto=https",
+            "for=203.0.113.7;proto=https, for=10.0.0.2",
+        ] {
+            let f = run("10.0.0.1", false, &[("forwarded", value)]).unwrap();
+            assert_eq!(f.client_ip, Some(ip("203.0.113.7")), "{value}");
+            assert!(f.tls, "{value}");
+        }
+    }
+
+    #[test]
+    fn parameters_per_element_are_bounded_and_never_repeat() {
+        let params = |n: usize| {
+            let mut value = String::from("for=203.0.113.7");
+            for i in 1..n {
+                value = format!("{value};ext{i}=x");
+            }
+            value
+        };
+        let f = run(
+            "10.0.0.1",
+            false,
+            &[("forwarded", &params(MAX_FORWARDED_PARAMS))],
+        )
+        .unwrap();
+        assert_eq!(f.client_ip, Some(ip("203.0.113.7")));
+        let err = run(
+            "10.0.0.1",
+            false,
+            &[("forwarded", &params(MAX_FORWARDED_PARAMS + 1))],
+        );
+        assert_eq!(err.map_err(|d| d.kind()), Err(DenialKind::MalformedRequest));
+        // Repeats are found whatever the case, among defined parameters and among extensions.
+        for bad in [
+            "for=203.0.113.7;FOR=198.51.100.1",
+            "proto=https;for=203.0.113.7;Proto=http",
+            "for=203.0.113.7;ext=1;by=x;EXT=2",
+            "host=a;Host=b;for=203.0.113.7",
+        ] {
+            let err = run("10.0.0.1", false, &[("forwarded", bad)]);
+            assert_eq!(
+                err.map_err(|d| d.kind()),
+                Err(DenialKind::MalformedRequest),
+                "{bad}"
+            );
+        }
+        // The allowed twin: distinct names, defined and extension, in any case.
+        let f = run(
+            "10.0.0.1",
+            false,
+            &[(
+                "forwarded",
+                "For=203.0.113.7;BY=x;host=h;Proto=https;ext=1;Ext2=2",
+            )],
+        )
+        .unwrap();
+        assert_eq!(f.client_ip, Some(ip("203.0.113.7")));
+        assert!(f.tls);
     }
 
     #[test]

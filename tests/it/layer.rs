@@ -473,6 +473,48 @@ async fn spoofed_forwarding_headers_from_untrusted_peers_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_forwarded_element_without_for_is_never_skipped() {
+    let mut h = harness(|g| g.trusted_proxies(["10.0.0.0/8"]));
+    // The trusted proxy's element has no `for`: the element to its left, which the client wrote, is not the
+    // client, and its `proto=https` is no TLS evidence.
+    let a = h
+        .send(
+            get("/v1/invoices/7")
+                .key(PINNED)
+                .plaintext()
+                .from("10.1.1.1:1")
+                .header("forwarded", "for=203.0.113.9;proto=https, proto=https"),
+        )
+        .await;
+    assert_eq!(a.code(), "tls_required");
+    // Over a TLS connection the client is unknown, so the IP-restricted key is refused.
+    let a = h
+        .send(
+            get("/v1/invoices/7")
+                .key(PINNED)
+                .from("10.1.1.1:1")
+                .header("forwarded", "for=203.0.113.9, proto=https"),
+        )
+        .await;
+    assert_eq!(a.code(), "forbidden");
+    let events = h.audit.events();
+    let last = events.last().unwrap();
+    assert_eq!(last["reason"], "ip_not_allowed");
+    assert_eq!(last["client_ip"], serde_json::Value::Null);
+    // The allowed twin: the proxy's element names the client.
+    let a = h
+        .send(
+            get("/v1/invoices/7")
+                .key(PINNED)
+                .plaintext()
+                .from("10.1.1.1:1")
+                .header("forwarded", "for=203.0.113.9;proto=https"),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
+#[tokio::test]
 async fn ip_restricted_keys_inside_and_outside() {
     let mut h = harness(ScopeGate::danger_disable_throttle);
     for (peer, status) in [
