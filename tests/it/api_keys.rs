@@ -22,12 +22,14 @@ fn pepper(version: u32, fill: u8) -> Pepper {
     Pepper::new(version, vec![fill; 32]).unwrap()
 }
 
-/// A store wrapper that counts lookups and can be told to fail.
+/// A store wrapper that counts lookups, can be told to fail, and can be held: while a `hold()` guard lives, every
+/// lookup waits (a busy store, a pool wait).
 #[derive(Debug)]
 struct TestStore {
     inner: Arc<dyn KeyStore>,
     gets: AtomicUsize,
     failing: AtomicBool,
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl TestStore {
@@ -36,7 +38,13 @@ impl TestStore {
             inner,
             gets: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
         })
+    }
+
+    /// Lookups wait until the guard is dropped.
+    async fn hold(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.gate.clone().write_owned().await
     }
 
     fn gets(&self) -> usize {
@@ -61,7 +69,11 @@ impl KeyStore for TestStore {
     }
     fn get(&self, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>> {
         self.gets.fetch_add(1, Ordering::SeqCst);
-        self.check().unwrap_or_else(|| self.inner.get(id))
+        let answer = self.check().unwrap_or_else(|| self.inner.get(id));
+        Box::pin(async move {
+            let _open = self.gate.read().await;
+            answer.await
+        })
     }
     fn list(&self) -> StoreFuture<'_, Vec<KeyRecord>> {
         self.check().unwrap_or_else(|| self.inner.list())
@@ -401,6 +413,60 @@ async fn an_expired_key_is_refused() {
         r.issuer.issue(request().expires_in(Duration::ZERO)).await,
         Err(IssuerError::Duration { .. })
     ));
+}
+
+/// A verification that waits on the store is judged on the clock after the store answered: a key whose lifetime
+/// or grace ends during the wait is refused, never allowed on the clock read before it.
+#[tokio::test]
+async fn a_store_that_answers_late_is_judged_on_the_clock_after_the_answer() {
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+    let shared: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+    let issuing = replica_with(
+        &clock,
+        shared.clone(),
+        Peppers::single(pepper(1, 7)),
+        CacheConfig::default(),
+    );
+    let expiring = issue_expiring(&issuing, Duration::from_secs(60)).await;
+    let expiring = expiring.key().expose_str().unwrap().to_owned();
+    let (old, old_key) = issue(&issuing).await;
+    issuing
+        .issuer
+        .rotate(old.id(), Duration::from_secs(60), None)
+        .await
+        .unwrap();
+    for (key, ended) in [
+        (&expiring, DenialKind::ExpiredCredential),
+        (&old_key, DenialKind::RevokedCredential),
+    ] {
+        // Both end at START + 60 s: the store answers at START + 59 s, or at START + 61 s.
+        for waited in [Duration::from_secs(58), Duration::from_secs(60)] {
+            // A fresh replica (an empty cache) at 1 s into the minute, whose store is busy.
+            clock.set(SystemTime::UNIX_EPOCH + Duration::from_secs(START + 1));
+            let r = replica_with(
+                &clock,
+                shared.clone(),
+                Peppers::single(pepper(1, 7)),
+                CacheConfig::default(),
+            );
+            let busy = r.store.hold().await;
+            let verifier = r.verifier.clone();
+            let key = key.clone();
+            let pending = tokio::spawn(async move { verifier.verify(&key).await });
+            while r.store.gets() == 0 {
+                tokio::task::yield_now().await;
+            }
+            clock.advance(waited);
+            drop(busy);
+            let outcome = pending.await.unwrap().map_err(|d| d.kind());
+            if waited < Duration::from_secs(59) {
+                // The allowed twin: the store answered inside the lifetime or grace.
+                assert!(outcome.is_ok(), "{ended:?} after {waited:?}: {outcome:?}");
+            } else {
+                assert_eq!(outcome.err(), Some(ended), "after {waited:?}");
+            }
+        }
+    }
 }
 
 /// Cache hits in the compact form (whole-second expiry): no store read, the same grant as the full form, and the

@@ -108,9 +108,13 @@ impl Inner {
         }
     }
 
-    /// The store read after a cache miss, and the checks on what it returned.
-    async fn read_store(&self, parsed: &ParsedKey<'_>, now: u64) -> Result<Grant, Denial> {
-        match self.cache.fetch(parsed.id, now).await {
+    /// The store read after a cache miss, and the checks on what it returned. `requested_at` (the request's clock
+    /// reading) only stamps the cache entry; revocation and expiry are judged on the clock read again after the
+    /// store answered, since a busy store or a pool wait may have outlasted a grace period or a lifetime.
+    async fn read_store(&self, parsed: &ParsedKey<'_>, requested_at: u64) -> Result<Grant, Denial> {
+        let fetched = self.cache.fetch(parsed.id, requested_at).await;
+        let now = unix_nanos(self.clock.now());
+        match fetched {
             Ok(Some(key)) => self.check(parsed, KeyView::Full(&key), now),
             Ok(None) => Err(unknown_id()),
             Err(error) => {
@@ -225,7 +229,8 @@ impl crate::credential::Authenticator for ApiKeyVerifier {
         let verifier = self.clone();
         Authentication::Pending(Box::pin(async move {
             let this = &*verifier.0;
-            // Parsed again (it borrows from the credential, which the future owns); the clock is not read again.
+            // Parsed again (it borrows from the credential, which the future owns); the clock is read again only
+            // once the store has answered.
             match credential
                 .expose_str()
                 .and_then(|text| this.format.parse(text))
