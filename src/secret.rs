@@ -22,6 +22,9 @@ use zeroize::Zeroizing;
 #[derive(Clone)]
 pub struct Secret(Zeroizing<Vec<u8>>);
 
+/// The bytes are wiped by `Zeroizing` when the value is dropped.
+impl zeroize::ZeroizeOnDrop for Secret {}
+
 impl Secret {
     /// Wraps bytes as a secret.
     pub fn new(bytes: Vec<u8>) -> Self {

@@ -6,14 +6,12 @@
 
 use std::fmt;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use zeroize::ZeroizeOnDrop;
 
 use super::format::{ID_LEN, KeyId, SECRET_LEN};
+use super::prepared_hmac::PreparedHmac;
 use crate::Secret;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The shortest pepper accepted, in bytes.
 pub const MIN_PEPPER_LEN: usize = 32;
@@ -90,6 +88,9 @@ impl Pepper {
     }
 }
 
+/// The secret wipes itself when dropped.
+impl ZeroizeOnDrop for Pepper {}
+
 impl fmt::Debug for Pepper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pepper")
@@ -101,13 +102,17 @@ impl fmt::Debug for Pepper {
 
 /// The configured peppers: the current one (new keys are hashed with it) and older ones (still verified).
 ///
-/// Each pepper is keyed into HMAC once, here; every hash clones the prepared state.
+/// Each pepper is keyed into HMAC once, here; every hash starts from the keyed state. The keyed states are as good
+/// as the peppers: every copy (`Clone` included) is wiped when dropped.
 #[derive(Clone)]
 pub struct Peppers {
     current: u32,
-    /// (version, prepared HMAC state), current first. A handful of entries: a linear scan is the fastest lookup.
-    prepared: Vec<(u32, HmacSha256)>,
+    /// (version, keyed HMAC state), current first. A handful of entries: a linear scan is the fastest lookup.
+    prepared: Vec<(u32, PreparedHmac)>,
 }
+
+/// Every field wipes itself: the keyed states on their own drop, the versions are not secret.
+impl ZeroizeOnDrop for Peppers {}
 
 impl Peppers {
     /// The current pepper and any older ones that keys may still be hashed under.
@@ -115,15 +120,15 @@ impl Peppers {
         current: Pepper,
         older: impl IntoIterator<Item = Pepper>,
     ) -> Result<Self, PepperError> {
-        let mut prepared = Vec::new();
         let current_version = current.version;
-        for pepper in std::iter::once(current).chain(older) {
+        let peppers: Vec<Pepper> = std::iter::once(current).chain(older).collect();
+        // Sized once: a vector that grows moves its keyed states and frees the old copies unwiped.
+        let mut prepared: Vec<(u32, PreparedHmac)> = Vec::with_capacity(peppers.len());
+        for pepper in &peppers {
             if prepared.iter().any(|(v, _)| *v == pepper.version) {
                 return Err(PepperError::DuplicateVersion(pepper.version));
             }
-            let mac = HmacSha256::new_from_slice(pepper.secret.expose())
-                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-            prepared.push((pepper.version, mac));
+            prepared.push((pepper.version, PreparedHmac::new(pepper.secret.expose())));
         }
         Ok(Peppers {
             current: current_version,
@@ -195,15 +200,14 @@ impl fmt::Debug for Peppers {
     }
 }
 
-fn digest(prepared: &HmacSha256, id: &KeyId, secret: &[u8; SECRET_LEN]) -> [u8; 32] {
-    let mut mac = prepared.clone();
+fn digest(prepared: &PreparedHmac, id: &KeyId, secret: &[u8; SECRET_LEN]) -> [u8; 32] {
     // id ‖ secret is 48 bytes: one compression for the inner hash, one for the outer.
     let mut message = [0u8; ID_LEN + SECRET_LEN];
     message[..ID_LEN].copy_from_slice(id.as_bytes());
     message[ID_LEN..].copy_from_slice(secret);
-    mac.update(&message);
+    let digest = prepared.mac(&message);
     zeroize::Zeroize::zeroize(&mut message);
-    mac.finalize().into_bytes().into()
+    digest
 }
 
 /// A digest as four `u64` lanes, for a fast constant-time comparison.
@@ -370,6 +374,30 @@ mod tests {
             rotated.verify(&id, &secret, &current, 1, &newer),
             Some(false)
         );
+    }
+
+    #[test]
+    fn keyed_states_are_wiped_on_drop() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<Peppers>();
+        wiped_on_drop::<Pepper>();
+    }
+
+    /// The digest is HMAC-SHA256 over id ‖ secret, as the `hmac` crate computes it (keys stored before the keyed
+    /// state was kept by hand still verify).
+    #[test]
+    fn digests_are_hmac_sha256_of_id_and_secret() {
+        use hmac::{Hmac, Mac};
+        let id: KeyId = "0123456789abcdef".parse().unwrap();
+        let secret = [b'x'; SECRET_LEN];
+        for (version, fill) in [(1, 1u8), (2, 0xfe)] {
+            let peppers = Peppers::single(pepper(version, fill));
+            let mut reference = Hmac::<sha2::Sha256>::new_from_slice(&[fill; 32]).unwrap();
+            reference.update(id.as_bytes());
+            reference.update(&secret);
+            let expected: [u8; 32] = reference.finalize().into_bytes().into();
+            assert_eq!(peppers.hash(&id, &secret).digest(), &expected);
+        }
     }
 
     #[test]

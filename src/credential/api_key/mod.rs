@@ -43,6 +43,7 @@ mod cache;
 mod format;
 mod hash;
 mod issuer;
+mod prepared_hmac;
 mod record;
 #[cfg(feature = "sqlite")]
 mod sqlite;
