@@ -4,6 +4,7 @@ pub mod api_key;
 mod header;
 pub mod jwt;
 mod order;
+pub(crate) use order::InsertionOrder;
 
 pub use header::{
     CredentialSource, DEFAULT_MAX_CREDENTIAL_LEN, PresentedCredential, extract_credential,

@@ -432,8 +432,8 @@ impl Gate {
             return Early::Allow(allowed);
         }
         // 4. Throttle.
-        if let (Some(throttle), Some(ip)) = (&self.throttle, client.throttle_ip())
-            && let Some(wait) = throttle.locked_out(ip)
+        if let Some(throttle) = &self.throttle
+            && let Some(wait) = throttle.locked_out(client.throttle_ip())
         {
             return Early::Deny(Denial::throttled(wait), Some(lookup));
         }
@@ -463,12 +463,8 @@ impl Gate {
     }
 
     fn count_failure(&self, denial: &Denial, client: &ClientFacts) {
-        if let (true, Some(throttle), Some(ip)) = (
-            denial.counts_as_failed_auth(),
-            &self.throttle,
-            client.throttle_ip(),
-        ) {
-            throttle.record_failure(ip);
+        if let (true, Some(throttle)) = (denial.counts_as_failed_auth(), &self.throttle) {
+            throttle.record_failure(client.throttle_ip());
         }
     }
 

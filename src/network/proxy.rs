@@ -78,7 +78,8 @@ pub struct ClientFacts {
 
 impl ClientFacts {
     /// The address the throttle counts failures against and locks out: the client, or, when it is unknown, the
-    /// trusted proxy that forwarded the request. Lock-out checks and failure counts must use the same one.
+    /// trusted proxy that forwarded the request (`None` when neither is known: the throttle then counts the request
+    /// in one shared bucket). Lock-out checks and failure counts must use the same one.
     pub(crate) fn throttle_ip(&self) -> Option<IpAddr> {
         self.client_ip.or(self.proxy_ip)
     }
@@ -409,15 +410,6 @@ fn parse_element(raw: &str) -> Result<Element, Denial> {
         }
     }
     Ok(element)
-}
-
-/// The key the throttle counts a client under: its IPv4 address, or its IPv6 /64 (one subscriber usually holds a
-/// whole /64, so counting single IPv6 addresses would let it rotate through 2^64 of them).
-pub fn throttle_key(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        v4 @ IpAddr::V4(_) => v4,
-    }
 }
 
 #[cfg(test)]
@@ -764,22 +756,5 @@ mod tests {
                 "{other}"
             );
         }
-    }
-
-    #[test]
-    fn throttle_keys_group_ipv6_by_64() {
-        assert_eq!(
-            throttle_key(ip("2001:db8:1:2:aaaa::1")),
-            throttle_key(ip("2001:db8:1:2:bbbb::9"))
-        );
-        assert_ne!(
-            throttle_key(ip("2001:db8:1:2::1")),
-            throttle_key(ip("2001:db8:1:3::1"))
-        );
-        assert_eq!(throttle_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
-        assert_ne!(
-            throttle_key(ip("203.0.113.7")),
-            throttle_key(ip("203.0.113.8"))
-        );
     }
 }

@@ -147,14 +147,15 @@ fn harness(configure: impl FnOnce(ScopeGate) -> ScopeGate) -> Harness {
 
 struct Req {
     builder: http::request::Builder,
-    peer: SocketAddr,
+    /// `None`: an acceptor that gives no peer.
+    peer: Option<SocketAddr>,
     tls: bool,
 }
 
 fn get(path: &str) -> Req {
     Req {
         builder: Request::get(path),
-        peer: "198.51.100.20:40000".parse().unwrap(),
+        peer: Some("198.51.100.20:40000".parse().unwrap()),
         tls: true,
     }
 }
@@ -171,7 +172,11 @@ impl Req {
         self.header("authorization", &format!("Bearer {token}"))
     }
     fn from(mut self, peer: &str) -> Self {
-        self.peer = peer.parse().unwrap();
+        self.peer = Some(peer.parse().unwrap());
+        self
+    }
+    fn without_peer(mut self) -> Self {
+        self.peer = None;
         self
     }
     fn plaintext(mut self) -> Self {
@@ -194,7 +199,7 @@ impl Harness {
     async fn send(&mut self, req: Req) -> Answer {
         let mut request = req.builder.body(String::new()).unwrap();
         request.extensions_mut().insert(ConnectionInfo {
-            peer: Some(req.peer.ip()),
+            peer: req.peer.map(|p| p.ip()),
             tls: req.tls,
         });
         let response = self
@@ -622,6 +627,44 @@ async fn the_throttle_locks_out_failures_only() {
         .filter(|e| e["reason"] == "throttled")
         .count();
     assert_eq!(throttled, 2, "429s are audited");
+}
+
+/// An acceptor that gives no peer does not turn the throttle off: such requests share one bucket.
+#[tokio::test]
+async fn failures_without_a_known_client_are_throttled_together() {
+    let config = ThrottleConfig::per_minute(1.try_into().unwrap(), 3.try_into().unwrap());
+    let mut h = harness(|g| g.throttle(config));
+    // The allowed twin: valid keys without a peer pass, and consume nothing.
+    for _ in 0..5 {
+        assert_eq!(
+            h.send(get("/v1/invoices/7").key(READER).without_peer())
+                .await
+                .status,
+            200
+        );
+    }
+    for _ in 0..4 {
+        assert_eq!(
+            h.send(get("/v1/invoices/7").key("sg_guess").without_peer())
+                .await
+                .status,
+            401
+        );
+    }
+    let a = h
+        .send(get("/v1/invoices/7").key(READER).without_peer())
+        .await;
+    assert_eq!(
+        a.status, 429,
+        "guesses through a peerless acceptor are throttled"
+    );
+    // A client whose address is known is counted apart.
+    assert_eq!(
+        h.send(get("/v1/invoices/7").key(READER).from("192.0.2.67:1"))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
