@@ -6,7 +6,8 @@
 //! and store errors all deny.
 //!
 //! A policy is a list of routes (axum's pattern syntax) with scope requirements, optional network allowlists and
-//! bindings of path parameters to credential attributes. It can be unit-tested without a server:
+//! bindings of path parameters to credential attributes. It can be unit-tested without a server, with the test kits
+//! of the `testing` feature (enable it in `[dev-dependencies]` only: the kits can make grants without the gate):
 //!
 //! ```
 //! use scopegate::policy::{Policy, Route};
@@ -48,6 +49,7 @@ pub mod policy;
 mod secret;
 #[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,4 +1,14 @@
-//! Unit-testing access policies: no server, no async.
+//! Unit-testing access policies: no server, no async. Behind the `testing` feature.
+//!
+//! These kits make a [`Grant`] without the gate ([`TestGrant::build`], [`StaticCredentials`]), so they must never be
+//! in a production binary: enable the feature for tests only,
+//!
+//! ```toml
+//! [dev-dependencies]
+//! scopegate = { version = "0.1", features = ["testing"] }
+//! ```
+//!
+//! Without it, only the gate creates grants.
 //!
 //! A [`Probe`] states a request's facts (method, path, TLS, client IP) and, optionally, the credential's grant
 //! (scopes, attributes, allowlist). [`Policy::check`] runs the decision order on it — the same functions the
