@@ -5,6 +5,17 @@ use std::path::PathBuf;
 
 type Harness = fn(&[u8]);
 
+/// The CLI's value parsers live in the binary: the replay compiles the same file as the `cli_values` target does.
+#[path = "../../src/bin/scopegate/values.rs"]
+#[allow(unreachable_pub, dead_code)]
+mod cli_values;
+
+fn cli_values(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        cli_values::check_all(text);
+    }
+}
+
 const TARGETS: &[(&str, Harness)] = &[
     ("path", scopegate::fuzz::path),
     ("credential_headers", scopegate::fuzz::credential_headers),
@@ -12,6 +23,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("scopes", scopegate::fuzz::scopes),
     ("gate_file", scopegate::fuzz::gate_file),
     ("api_key", scopegate::fuzz::api_key),
+    ("cli_values", cli_values),
 ];
 
 #[test]

@@ -112,6 +112,47 @@ pub(crate) fn cidrs(values: &[String]) -> Result<Option<CidrSet>, String> {
         .map(Some)
 }
 
+/// The invariants of every parser over one arbitrary value: an answer, never a panic; an error is one line that
+/// starts with the flag it names; an accepted duration is a whole number of seconds within the bound. The
+/// property tests below, the `cli_values` fuzz target and the corpus replay run this same function.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_all(value: &str) {
+    fn one_line_naming<T>(result: Result<T, String>, flag: &str) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                assert!(e.starts_with(flag), "{e:?} does not name {flag}");
+                assert!(!e.contains('\n'), "{e:?} is more than one line");
+                None
+            }
+        }
+    }
+    if let Some(d) = one_line_naming(duration("--grace", value), "--grace") {
+        assert!(
+            d.as_secs() <= MAX_DURATION_SECS && d.subsec_nanos() == 0,
+            "{value:?}"
+        );
+        assert!(value.is_ascii(), "{value:?} accepted");
+    }
+    if let Some(d) = one_line_naming(positive_duration("--expires-in", value), "--expires-in") {
+        assert!(!d.is_zero());
+    }
+    if let Some(t) = one_line_naming(text("--name", value), "--name") {
+        assert!(!t.is_empty() && t.len() <= MAX_TEXT_LEN);
+    }
+    let listed = vec![value.to_owned()];
+    if let Some(a) = one_line_naming(attrs(&listed), "--attr") {
+        assert_eq!(a.len(), 1);
+    }
+    one_line_naming(scopes(&listed), "--scope");
+    one_line_naming(cidrs(&listed), "--allow-ip");
+    // Several values at once: split at commas, as a user might repeat the flag.
+    let many: Vec<String> = value.split(',').map(str::to_owned).collect();
+    one_line_naming(attrs(&many), "--attr");
+    one_line_naming(scopes(&many), "--scope");
+    one_line_naming(cidrs(&many), "--allow-ip");
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -185,25 +226,13 @@ mod tests {
         }
     }
 
-    fn one_line_naming(result: Result<impl Sized, String>, flag: &str) {
-        if let Err(e) = result {
-            assert!(e.starts_with(flag), "{e:?} does not name {flag}");
-            assert!(!e.contains('\n'), "{e:?} is more than one line");
-        }
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2048))]
 
         /// Any text, non-ASCII and control characters included: an answer, never a panic; errors name the flag.
         #[test]
-        fn value_parsers_never_panic(text_value in "\\PC{0,40}|[0-9]{0,25}[smhdé\u{0}-\u{10ffff}]?") {
-            one_line_naming(duration("--expires-in", &text_value), "--expires-in");
-            one_line_naming(positive_duration("--grace", &text_value), "--grace");
-            one_line_naming(text("--name", &text_value), "--name");
-            one_line_naming(attrs(std::slice::from_ref(&text_value)), "--attr");
-            one_line_naming(scopes(std::slice::from_ref(&text_value)), "--scope");
-            one_line_naming(cidrs(std::slice::from_ref(&text_value)), "--allow-ip");
+        fn value_parsers_never_panic(value in "\\PC{0,40}|[0-9]{0,25}[smhdé\u{0}-\u{10ffff}]?") {
+            check_all(&value);
         }
 
         /// An accepted duration is exactly its number times its unit.
