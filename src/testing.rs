@@ -47,7 +47,7 @@ use std::sync::Arc;
 use crate::credential::{Authentication, Authenticator};
 use crate::grant::{Attributes, CredentialKind, Grant};
 use crate::network::{Cidr, CidrSet};
-use crate::policy::{Decision, Denial, DenialKind, Policy, ScopeSet};
+use crate::policy::{Decision, Denial, DenialKind, Policy, RequestFacts, ScopeSet, Started};
 use crate::secret::Secret;
 
 /// The facts of one request, for [`Policy::check`].
@@ -344,32 +344,20 @@ impl Probe {
 }
 
 impl Policy {
-    /// Runs the decision order on a probe, with TLS required (the default transport): TLS (1), path (2),
-    /// route (3), credential presence (5), the probe's grant standing in for authentication (6), network (7),
-    /// requirement and bindings (8).
+    /// Runs the decision order on a probe, with TLS required (the default transport): the same state machine the
+    /// layer drives, with the probe's grant standing in for authentication (step 6) and no throttle (step 4).
     pub fn check(&self, probe: &Probe) -> Decision {
-        if !probe.tls {
-            return Decision::Deny(Denial::new(
-                DenialKind::TlsRequired,
-                "the request did not arrive over TLS",
-            ));
-        }
-        let lookup = match self.lookup(&probe.method, &probe.path) {
-            Ok(lookup) => lookup,
-            Err(denial) => return Decision::Deny(denial),
+        let facts = RequestFacts {
+            method: &probe.method,
+            path: &probe.path,
+            tls: probe.tls,
+            forwarding: None,
         };
-        if let Some(allowed) = self.public_decision(&lookup) {
-            return allowed;
-        }
-        let Some(credential) = &probe.credential else {
-            return Decision::Deny(Denial::new(
-                DenialKind::MissingCredential,
-                "no credential presented",
-            ));
-        };
-        match credential.build() {
-            Ok(grant) => self.decide_authenticated(&lookup, &grant, probe.client_ip),
-            Err(denial) => Decision::Deny(denial),
+        match self.start(facts, true, || None, || Ok(probe.credential.as_ref())) {
+            Started::Decided(decision, _) => decision,
+            Started::Authenticate(credential, lookup) => {
+                self.finish(&lookup, &credential.build(), probe.client_ip)
+            }
         }
     }
 }

@@ -64,7 +64,9 @@ use crate::credential::{
 use crate::error::{ConfigError, Location};
 use crate::grant::Grant;
 use crate::network::{Cidr, CidrSet, ClientFacts, ConnectionInfo, resolve_client};
-use crate::policy::{AllowKind, Decision, Denial, DenialKind, Lookup, Policy};
+use crate::policy::{
+    AllowKind, Decision, Denial, DenialKind, Lookup, Policy, RequestFacts, Started,
+};
 
 /// What the gate decided about an allowed request, in the request's extensions beside the [`Grant`] (which public
 /// routes do not get).
@@ -403,62 +405,53 @@ fn connection(extensions: &Extensions) -> ConnectionInfo {
     }
 }
 
-/// The outcome of the synchronous steps.
+/// Where the synchronous steps left a request.
 enum Early {
-    Deny(Denial, Option<Lookup>),
-    Allow(Decision),
+    /// Decided: a denial, or a public route's allow; the route lookup, when it ran.
+    Decided(Decision, Option<Lookup>),
+    /// Authentication (step 6) is under way.
     Authenticate(Authentication, Lookup),
 }
 
 impl Gate {
-    /// Steps 1–6 up to the start of authentication.
-    fn start<B>(&self, req: &Request<B>, client: &ClientFacts) -> Early {
-        // 1. Transport.
-        if self.require_tls && !client.tls {
-            return Early::Deny(
-                Denial::new(
-                    DenialKind::TlsRequired,
-                    "no TLS evidence from the connection or a trusted proxy",
-                ),
-                None,
-            );
-        }
-        // 2–3. Path and route.
-        let lookup = match self.policy.lookup(req.method(), req.uri().path()) {
-            Ok(lookup) => lookup,
-            Err(denial) => return Early::Deny(denial, None),
+    /// Steps 0–6 up to the start of authentication, through the policy's decision order.
+    fn start<B>(
+        &self,
+        req: &Request<B>,
+        client: &ClientFacts,
+        forwarding: Option<Denial>,
+    ) -> Early {
+        let facts = RequestFacts {
+            method: req.method(),
+            path: req.uri().path(),
+            tls: client.tls,
+            forwarding,
         };
-        if let Some(allowed) = self.policy.public_decision(&lookup) {
-            return Early::Allow(allowed);
-        }
-        // 4. Throttle.
-        if let Some(throttle) = &self.throttle
-            && let Some(wait) = throttle.locked_out(client.throttle_ip())
+        let locked_out = || {
+            self.throttle
+                .as_ref()
+                .and_then(|throttle| throttle.locked_out(client.throttle_ip()))
+        };
+        let credential =
+            || extract_credential(req.headers(), &self.key_header, self.max_credential_len);
+        match self
+            .policy
+            .start(facts, self.require_tls, locked_out, credential)
         {
-            return Early::Deny(Denial::throttled(wait), Some(lookup));
-        }
-        // 5. Credential.
-        let presented =
-            match extract_credential(req.headers(), &self.key_header, self.max_credential_len) {
-                Ok(Some(presented)) => presented,
-                Ok(None) => {
-                    return Early::Deny(
-                        Denial::new(DenialKind::MissingCredential, "no credential presented"),
-                        Some(lookup),
-                    );
-                }
-                Err(denial) => return Early::Deny(denial, Some(lookup)),
-            };
-        // 6. Authenticate: choose the authenticator by shape.
-        let is_jwt = presented.source() == CredentialSource::Authorization
-            && presented.secret().expose().contains(&b'.');
-        let authenticator = if is_jwt { &self.jwt } else { &self.api_keys };
-        match authenticator {
-            Some(a) => Early::Authenticate(a.authenticate(presented.into_secret()), lookup),
-            None => Early::Deny(
-                Denial::invalid_credential("no authenticator for this kind of credential"),
-                Some(lookup),
-            ),
+            Started::Decided(decision, lookup) => Early::Decided(decision, lookup),
+            Started::Authenticate(presented, lookup) => {
+                // 6. Authenticate: choose the authenticator by shape.
+                let is_jwt = presented.source() == CredentialSource::Authorization
+                    && presented.secret().expose().contains(&b'.');
+                let authenticator = if is_jwt { &self.jwt } else { &self.api_keys };
+                let authentication = match authenticator {
+                    Some(a) => a.authenticate(presented.into_secret()),
+                    None => Authentication::Ready(Err(Denial::invalid_credential(
+                        "no authenticator for this kind of credential",
+                    ))),
+                };
+                Early::Authenticate(authentication, lookup)
+            }
         }
     }
 
@@ -560,18 +553,13 @@ where
         mark_sensitive(&mut req, &gate.key_header);
         let grpc = is_grpc(req.headers());
         let connection = connection(req.extensions());
-        let client = match resolve_client(req.headers(), connection, &gate.trusted_proxies) {
-            Ok(client) => client,
-            Err(denial) => {
-                // Unknown client: audit with the peer only.
-                let ctx = Context_ {
-                    started,
-                    client: ClientFacts::unresolved(connection.peer),
-                    grpc,
-                };
-                return ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, None));
-            }
-        };
+        // 0. The client, from the connection and a trusted proxy's forwarding headers.
+        let (client, forwarding) =
+            match resolve_client(req.headers(), connection, &gate.trusted_proxies) {
+                Ok(client) => (client, None),
+                // Unknown client: audited with the peer only.
+                Err(denial) => (ClientFacts::unresolved(connection.peer), Some(denial)),
+            };
         let ctx = Context_ {
             started,
             client,
@@ -580,12 +568,12 @@ where
         // Take the service that was driven to readiness; leave a clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        match gate.start(&req, &ctx.client) {
-            Early::Deny(denial, lookup) => {
+        match gate.start(&req, &ctx.client, forwarding) {
+            Early::Decided(Decision::Deny(denial), lookup) => {
                 let route = lookup.as_ref().and_then(|l| gate.policy.route_of(l));
                 ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route))
             }
-            Early::Allow(decision) => {
+            Early::Decided(decision, _) => {
                 let route = match &decision {
                     Decision::Allow { route, .. } => Some(route.as_str()),
                     Decision::Deny(_) => None,
@@ -637,19 +625,19 @@ where
             ctx,
         } = self;
         let route = gate.policy.route_of(&lookup);
-        let grant = match outcome {
-            Ok(grant) => grant,
-            Err(denial) => {
+        // 7–8.
+        let decision = gate.policy.finish(&lookup, &outcome, ctx.client.client_ip);
+        let (decision, grant) = match (decision, outcome) {
+            (Decision::Deny(denial), outcome) => {
+                let grant = outcome.ok();
+                return ResponseFuture::ready(gate.deny(&req, &ctx, denial, grant.as_ref(), route));
+            }
+            (Decision::Allow { .. }, Err(denial)) => {
+                // `finish` denies every failed authentication; were it not to, this still refuses.
                 return ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route));
             }
+            (decision @ Decision::Allow { .. }, Ok(grant)) => (decision, grant),
         };
-        // 7–8.
-        let decision = gate
-            .policy
-            .decide_authenticated(&lookup, &grant, ctx.client.client_ip);
-        if let Decision::Deny(denial) = decision {
-            return ResponseFuture::ready(gate.deny(&req, &ctx, denial, Some(&grant), route));
-        }
         // 9. Allow.
         gate.audit(
             &req,

@@ -298,7 +298,7 @@ impl Policy {
     }
 
     /// Steps 2–3: canonical path, then method + path matched against the rules. `HEAD` follows `GET`.
-    pub(crate) fn lookup(&self, method: &Method, path: &str) -> Result<Lookup, Denial> {
+    pub(super) fn lookup(&self, method: &Method, path: &str) -> Result<Lookup, Denial> {
         let checked = CheckedPath::new(path)
             .map_err(|e| Denial::new(DenialKind::MalformedRequest, e.detail()))?;
         let Ok(matched) = self.0.router.at(checked.as_str()) else {
@@ -343,7 +343,7 @@ impl Policy {
     }
 
     /// Step 3's allow: `Some` for a public route, which is allowed anonymously.
-    pub(crate) fn public_decision(&self, lookup: &Lookup) -> Option<Decision> {
+    pub(super) fn public_decision(&self, lookup: &Lookup) -> Option<Decision> {
         match lookup {
             Lookup::Public { rule } => Some(Decision::Allow {
                 route: self.0.rules[*rule].pattern.clone(),
@@ -359,7 +359,7 @@ impl Policy {
     }
 
     /// Steps 7–8 after authentication, for any lookup: the one place where an authenticated request is decided.
-    pub(crate) fn decide_authenticated(
+    pub(super) fn decide_authenticated(
         &self,
         lookup: &Lookup,
         grant: &Grant,

@@ -5,6 +5,7 @@
 
 mod compiled;
 mod decision;
+mod order;
 mod path;
 mod requirement;
 mod route;
@@ -13,6 +14,7 @@ mod scope;
 pub(crate) use compiled::Lookup;
 pub use compiled::{Policy, PolicyBuilder};
 pub use decision::{AllowKind, Answer, Challenge, Decision, Denial, DenialKind};
+pub(crate) use order::{RequestFacts, Started};
 pub use path::{PathError, check_path};
 pub use requirement::{MAX_REQUIREMENT_DEPTH, Requirement, RequirementError};
 pub use route::Route;
