@@ -1,6 +1,6 @@
 //! API key verification through the cache, with 1,000,000 keys in a `MemoryKeyStore`, keys drawn in a random
 //! order, next to its floor measured in the same run: one random lookup in a 1M-entry hash map + one HMAC-SHA256
-//! with a pre-keyed pepper + a 32-byte constant-time compare (see PERFORMANCE.md).
+//! with a pre-keyed pepper + a 32-byte constant-time compare.
 //!
 //! `cargo bench --bench api_key -- --warm-up-time 1 --measurement-time 5`
 #![allow(

@@ -1,5 +1,5 @@
 //! The whole layer: `Service::call` through the gate, polled to its response, next to the bare inner service
-//! measured in the same run (see PERFORMANCE.md, "whole layer").
+//! measured in the same run.
 //!
 //! Every request carries `ConnectionInfo { peer, tls: true }`, as the TLS acceptor sets it, in a header map sized as
 //! hyper sizes it. Each iteration builds its request from prepared parts (a few small allocations), calls

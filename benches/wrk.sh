@@ -4,7 +4,7 @@
 #
 # The server runs on one core and wrk on the other (taskset); the variants alternate within each pair so that drift
 # on a shared machine hits all of them alike; the script prints each pair's ratios and their medians
-# (PERFORMANCE.md: a single 10 s run swings by up to 36%, a ratio within a pair does not).
+# (on this project's 2-core machines a single 10 s run swings by up to 36%; a ratio within a pair does not).
 #
 #   benches/wrk.sh [pairs] [seconds]      (defaults: 5 pairs of 10 s runs)
 #   SERVER_CPU=0 WRK_CPU=1 WRK_CONNECTIONS=64 benches/wrk.sh

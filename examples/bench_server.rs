@@ -6,7 +6,7 @@
 //!   through the cache of a `MemoryKeyStore` holding 100,000 keys. Plaintext is allowed (`danger_allow_plaintext`)
 //!   so that TLS cost does not swamp the comparison: never do this outside a benchmark;
 //! - `tower-http`: tower-http's `ValidateRequestHeaderLayer::bearer`, a plain string compare of the header (the
-//!   reference PERFORMANCE.md names).
+//!   reference bearer check of the throughput target).
 //!
 //! All three serve through the same accept loop (`scopegate::serve::serve_plaintext`, hyper-util's auto HTTP/1.1 +
 //! HTTP/2 connection, which marks each request with its peer) on a current-thread runtime, and all three expect
@@ -115,7 +115,7 @@ async fn main() -> std::io::Result<()> {
         }
         "tower-http" => {
             // Deprecated upstream as "too basic to be useful in real applications": it is exactly the reference
-            // PERFORMANCE.md names (a string compare of the header), which is what this comparison needs.
+            // bearer check of the throughput target (a string compare of the header), which this comparison needs.
             #[allow(deprecated)]
             let check = ValidateRequestHeaderLayer::bearer(&key);
             scopegate::serve::serve_plaintext(listener, check.layer(router), shutdown).await

@@ -1,4 +1,4 @@
-//! The TOML gate file (`../shared/spec/cli-and-config.md`): one file that configures the whole gate.
+//! The TOML gate file (`docs/gate-file.md`): one file that configures the whole gate.
 //!
 //! Parsing is strict: unknown fields anywhere, wrong types, lower-case methods, a route with neither `public` nor
 //! `require` (or both), `require_tls = false` without `danger_allow_plaintext = true`, an empty `allow_ips`, a

@@ -114,7 +114,7 @@ pub fn forwarding_headers(data: &[u8]) {
             "{ip} is not in the headers: {headers:?}"
         );
     }
-    // An element without `for` is an unknown client and no TLS evidence, never skipped (hard-cases §4): a list
+    // An element without `for` is an unknown client and no TLS evidence, never skipped: a list
     // of elements none of which has `for` never resolves to an address, the proxy's included.
     if let Ok(facts) = resolved
         && headers.contains_key(http::header::FORWARDED)

@@ -32,8 +32,9 @@
 //! # Ok::<(), scopegate::ConfigError>(())
 //! ```
 //!
-//! The same policy can come from a TOML gate file ([`config::GateFile`]). The decision order, the threat model
-//! and the defaults are written down under `docs/` in the repository.
+//! The same policy can come from a TOML gate file ([`config::GateFile`]). The decision order and the threat model
+//! are in [`guide`]; the rest of the manual (policies, API keys, JWTs, the gate file, the CLI, deployment,
+//! performance) is under `docs/` in the repository.
 
 mod clock;
 pub mod config;
@@ -51,6 +52,15 @@ mod secret;
 pub mod serve;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// Chapters of the manual that every user of the crate should read, rendered from the repository's `docs/`.
+pub mod guide {
+    #[doc = include_str!("../docs/decision-order.md")]
+    pub mod decision_order {}
+
+    #[doc = include_str!("../docs/threat-model.md")]
+    pub mod threat_model {}
+}
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ConfigError, Location};

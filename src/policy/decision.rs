@@ -111,7 +111,7 @@ impl DenialKind {
         }
     }
 
-    /// The answer for this kind: THE table (hard-cases §8). Every renderer reads it; nothing else maps kinds.
+    /// The answer for this kind: THE table (the denial table of `docs/decision-order.md`). Every renderer reads it; nothing else maps kinds.
     pub fn answer(self) -> Answer {
         let (status, challenge, problem_code, grpc_code) = match self {
             DenialKind::MalformedRequest => (400, Challenge::None, "malformed_request", 3),
@@ -238,7 +238,7 @@ impl Denial {
         self.about_credentials
     }
 
-    /// Whether this denial counts as a failed authentication for the throttle (hard-cases §2): every 401 after a
+    /// Whether this denial counts as a failed authentication for the throttle: every 401 after a
     /// credential was presented, and a malformed credential header (two credentials, a comma-joined value).
     pub fn counts_as_failed_auth(&self) -> bool {
         match self.kind {

@@ -1,4 +1,4 @@
-//! JWT bearer tokens: every refusal in hard-cases §6 has a test here, next to its allowed twin.
+//! JWT bearer tokens: every refusal rule of `docs/jwt.md` has a test here, next to its allowed twin.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -10,7 +10,7 @@ use super::keyset::{JwksSource, KeySet, KeySetError};
 use super::verify::{Config, JwtAuthenticator};
 use crate::{Clock, SystemClock};
 
-/// Default maximum token length in bytes (hard-cases §2): larger tokens are refused before any decoding.
+/// Default maximum token length in bytes: larger tokens are refused before any decoding.
 pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Default clock-skew allowance for `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
