@@ -359,6 +359,13 @@ impl GateFile {
                 ConfigError::invalid(at("transport", "trusted_proxies"), problem)
             })?;
         }
+        #[cfg(not(feature = "jwt"))]
+        if self.jwt.is_some() {
+            return Err(ConfigError::invalid(
+                at("jwt", "issuer"),
+                "this build has no JWT support (enable the scopegate crate's `jwt` feature)",
+            ));
+        }
         if let Some(jwt) = &self.jwt {
             jwt.check_lists().map_err(|field| {
                 ConfigError::invalid(
@@ -491,9 +498,12 @@ impl GateFile {
                 .api_key_header(keys.header.clone())
                 .api_keys(self.api_key_verifier(&env, clock.clone()).await?);
         }
+        #[cfg(feature = "jwt")]
         if let Some(jwt) = &self.jwt {
             gate = gate.jwt(self.jwt_authenticator(jwt, clock)?);
         }
+        #[cfg(not(feature = "jwt"))]
+        let _ = clock;
         Ok(gate)
     }
 
@@ -576,6 +586,7 @@ impl GateFile {
         ))
     }
 
+    #[cfg(feature = "jwt")]
     fn jwt_authenticator(
         &self,
         section: &JwtSection,
@@ -649,6 +660,7 @@ async fn open_existing_store(
 }
 
 #[cfg(not(feature = "sqlite"))]
+#[allow(clippy::unused_async)] // the same signature as the SQLite build's
 async fn open_existing_store(
     url: &str,
 ) -> Result<std::sync::Arc<dyn crate::credential::api_key::KeyStore>, String> {

@@ -53,6 +53,8 @@ pub struct Grant {
 #[derive(Clone)]
 enum Principal {
     Key(KeyId),
+    /// A JWT's subject, or a test grant's name.
+    #[cfg_attr(not(any(feature = "jwt", feature = "testing")), allow(dead_code))]
     Named(Arc<str>),
 }
 
@@ -106,6 +108,7 @@ impl Hash for Rights {
 
 impl Grant {
     /// Made by authenticators inside the crate only.
+    #[cfg(any(feature = "jwt", feature = "testing"))]
     pub(crate) fn new(
         kind: CredentialKind,
         principal: String,
@@ -133,6 +136,7 @@ impl Grant {
 
     /// The same grant, ending at `at` (the credential's own expiry: a JWT's `exp`, an API key's `expires_at`).
     #[must_use]
+    #[cfg(feature = "jwt")]
     pub(crate) fn with_expiry(mut self, at: SystemTime) -> Self {
         self.expires_at = Some(at);
         self

@@ -2,6 +2,7 @@
 
 pub mod api_key;
 mod header;
+#[cfg(feature = "jwt")]
 pub mod jwt;
 mod order;
 pub(crate) use order::InsertionOrder;

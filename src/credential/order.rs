@@ -50,6 +50,7 @@ impl<K: Copy> InsertionOrder<K> {
     }
 
     /// Forgets every record (the map was cleared).
+    #[cfg(feature = "jwt")]
     pub(crate) fn clear(&mut self) {
         self.records.clear();
     }

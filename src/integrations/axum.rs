@@ -3,6 +3,9 @@
 //! A handler that asks for a `Grant` where none was inserted means the stack is misconfigured (the layer is
 //! missing, or the route is public): it answers 500, not 401, the way axum's `Extension` does.
 //! `Option<Grant>` is `None` on public routes.
+//!
+//! Behind a server that scopegate's acceptors do not run (`axum::serve`), the gate reads the peer from axum's
+//! `ConnectInfo<SocketAddr>` (`into_make_service_with_connect_info`); such a connection counts as plaintext.
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
@@ -10,6 +13,17 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::grant::Grant;
+use crate::network::ConnectionInfo;
+
+/// axum's `ConnectInfo<SocketAddr>`: the peer only; axum's own server does not terminate TLS.
+pub(super) fn connection_info(extensions: &http::Extensions) -> Option<ConnectionInfo> {
+    extensions
+        .get::<::axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|::axum::extract::ConnectInfo(addr)| ConnectionInfo {
+            peer: Some(addr.ip()),
+            tls: false,
+        })
+}
 
 /// The rejection when no [`Grant`] is in the request: 500, because the gate is missing from the stack.
 #[derive(Debug, Clone, Copy)]

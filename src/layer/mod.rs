@@ -369,40 +369,17 @@ struct Context_ {
     grpc: bool,
 }
 
-/// The request's connection facts, from the acceptor's marker or the frameworks' connect info.
+/// The request's connection facts: the acceptor's marker, else a framework's connect info (`integrations`), else
+/// plaintext from an unknown peer.
 fn connection(extensions: &Extensions) -> ConnectionInfo {
-    if let Some(info) = extensions.get::<ConnectionInfo>() {
-        return *info;
-    }
-    #[cfg(feature = "axum")]
-    if let Some(axum::extract::ConnectInfo(addr)) =
-        extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-    {
-        return ConnectionInfo {
-            peer: Some(addr.ip()),
+    extensions
+        .get::<ConnectionInfo>()
+        .copied()
+        .or_else(|| crate::integrations::connection_info(extensions))
+        .unwrap_or(ConnectionInfo {
+            peer: None,
             tls: false,
-        };
-    }
-    #[cfg(feature = "tonic")]
-    {
-        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-        if let Some(info) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
-            return ConnectionInfo {
-                peer: info.get_ref().remote_addr().map(|a| a.ip()),
-                tls: true,
-            };
-        }
-        if let Some(info) = extensions.get::<TcpConnectInfo>() {
-            return ConnectionInfo {
-                peer: info.remote_addr().map(|a| a.ip()),
-                tls: false,
-            };
-        }
-    }
-    ConnectionInfo {
-        peer: None,
-        tls: false,
-    }
+        })
 }
 
 /// Where the synchronous steps left a request.
