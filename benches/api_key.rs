@@ -25,8 +25,11 @@ use subtle::ConstantTimeEq;
 
 #[path = "support/keys.rs"]
 mod keys;
+#[path = "support/poll.rs"]
+mod poll;
 
-use keys::{Fixture, PEPPER, fixture, ready, warm_verifier};
+use keys::{Fixture, PEPPER, fixture, warm_verifier};
+use poll::ready;
 
 /// The scopes every fixture key grants.
 const SCOPES: &[&str] = &["invoices:read", "orders:*"];

@@ -53,8 +53,11 @@ use tower::{Layer, Service, service_fn};
 
 #[path = "support/keys.rs"]
 mod keys;
+#[path = "support/poll.rs"]
+mod poll;
 
-use keys::{Fixture, fixture, ready, warm_verifier};
+use keys::{Fixture, fixture, warm_verifier};
+use poll::ready;
 
 const ISS: &str = "https://issuer.example";
 const AUD: &str = "orders-api";

@@ -39,11 +39,10 @@ use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Policy, Route, ScopeSet};
 use tower::{Layer, Service, service_fn};
 
-#[path = "support/keys.rs"]
-#[allow(dead_code)] // only `ready` is used here
-mod keys;
+#[path = "support/poll.rs"]
+mod poll;
 
-use keys::ready;
+use poll::ready;
 
 struct NoAudit;
 

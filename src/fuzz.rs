@@ -1,6 +1,7 @@
 //! Fuzz harnesses: each takes arbitrary bytes, drives one parser, and asserts its invariants (a violated invariant
 //! panics, which the fuzzer reports). The cargo-fuzz targets under `fuzz/` and the stable-toolchain corpus replay
-//! test call these same functions, so a crash found once stays fixed. Not part of the stable API.
+//! test call these same functions, so a crash found once stays fixed. Compiled only with the hidden `__fuzz` feature,
+//! never in a user's build.
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -40,6 +40,7 @@ mod clock;
 pub mod config;
 pub mod credential;
 mod error;
+#[cfg(feature = "__fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
 mod grant;

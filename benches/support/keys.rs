@@ -1,10 +1,7 @@
 //! The 1M-key fixture shared by `benches/api_key.rs` and `benches/layer.rs`: keys issued into a `MemoryKeyStore`,
 //! presented in a random order, and a verifier over a warm cache.
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -16,22 +13,12 @@ use scopegate::credential::api_key::{
 use scopegate::policy::ScopeSet;
 use scopegate::{Attributes, Clock, SystemClock};
 
+use crate::poll::ready;
+
 pub(crate) const KEYS: usize = 1_000_000;
 pub(crate) const PEPPER: [u8; 32] = [0x5c; 32];
 /// `sg_` + 54.
 pub(crate) const KEY_LEN: usize = 57;
-
-/// Polls a future that is expected to be ready at once (a cache hit, the memory store): what the gate's response
-/// future does on its first poll, without an executor's overhead in the figure.
-pub(crate) fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
-}
 
 pub(crate) struct Fixture {
     /// Every key, in issuance order.

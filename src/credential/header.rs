@@ -1,20 +1,7 @@
 //! Credential extraction (decision step 5): exactly one credential, from `Authorization: Bearer …` or the
 //! configured API-key header — never from the query string, cookies or `Proxy-Authorization`.
 //!
-//! ```
-//! use http::{HeaderMap, HeaderName, HeaderValue};
-//! use scopegate::credential::{CredentialSource, extract_credential};
-//!
-//! let key_header = HeaderName::from_static("x-api-key");
-//! let mut headers = HeaderMap::new();
-//! headers.insert("authorization", HeaderValue::from_static("Bearer abc.def.ghi"));
-//! let presented = extract_credential(&headers, &key_header, 8192).unwrap().unwrap();
-//! assert_eq!(presented.source(), CredentialSource::Authorization);
-//!
-//! // Two credentials are refused, whatever they are.
-//! headers.insert("x-api-key", HeaderValue::from_static("sg_abc"));
-//! assert_eq!(extract_credential(&headers, &key_header, 8192).unwrap_err().reason(), "malformed_request");
-//! ```
+//! Crate-private: the gate runs it at step 5; the layer's tests and the `credential_headers` fuzz target drive it.
 
 use std::fmt;
 
@@ -29,7 +16,7 @@ pub const DEFAULT_MAX_CREDENTIAL_LEN: usize = 8 * 1024;
 /// Where a credential was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum CredentialSource {
+pub(crate) enum CredentialSource {
     /// `Authorization: Bearer <token>` (a JWT, or an API key).
     Authorization,
     /// The configured API-key header.
@@ -38,24 +25,24 @@ pub enum CredentialSource {
 
 /// A credential as presented: where it came from, and the secret text (already checked to be RFC 6750
 /// `b64token` characters within the length limit).
-pub struct PresentedCredential {
+pub(crate) struct PresentedCredential {
     source: CredentialSource,
     secret: Secret,
 }
 
 impl PresentedCredential {
     /// Where it was found.
-    pub fn source(&self) -> CredentialSource {
+    pub(crate) fn source(&self) -> CredentialSource {
         self.source
     }
 
     /// The credential itself.
-    pub fn secret(&self) -> &Secret {
+    pub(crate) fn secret(&self) -> &Secret {
         &self.secret
     }
 
     /// The credential itself, owned.
-    pub fn into_secret(self) -> Secret {
+    pub(crate) fn into_secret(self) -> Secret {
         self.secret
     }
 }
@@ -85,7 +72,7 @@ fn is_b64token(token: &[u8]) -> bool {
 ///   (RFC 6750 §3.1 `invalid_request`).
 /// - `Err` 401 `invalid_credential`: another scheme, an empty or overlong token, non-`b64token` bytes, trailing
 ///   garbage — decided here, before any store or crypto work.
-pub fn extract_credential(
+pub(crate) fn extract_credential(
     headers: &HeaderMap,
     key_header: &HeaderName,
     max_len: usize,

@@ -7,9 +7,8 @@ pub mod jwt;
 mod order;
 pub(crate) use order::InsertionOrder;
 
-pub use header::{
-    CredentialSource, DEFAULT_MAX_CREDENTIAL_LEN, PresentedCredential, extract_credential,
-};
+pub use header::DEFAULT_MAX_CREDENTIAL_LEN;
+pub(crate) use header::{CredentialSource, extract_credential};
 
 use std::future::Future;
 use std::pin::Pin;

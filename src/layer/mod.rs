@@ -75,7 +75,7 @@ pub struct Allowed {
     route: String,
     kind: AllowKind,
     client_ip: Option<IpAddr>,
-    proxy_ip: Option<IpAddr>,
+    peer_ip: Option<IpAddr>,
 }
 
 impl Allowed {
@@ -95,8 +95,8 @@ impl Allowed {
     }
 
     /// The trusted proxy that forwarded the request, if one did.
-    pub fn proxy_ip(&self) -> Option<IpAddr> {
-        self.proxy_ip
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer_ip
     }
 }
 
@@ -363,7 +363,7 @@ impl<S> fmt::Debug for ScopeGateService<S> {
 }
 
 /// What the gate knows of a request while deciding.
-struct Context_ {
+struct RequestContext {
     started: Instant,
     client: ClientFacts,
     grpc: bool,
@@ -383,11 +383,11 @@ fn connection(extensions: &Extensions) -> ConnectionInfo {
 }
 
 /// Where the synchronous steps left a request.
-enum Early {
+enum Progress {
     /// Decided: a denial, or a public route's allow; the route lookup, when it ran.
     Decided(Decision, Option<Lookup>),
     /// Authentication (step 6) is under way.
-    Authenticate(Authentication, Lookup),
+    Authenticating(Authentication, Lookup),
 }
 
 impl Gate {
@@ -397,7 +397,7 @@ impl Gate {
         req: &Request<B>,
         client: &ClientFacts,
         forwarding: Option<Denial>,
-    ) -> Early {
+    ) -> Progress {
         let facts = RequestFacts {
             method: req.method(),
             path: req.uri().path(),
@@ -415,7 +415,7 @@ impl Gate {
             .policy
             .start(facts, self.require_tls, locked_out, credential)
         {
-            Started::Decided(decision, lookup) => Early::Decided(decision, lookup),
+            Started::Decided(decision, lookup) => Progress::Decided(decision, lookup),
             Started::Authenticate(presented, lookup) => {
                 // 6. Authenticate: choose the authenticator by shape.
                 let is_jwt = presented.source() == CredentialSource::Authorization
@@ -427,7 +427,7 @@ impl Gate {
                         "no authenticator for this kind of credential",
                     ))),
                 };
-                Early::Authenticate(authentication, lookup)
+                Progress::Authenticating(authentication, lookup)
             }
         }
     }
@@ -441,7 +441,7 @@ impl Gate {
     fn audit<B>(
         &self,
         req: &Request<B>,
-        ctx: &Context_,
+        ctx: &RequestContext,
         decision: &Decision,
         status: u16,
         grant: Option<&Grant>,
@@ -459,7 +459,7 @@ impl Gate {
             credential_kind: grant.map(|g| g.kind().as_str()),
             credential_id: grant.map(Grant::principal),
             client_ip: ctx.client.client_ip,
-            peer_ip: ctx.client.proxy_ip,
+            peer_ip: ctx.client.peer_ip,
             method: req.method().as_str(),
             path: req.uri().path(),
             route,
@@ -471,7 +471,7 @@ impl Gate {
     fn deny<B>(
         &self,
         req: &Request<B>,
-        ctx: &Context_,
+        ctx: &RequestContext,
         denial: Denial,
         grant: Option<&Grant>,
         route: Option<&str>,
@@ -537,7 +537,7 @@ where
                 // Unknown client: audited with the peer only.
                 Err(denial) => (ClientFacts::unresolved(connection.peer), Some(denial)),
             };
-        let ctx = Context_ {
+        let ctx = RequestContext {
             started,
             client,
             grpc,
@@ -546,11 +546,11 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         match gate.start(&req, &ctx.client, forwarding) {
-            Early::Decided(Decision::Deny(denial), lookup) => {
+            Progress::Decided(Decision::Deny(denial), lookup) => {
                 let route = lookup.as_ref().and_then(|l| gate.policy.route_of(l));
                 ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route))
             }
-            Early::Decided(decision, _) => {
+            Progress::Decided(decision, _) => {
                 let route = match &decision {
                     Decision::Allow { route, .. } => Some(route.as_str()),
                     Decision::Deny(_) => None,
@@ -558,8 +558,8 @@ where
                 gate.audit(&req, &ctx, &decision, decision.status(), None, route);
                 ResponseFuture::inner(inner, req, &gate, &ctx, decision)
             }
-            Early::Authenticate(auth, lookup) => {
-                let pending = Pending {
+            Progress::Authenticating(auth, lookup) => {
+                let pending = AwaitingAuth {
                     inner,
                     req,
                     lookup,
@@ -580,21 +580,21 @@ where
     }
 }
 
-struct Pending<S, B> {
+struct AwaitingAuth<S, B> {
     inner: S,
     req: Request<B>,
     lookup: Lookup,
     gate: Arc<Gate>,
-    ctx: Context_,
+    ctx: RequestContext,
 }
 
-impl<S, B> Pending<S, B>
+impl<S, B> AwaitingAuth<S, B>
 where
     S: Service<Request<B>>,
 {
     /// Steps 7–9 once authentication has an outcome: deny, or call the inner service with the grant attached.
     fn decide(self, outcome: Result<Grant, Denial>) -> ResponseFuture<S, B> {
-        let Pending {
+        let AwaitingAuth {
             inner,
             mut req,
             lookup,
@@ -649,7 +649,7 @@ pin_project! {
         // Denied without calling the inner service.
         Ready { response: Option<Response<Full<Bytes>>> },
         // Waiting for authentication (a store lookup, a key set).
-        Authenticating { auth: AuthFuture, pending: Option<Pending<S, B>> },
+        Authenticating { auth: AuthFuture, pending: Option<AwaitingAuth<S, B>> },
         // Allowed: the inner service is answering.
         Inner { #[pin] future: S::Future, hsts: Option<HeaderValue> },
     }
@@ -671,7 +671,7 @@ where
         mut inner: S,
         mut req: Request<B>,
         gate: &Gate,
-        ctx: &Context_,
+        ctx: &RequestContext,
         decision: Decision,
     ) -> Self {
         if let Decision::Allow { route, kind } = decision {
@@ -679,7 +679,7 @@ where
                 route,
                 kind,
                 client_ip: ctx.client.client_ip,
-                proxy_ip: ctx.client.proxy_ip,
+                peer_ip: ctx.client.peer_ip,
             });
         }
         let hsts = if ctx.client.tls {

@@ -7,4 +7,5 @@ mod proxy;
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use ip::{IpLiteralError, canonical, parse_ip};
 pub(crate) use proxy::check_trusted_proxy;
-pub use proxy::{ClientFacts, ConnectionInfo, MAX_FORWARDED_HOPS, resolve_client};
+pub(crate) use proxy::{ClientFacts, resolve_client};
+pub use proxy::{ConnectionInfo, MAX_FORWARDED_HOPS};

@@ -10,28 +10,6 @@
 //!   `https`, or by the `proto=https` of the `Forwarded` element that describes the resolved client hop. Nothing else
 //!   counts (not `X-Forwarded-Ssl`, `Front-End-Https`, the `Host` port, an HTTP/2 `:scheme` or an absolute-form
 //!   target: all client-written).
-//!
-//! ```
-//! use std::net::IpAddr;
-//! use http::HeaderMap;
-//! use scopegate::network::{CidrSet, ConnectionInfo, resolve_client};
-//!
-//! let trusted: CidrSet = ["10.0.0.0/8".parse()?].into_iter().collect();
-//! let mut headers = HeaderMap::new();
-//! headers.insert("x-forwarded-for", "203.0.113.7, 10.0.0.2".parse()?);
-//! headers.insert("x-forwarded-proto", "https".parse()?);
-//!
-//! // From a trusted proxy: the forwarded client, and TLS.
-//! let via_proxy = resolve_client(&headers, ConnectionInfo { peer: Some("10.0.0.1".parse()?), tls: false }, &trusted)?;
-//! assert_eq!(via_proxy.client_ip, Some("203.0.113.7".parse::<IpAddr>()?));
-//! assert!(via_proxy.tls);
-//!
-//! // The same headers from anyone else change nothing.
-//! let direct = resolve_client(&headers, ConnectionInfo { peer: Some("198.51.100.9".parse()?), tls: false }, &trusted)?;
-//! assert_eq!(direct.client_ip, Some("198.51.100.9".parse::<IpAddr>()?));
-//! assert!(!direct.tls);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::net::IpAddr;
 
@@ -66,14 +44,13 @@ pub struct ConnectionInfo {
 
 /// The resolved facts of a request's origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ClientFacts {
+pub(crate) struct ClientFacts {
     /// The client IP (canonical: IPv4-mapped addresses are IPv4), or `None` when unknown.
-    pub client_ip: Option<IpAddr>,
-    /// The connection's peer, when it is a trusted proxy whose headers were read (for the audit event's `peer_ip`).
-    pub proxy_ip: Option<IpAddr>,
+    pub(crate) client_ip: Option<IpAddr>,
+    /// The connection's peer, when it is a trusted proxy whose headers were read (the audit event's `peer_ip`).
+    pub(crate) peer_ip: Option<IpAddr>,
     /// Whether TLS is proven.
-    pub tls: bool,
+    pub(crate) tls: bool,
 }
 
 impl ClientFacts {
@@ -81,14 +58,14 @@ impl ClientFacts {
     /// trusted proxy that forwarded the request (`None` when neither is known: the throttle then counts the request
     /// in one shared bucket). Lock-out checks and failure counts must use the same one.
     pub(crate) fn throttle_ip(&self) -> Option<IpAddr> {
-        self.client_ip.or(self.proxy_ip)
+        self.client_ip.or(self.peer_ip)
     }
 
     /// For a request whose forwarding headers could not be read: the client is unknown, the peer is kept.
     pub(crate) fn unresolved(peer: Option<IpAddr>) -> Self {
         ClientFacts {
             client_ip: None,
-            proxy_ip: peer.map(canonical),
+            peer_ip: peer.map(canonical),
             tls: false,
         }
     }
@@ -109,7 +86,7 @@ fn malformed(detail: &'static str) -> Denial {
 }
 
 /// Resolves the client IP and TLS evidence (see the module docs).
-pub fn resolve_client(
+pub(crate) fn resolve_client(
     headers: &HeaderMap,
     connection: ConnectionInfo,
     trusted: &CidrSet,
@@ -118,7 +95,7 @@ pub fn resolve_client(
     let Some(peer_ip) = peer.filter(|p| trusted.contains(*p)) else {
         return Ok(ClientFacts {
             client_ip: peer,
-            proxy_ip: None,
+            peer_ip: None,
             tls: connection.tls,
         });
     };
@@ -145,7 +122,7 @@ pub fn resolve_client(
     };
     Ok(ClientFacts {
         client_ip,
-        proxy_ip: Some(peer_ip),
+        peer_ip: Some(peer_ip),
         tls: connection.tls || xfp_https || hop_https,
     })
 }
@@ -464,7 +441,7 @@ mod tests {
         .unwrap();
         assert_eq!(facts.client_ip, Some(ip("198.51.100.9")));
         assert!(!facts.tls);
-        assert_eq!(facts.proxy_ip, None);
+        assert_eq!(facts.peer_ip, None);
         // Even malformed headers from an untrusted peer are ignored, not refused.
         assert!(run("198.51.100.9", false, &[("x-forwarded-for", "not an ip")]).is_ok());
     }
@@ -487,7 +464,7 @@ mod tests {
             Some(ip("203.0.113.7")),
             "the spoofable leftmost entry is not the client"
         );
-        assert_eq!(f.proxy_ip, Some(ip("10.0.0.1")));
+        assert_eq!(f.peer_ip, Some(ip("10.0.0.1")));
         // Several field lines are one list, in order.
         let f = run(
             "10.0.0.1",
@@ -591,7 +568,7 @@ mod tests {
             let f = run("10.0.0.1", false, &[("forwarded", value)]).unwrap();
             assert_eq!(f.client_ip, None, "{value}");
             assert!(!f.tls, "{value}: no TLS evidence");
-            assert_eq!(f.proxy_ip, Some(ip("10.0.0.1")), "{value}");
+            assert_eq!(f.peer_ip, Some(ip("10.0.0.1")), "{value}");
         }
         // The allowed twin: the same hop with its `for` is the client, with its TLS evidence.
         for value in [
