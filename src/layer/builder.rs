@@ -1,0 +1,215 @@
+//! The layer's builder: every setting is checked once, in [`ScopeGate::build`], never on the request path.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+
+use super::render::DenialBodyHook;
+use super::service::{Gate, ScopeGateLayer};
+use super::throttle::{Throttle, ThrottleConfig};
+use super::{AuditSink, DEFAULT_REALM, TracingAudit};
+use crate::credential::{Authenticator, DEFAULT_MAX_CREDENTIAL_LEN};
+use crate::error::{ConfigError, Location};
+use crate::network::{Cidr, CidrSet};
+use crate::policy::Policy;
+
+/// Builds a [`ScopeGateLayer`].
+#[must_use]
+pub struct ScopeGate {
+    policy: Policy,
+    api_keys: Option<Arc<dyn Authenticator>>,
+    jwt: Option<Arc<dyn Authenticator>>,
+    allow_plaintext: bool,
+    trusted_proxies: Vec<String>,
+    hsts_max_age: Option<Duration>,
+    key_header: String,
+    max_credential_len: usize,
+    throttle: Option<ThrottleConfig>,
+    audit: Arc<dyn AuditSink>,
+    realm: String,
+    body_hook: Option<DenialBodyHook>,
+}
+
+impl fmt::Debug for ScopeGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeGate")
+            .field("policy", &self.policy)
+            .field("api_keys", &self.api_keys.is_some())
+            .field("jwt", &self.jwt.is_some())
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScopeGate {
+    /// Starts a gate for `policy`, with the safe defaults: TLS required, no trusted proxy, API keys in `x-api-key`,
+    /// credentials up to 8 KiB, the default throttle, audit events through `tracing`, realm `scopegate`.
+    pub fn builder(policy: Policy) -> Self {
+        ScopeGate {
+            policy,
+            api_keys: None,
+            jwt: None,
+            allow_plaintext: false,
+            trusted_proxies: Vec::new(),
+            hsts_max_age: None,
+            key_header: "x-api-key".to_owned(),
+            max_credential_len: DEFAULT_MAX_CREDENTIAL_LEN,
+            throttle: Some(ThrottleConfig::default()),
+            audit: Arc::new(TracingAudit),
+            realm: DEFAULT_REALM.to_owned(),
+            body_hook: None,
+        }
+    }
+
+    /// Authenticates API keys (from the key header, or `Authorization: Bearer` tokens without a `.`).
+    pub fn api_keys(mut self, authenticator: impl Authenticator) -> Self {
+        self.api_keys = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Authenticates JWT bearer tokens (`Authorization: Bearer` tokens with `.`s).
+    pub fn jwt(mut self, authenticator: impl Authenticator) -> Self {
+        self.jwt = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Serves requests without TLS evidence. Credentials sent in plaintext are credentials for everyone on the path:
+    /// only for local development behind nothing.
+    pub fn danger_allow_plaintext(mut self) -> Self {
+        self.allow_plaintext = true;
+        self
+    }
+
+    /// Peers (CIDRs) whose `Forwarded`/`X-Forwarded-*` headers are believed. Defaults to none. `0.0.0.0/0` and
+    /// `::/0` are refused at build time.
+    pub fn trusted_proxies<I, S>(mut self, networks: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.trusted_proxies = networks.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds `Strict-Transport-Security: max-age=…` to allowed responses over TLS. Defaults to off.
+    pub fn hsts_max_age(mut self, max_age: Duration) -> Self {
+        self.hsts_max_age = (!max_age.is_zero()).then_some(max_age);
+        self
+    }
+
+    /// The header carrying API keys. Defaults to `x-api-key`.
+    pub fn api_key_header(mut self, name: impl Into<String>) -> Self {
+        self.key_header = name.into();
+        self
+    }
+
+    /// The longest credential accepted; longer ones are refused before any store or crypto work. Defaults to 8 KiB.
+    pub fn max_credential_len(mut self, bytes: usize) -> Self {
+        self.max_credential_len = bytes;
+        self
+    }
+
+    /// The failed-authentication throttle. Defaults to [`ThrottleConfig::default`].
+    pub fn throttle(mut self, config: ThrottleConfig) -> Self {
+        self.throttle = Some(config);
+        self
+    }
+
+    /// Turns the throttle off (e.g. when an upstream gateway already throttles by client).
+    pub fn danger_disable_throttle(mut self) -> Self {
+        self.throttle = None;
+        self
+    }
+
+    /// Where audit events go. Defaults to [`TracingAudit`].
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Arc::new(sink);
+        self
+    }
+
+    /// The realm of `WWW-Authenticate` challenges. Defaults to `scopegate`.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = realm.into();
+        self
+    }
+
+    /// Replaces the body of denials (never their status, headers, or the decision).
+    pub fn denial_body(mut self, hook: DenialBodyHook) -> Self {
+        self.body_hook = Some(hook);
+        self
+    }
+
+    /// Validates the configuration and builds the layer.
+    pub fn build(self) -> Result<ScopeGateLayer, ConfigError> {
+        let at = |field: &str| Location {
+            section: Some("gate".to_owned()),
+            field: Some(field.to_owned()),
+            ..Location::default()
+        };
+        let mut trusted = CidrSet::new();
+        for text in &self.trusted_proxies {
+            let cidr: Cidr = text.parse().map_err(|e: crate::network::CidrError| {
+                ConfigError::invalid(at("trusted_proxies"), e.to_string())
+            })?;
+            crate::network::check_trusted_proxy(&cidr)
+                .map_err(|problem| ConfigError::invalid(at("trusted_proxies"), problem))?;
+            trusted.insert(cidr);
+        }
+        let key_header = HeaderName::from_bytes(self.key_header.as_bytes()).map_err(|_| {
+            ConfigError::invalid(
+                at("api_key_header"),
+                format!("{:?} is not a header name", self.key_header),
+            )
+        })?;
+        if key_header == AUTHORIZATION
+            || key_header == http::header::PROXY_AUTHORIZATION
+            || key_header == http::header::COOKIE
+        {
+            return Err(ConfigError::invalid(
+                at("api_key_header"),
+                format!("{key_header} cannot be the API-key header"),
+            ));
+        }
+        if self.realm.is_empty()
+            || !self
+                .realm
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return Err(ConfigError::invalid(
+                at("realm"),
+                "the realm must be printable ASCII without '\"' or '\\'",
+            ));
+        }
+        if self.max_credential_len == 0 {
+            return Err(ConfigError::invalid(
+                at("max_credential_len"),
+                "must be at least 1",
+            ));
+        }
+        let hsts = self.hsts_max_age.map(|age| {
+            // Digits only: always a valid header value.
+            HeaderValue::try_from(format!("max-age={}", age.as_secs()))
+                .unwrap_or(HeaderValue::from_static("max-age=0"))
+        });
+        Ok(ScopeGateLayer {
+            gate: Arc::new(Gate {
+                policy: self.policy,
+                api_keys: self.api_keys,
+                jwt: self.jwt,
+                require_tls: !self.allow_plaintext,
+                trusted_proxies: trusted,
+                hsts,
+                key_header,
+                max_credential_len: self.max_credential_len,
+                throttle: self.throttle.map(Throttle::new),
+                audit: self.audit,
+                realm: self.realm,
+                body_hook: self.body_hook,
+            }),
+        })
+    }
+}

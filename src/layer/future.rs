@@ -1,0 +1,180 @@
+//! The response future: a denial ready at once, authentication under way, or the inner service answering.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, STRICT_TRANSPORT_SECURITY};
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::render::render;
+use super::service::{Gate, RequestContext};
+use super::{Allowed, DEFAULT_REALM, GateBody};
+use crate::credential::AuthFuture;
+use crate::grant::Grant;
+use crate::policy::{Decision, Denial, DenialKind, Lookup};
+
+pub(super) struct AwaitingAuth<S, B> {
+    pub(super) inner: S,
+    pub(super) req: Request<B>,
+    pub(super) lookup: Lookup,
+    pub(super) gate: Arc<Gate>,
+    pub(super) ctx: RequestContext,
+}
+
+impl<S, B> AwaitingAuth<S, B>
+where
+    S: Service<Request<B>>,
+{
+    /// Steps 7–9 once authentication has an outcome: deny, or call the inner service with the grant attached.
+    pub(super) fn decide(self, outcome: Result<Grant, Denial>) -> ResponseFuture<S, B> {
+        let AwaitingAuth {
+            inner,
+            mut req,
+            lookup,
+            gate,
+            ctx,
+        } = self;
+        let route = gate.policy.route_of(&lookup);
+        // 7–8.
+        let decision = gate.policy.finish(&lookup, &outcome, ctx.client.client_ip);
+        let (decision, grant) = match (decision, outcome) {
+            (Decision::Deny(denial), outcome) => {
+                let grant = outcome.ok();
+                return ResponseFuture::ready(gate.deny(&req, &ctx, denial, grant.as_ref(), route));
+            }
+            (Decision::Allow { .. }, Err(denial)) => {
+                // `finish` denies every failed authentication; were it not to, this still refuses.
+                return ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route));
+            }
+            (decision @ Decision::Allow { .. }, Ok(grant)) => (decision, grant),
+        };
+        // 9. Allow.
+        gate.audit(
+            &req,
+            &ctx,
+            &decision,
+            decision.status(),
+            Some(&grant),
+            route,
+        );
+        req.extensions_mut().insert(grant);
+        ResponseFuture::inner(inner, req, &gate, &ctx, decision)
+    }
+}
+
+pin_project! {
+    /// The response future of [`ScopeGateService`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        pub(super) state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = Projected]
+    pub(super) enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        // Denied without calling the inner service.
+        Ready { response: Option<Response<Full<Bytes>>> },
+        // Waiting for authentication (a store lookup, a key set).
+        Authenticating { auth: AuthFuture, pending: Option<AwaitingAuth<S, B>> },
+        // Allowed: the inner service is answering.
+        Inner { #[pin] future: S::Future, hsts: Option<HeaderValue> },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(super) fn ready(response: Response<Full<Bytes>>) -> Self {
+        ResponseFuture {
+            state: State::Ready {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(super) fn inner(
+        mut inner: S,
+        mut req: Request<B>,
+        gate: &Gate,
+        ctx: &RequestContext,
+        decision: Decision,
+    ) -> Self {
+        if let Decision::Allow { route, kind } = decision {
+            req.extensions_mut().insert(Allowed {
+                route,
+                kind,
+                client_ip: ctx.client.client_ip,
+                peer_ip: ctx.client.peer_ip,
+            });
+        }
+        let hsts = if ctx.client.tls {
+            gate.hsts.clone()
+        } else {
+            None
+        };
+        ResponseFuture {
+            state: State::Inner {
+                future: inner.call(req),
+                hsts,
+            },
+        }
+    }
+}
+
+/// A response future polled again after it completed: a caller bug, answered with 503 (fail closed), not a panic.
+fn polled_after_completion() -> Response<Full<Bytes>> {
+    let denial = Denial::new(
+        DenialKind::Unavailable,
+        "response future polled after completion",
+    );
+    render(&denial, false, DEFAULT_REALM, None)
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<GateBody<ResBody>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().state.project() {
+                Projected::Ready { response } => {
+                    let response = response.take().unwrap_or_else(polled_after_completion);
+                    return Poll::Ready(Ok(response.map(Either::Right)));
+                }
+                Projected::Inner { future, hsts } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(value) = hsts.take() {
+                        response
+                            .headers_mut()
+                            .insert(STRICT_TRANSPORT_SECURITY, value);
+                    }
+                    return Poll::Ready(Ok(response.map(Either::Left)));
+                }
+                Projected::Authenticating { auth, pending } => {
+                    let outcome = ready!(auth.as_mut().poll(cx));
+                    let Some(pending) = pending.take() else {
+                        return Poll::Ready(Ok(polled_after_completion().map(Either::Right)));
+                    };
+                    let next = pending.decide(outcome);
+                    self.as_mut().project().state.set(next.state);
+                }
+            }
+        }
+    }
+}

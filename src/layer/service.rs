@@ -1,0 +1,293 @@
+//! The layer and its service: the compiled gate, and `Service::call`, which drives the decision order.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::{Extensions, Request, Response};
+use http_body_util::Full;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::future::{AwaitingAuth, ResponseFuture, State};
+use super::render::{DenialBodyHook, is_grpc, render};
+use super::throttle::Throttle;
+use super::{AuditEvent, AuditSink, GateBody};
+use crate::credential::{Authentication, Authenticator, CredentialSource, extract_credential};
+use crate::grant::Grant;
+use crate::network::{CidrSet, ClientFacts, ConnectionInfo, resolve_client};
+use crate::policy::{Decision, Denial, Lookup, Policy, RequestFacts, Started};
+
+pub(super) struct Gate {
+    pub(super) policy: Policy,
+    pub(super) api_keys: Option<Arc<dyn Authenticator>>,
+    pub(super) jwt: Option<Arc<dyn Authenticator>>,
+    pub(super) require_tls: bool,
+    pub(super) trusted_proxies: CidrSet,
+    pub(super) hsts: Option<HeaderValue>,
+    pub(super) key_header: HeaderName,
+    pub(super) max_credential_len: usize,
+    pub(super) throttle: Option<Throttle>,
+    pub(super) audit: Arc<dyn AuditSink>,
+    pub(super) realm: String,
+    pub(super) body_hook: Option<DenialBodyHook>,
+}
+
+/// The layer: cheap to clone, holds the compiled configuration.
+#[derive(Clone)]
+pub struct ScopeGateLayer {
+    pub(super) gate: Arc<Gate>,
+}
+
+impl fmt::Debug for ScopeGateLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeGateLayer")
+            .field("policy", &self.gate.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for ScopeGateLayer {
+    type Service = ScopeGateService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ScopeGateService {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The gated service.
+#[derive(Clone)]
+pub struct ScopeGateService<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+impl<S> fmt::Debug for ScopeGateService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeGateService").finish_non_exhaustive()
+    }
+}
+
+/// What the gate knows of a request while deciding.
+pub(super) struct RequestContext {
+    pub(super) started: Instant,
+    pub(super) client: ClientFacts,
+    pub(super) grpc: bool,
+}
+
+/// The request's connection facts: the acceptor's marker, else a framework's connect info (`integrations`), else
+/// plaintext from an unknown peer.
+fn connection(extensions: &Extensions) -> ConnectionInfo {
+    extensions
+        .get::<ConnectionInfo>()
+        .copied()
+        .or_else(|| crate::integrations::connection_info(extensions))
+        .unwrap_or(ConnectionInfo {
+            peer: None,
+            tls: false,
+        })
+}
+
+/// Where the synchronous steps left a request.
+enum Progress {
+    /// Decided: a denial, or a public route's allow; the route lookup, when it ran.
+    Decided(Decision, Option<Lookup>),
+    /// Authentication (step 6) is under way.
+    Authenticating(Authentication, Lookup),
+}
+
+impl Gate {
+    /// Steps 0–6 up to the start of authentication, through the policy's decision order.
+    fn start<B>(
+        &self,
+        req: &Request<B>,
+        client: &ClientFacts,
+        forwarding: Option<Denial>,
+    ) -> Progress {
+        let facts = RequestFacts {
+            method: req.method(),
+            path: req.uri().path(),
+            tls: client.tls,
+            forwarding,
+        };
+        let locked_out = || {
+            self.throttle
+                .as_ref()
+                .and_then(|throttle| throttle.locked_out(client.throttle_ip()))
+        };
+        let credential =
+            || extract_credential(req.headers(), &self.key_header, self.max_credential_len);
+        match self
+            .policy
+            .start(facts, self.require_tls, locked_out, credential)
+        {
+            Started::Decided(decision, lookup) => Progress::Decided(decision, lookup),
+            Started::Authenticate(presented, lookup) => {
+                // 6. Authenticate: choose the authenticator by shape.
+                let is_jwt = presented.source() == CredentialSource::Authorization
+                    && presented.secret().expose().contains(&b'.');
+                let authenticator = if is_jwt { &self.jwt } else { &self.api_keys };
+                let authentication = match authenticator {
+                    Some(a) => a.authenticate(presented.into_secret()),
+                    None => Authentication::Ready(Err(Denial::invalid_credential(
+                        "no authenticator for this kind of credential",
+                    ))),
+                };
+                Progress::Authenticating(authentication, lookup)
+            }
+        }
+    }
+
+    fn count_failure(&self, denial: &Denial, client: &ClientFacts) {
+        if let (true, Some(throttle)) = (denial.counts_as_failed_auth(), &self.throttle) {
+            throttle.record_failure(client.throttle_ip());
+        }
+    }
+
+    pub(super) fn audit<B>(
+        &self,
+        req: &Request<B>,
+        ctx: &RequestContext,
+        decision: &Decision,
+        status: u16,
+        grant: Option<&Grant>,
+        route: Option<&str>,
+    ) {
+        let (verdict, detail) = match decision {
+            Decision::Allow { .. } => ("allow", "allowed"),
+            Decision::Deny(d) => ("deny", d.detail()),
+        };
+        self.audit.record(&AuditEvent {
+            decision: verdict,
+            reason: decision.reason(),
+            detail,
+            status,
+            credential_kind: grant.map(|g| g.kind().as_str()),
+            credential_id: grant.map(Grant::principal),
+            client_ip: ctx.client.client_ip,
+            peer_ip: ctx.client.peer_ip,
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            route,
+            latency_us: AuditEvent::latency_of(ctx.started.elapsed()),
+        });
+    }
+
+    /// Answers a denial: throttle, render, audit.
+    pub(super) fn deny<B>(
+        &self,
+        req: &Request<B>,
+        ctx: &RequestContext,
+        denial: Denial,
+        grant: Option<&Grant>,
+        route: Option<&str>,
+    ) -> Response<Full<Bytes>> {
+        self.count_failure(&denial, &ctx.client);
+        let response = render(&denial, ctx.grpc, &self.realm, self.body_hook.as_ref());
+        // The status as sent (a gRPC denial travels in HTTP 200 with trailers).
+        let status = response.status().as_u16();
+        self.audit(req, ctx, &Decision::Deny(denial), status, grant, route);
+        response
+    }
+}
+
+fn mark_sensitive<B>(req: &mut Request<B>, key_header: &HeaderName) {
+    let headers = req.headers_mut();
+    for name in [&AUTHORIZATION, key_header] {
+        // `entry` reserves room for an insertion first: on a full map (hyper sizes the map to the headers it
+        // parsed) it would reallocate the map on every request. A single value, the usual case, is reached with
+        // `get_mut`; several (refused at step 5 anyway) through `entry`.
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => {}
+            (Some(_), None) => {
+                if let Some(value) = headers.get_mut(name) {
+                    value.set_sensitive(true);
+                }
+            }
+            (Some(_), Some(_)) => {
+                if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+                    for value in entry.iter_mut() {
+                        value.set_sensitive(true);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for ScopeGateService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<GateBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let gate = self.gate.clone();
+        mark_sensitive(&mut req, &gate.key_header);
+        let grpc = is_grpc(req.headers());
+        let connection = connection(req.extensions());
+        // 0. The client, from the connection and a trusted proxy's forwarding headers.
+        let (client, forwarding) =
+            match resolve_client(req.headers(), connection, &gate.trusted_proxies) {
+                Ok(client) => (client, None),
+                // Unknown client: audited with the peer only.
+                Err(denial) => (ClientFacts::unresolved(connection.peer), Some(denial)),
+            };
+        let ctx = RequestContext {
+            started,
+            client,
+            grpc,
+        };
+        // Take the service that was driven to readiness; leave a clone behind.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        match gate.start(&req, &ctx.client, forwarding) {
+            Progress::Decided(Decision::Deny(denial), lookup) => {
+                let route = lookup.as_ref().and_then(|l| gate.policy.route_of(l));
+                ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route))
+            }
+            Progress::Decided(decision, _) => {
+                let route = match &decision {
+                    Decision::Allow { route, .. } => Some(route.as_str()),
+                    Decision::Deny(_) => None,
+                };
+                gate.audit(&req, &ctx, &decision, decision.status(), None, route);
+                ResponseFuture::inner(inner, req, &gate, &ctx, decision)
+            }
+            Progress::Authenticating(auth, lookup) => {
+                let pending = AwaitingAuth {
+                    inner,
+                    req,
+                    lookup,
+                    gate,
+                    ctx,
+                };
+                match auth {
+                    Authentication::Ready(outcome) => pending.decide(outcome),
+                    Authentication::Pending(auth) => ResponseFuture {
+                        state: State::Authenticating {
+                            auth,
+                            pending: Some(pending),
+                        },
+                    },
+                }
+            }
+        }
+    }
+}
