@@ -1,6 +1,7 @@
 //! Network facts: strict IP literals, CIDR networks and sets, client IP and TLS evidence behind trusted proxies.
 
 mod cidr;
+mod forwarded;
 mod ip;
 mod proxy;
 
