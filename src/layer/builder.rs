@@ -55,7 +55,7 @@ impl ScopeGate {
             allow_plaintext: false,
             trusted_proxies: Vec::new(),
             hsts_max_age: None,
-            key_header: "x-api-key".to_owned(),
+            key_header: crate::credential::api_key::DEFAULT_KEY_HEADER.to_owned(),
             max_credential_len: DEFAULT_MAX_CREDENTIAL_LEN,
             throttle: Some(ThrottleConfig::default()),
             audit: Arc::new(TracingAudit),

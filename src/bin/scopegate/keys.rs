@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use scopegate::SystemClock;
 use scopegate::credential::api_key::{
-    IssuedKey, KeyFormat, KeyId, KeyInfo, KeyIssuer, KeyStore, NewKey, OpenMode, Pepper, Peppers,
-    SqliteKeyStore,
+    DEFAULT_PEPPER_ENV, DEFAULT_PREFIX, IssuedKey, KeyFormat, KeyId, KeyInfo, KeyIssuer, KeyStore,
+    NewKey, OpenMode, Pepper, Peppers, SqliteKeyStore,
 };
 use serde_json::{Value, json};
 
@@ -113,7 +113,7 @@ async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
         .prefix
         .as_deref()
         .or(keys.map(|k| k.prefix.as_str()))
-        .unwrap_or("sg");
+        .unwrap_or(DEFAULT_PREFIX);
     let format = KeyFormat::new(prefix).map_err(|e| Failure::usage(format!("prefix: {e}")))?;
     let peppers = if let (Some(gate), None, None) = (&file, &args.pepper_env, args.pepper_version) {
         // The gate file's peppers, current and older, exactly as `check` and `serve` read them.
@@ -124,7 +124,7 @@ async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
             .pepper_env
             .as_deref()
             .or(keys.map(|k| k.pepper_env.as_str()))
-            .unwrap_or("SCOPEGATE_PEPPER");
+            .unwrap_or(DEFAULT_PEPPER_ENV);
         let version = args
             .pepper_version
             .or(keys.map(|k| k.pepper_version))

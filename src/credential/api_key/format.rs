@@ -27,8 +27,13 @@ pub const SECRET_LEN: usize = 32;
 pub const CHECKSUM_LEN: usize = 6;
 /// Characters of the body after `<prefix>_`.
 pub const BODY_LEN: usize = ID_LEN + SECRET_LEN + CHECKSUM_LEN;
-/// The default prefix: keys look like `sg_<body>`.
+/// The default prefix: keys look like `sg_<body>`. The layer, the gate file and the CLI all default to it.
 pub const DEFAULT_PREFIX: &str = "sg";
+/// The default header that carries an API key (`Authorization: Bearer <key>` is accepted too). The layer, the gate
+/// file and the CLI all default to it.
+pub const DEFAULT_KEY_HEADER: &str = "x-api-key";
+/// The default environment variable that holds the pepper. The gate file and the CLI both default to it.
+pub const DEFAULT_PEPPER_ENV: &str = "SCOPEGATE_PEPPER";
 /// The longest prefix accepted.
 pub const MAX_PREFIX_LEN: usize = 16;
 

@@ -53,8 +53,8 @@ mod verify;
 
 pub use cache::{CacheConfig, KeyCache};
 pub use format::{
-    BODY_LEN, CHECKSUM_LEN, DEFAULT_PREFIX, FormatError, ID_LEN, KeyFormat, KeyId, KeyIdError,
-    MAX_PREFIX_LEN, SECRET_LEN,
+    BODY_LEN, CHECKSUM_LEN, DEFAULT_KEY_HEADER, DEFAULT_PEPPER_ENV, DEFAULT_PREFIX, FormatError,
+    ID_LEN, KeyFormat, KeyId, KeyIdError, MAX_PREFIX_LEN, SECRET_LEN,
 };
 pub use hash::{KeyHash, MIN_PEPPER_LEN, Pepper, PepperError, Peppers};
 pub use issuer::{IssuedKey, IssuerError, KeyIssuer, MAX_NAME_LEN, NewKey};

@@ -1,27 +1,5 @@
-//! The TOML gate file (`docs/gate-file.md`): one file that configures the whole gate.
-//!
-//! Parsing is strict: unknown fields anywhere, wrong types, lower-case methods, a route with neither `public` nor
-//! `require` (or both), `require_tls = false` without `danger_allow_plaintext = true`, an empty `allow_ips`, a
-//! `trusted_proxies` entry covering everything — each is an error naming the file, line, route and field.
-//!
-//! ```
-//! use scopegate::config::GateFile;
-//! use scopegate::testing::Probe;
-//!
-//! let gate = GateFile::from_toml_str(r#"
-//!     [[route]]
-//!     path = "/v1/invoices/{id}"
-//!     methods = ["GET"]
-//!     require = { any = ["invoices:read", "invoices:admin"] }
-//! "#)?;
-//! let policy = gate.policy()?;
-//! assert!(policy.check(&Probe::get("/v1/invoices/7").scopes(["invoices:admin"])).is_allowed());
-//! assert_eq!(policy.check(&Probe::get("/v1/invoices/7").scopes(["orders:read"])).reason(), "insufficient_scope");
-//!
-//! let err = GateFile::from_toml_str("[[route]]\npath = \"/x\"\nmethods = [\"get\"]\npublic = true\n").unwrap_err();
-//! assert!(err.to_string().contains("methods"));
-//! # Ok::<(), scopegate::ConfigError>(())
-//! ```
+//! The gate file's schema (serde) and its validation: everything that can be said of the file alone, before any
+//! environment variable, store or key set is read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -146,13 +124,13 @@ fn default_pepper_version() -> u32 {
     1
 }
 fn default_pepper_env() -> String {
-    "SCOPEGATE_PEPPER".to_owned()
+    crate::credential::api_key::DEFAULT_PEPPER_ENV.to_owned()
 }
 fn default_key_header() -> String {
-    "x-api-key".to_owned()
+    crate::credential::api_key::DEFAULT_KEY_HEADER.to_owned()
 }
 fn default_prefix() -> String {
-    "sg".to_owned()
+    crate::credential::api_key::DEFAULT_PREFIX.to_owned()
 }
 
 /// One string or a list of strings.
@@ -439,7 +417,7 @@ fn resolve_path(base: Option<&Path>, path: &Path) -> PathBuf {
 }
 
 impl GateFile {
-    fn at(&self, section: &str, field: &str) -> Location {
+    pub(super) fn at(&self, section: &str, field: &str) -> Location {
         Location {
             file: self.source.clone(),
             line: None,
@@ -471,44 +449,10 @@ impl GateFile {
         })
     }
 
-    /// Builds the gate this file describes — policy, API keys (the store must exist; the pepper comes from the
-    /// environment variable the file names), JWTs (the key set file must load), transport and throttle — as a
-    /// builder, so that the caller can still choose the audit sink.
-    ///
-    /// `env` reads environment variables (pass `|name| std::env::var(name).ok()`); `clock` is the gate's clock.
-    pub async fn gate(
-        &self,
-        env: impl Fn(&str) -> Option<String>,
-        clock: impl crate::Clock + Clone,
-    ) -> Result<crate::layer::ScopeGate, ConfigError> {
-        let mut gate = crate::layer::ScopeGate::builder(self.policy()?);
-        let t = &self.transport;
-        if !t.require_tls {
-            gate = gate.danger_allow_plaintext();
-        }
-        gate = gate.trusted_proxies(t.trusted_proxies.iter().map(ToString::to_string));
-        if t.hsts_max_age > 0 {
-            gate = gate.hsts_max_age(std::time::Duration::from_secs(t.hsts_max_age));
-        }
-        if let Some(throttle) = self.throttle_config()? {
-            gate = gate.throttle(throttle);
-        }
-        if let Some(keys) = &self.api_keys {
-            gate = gate
-                .api_key_header(keys.header.clone())
-                .api_keys(self.api_key_verifier(&env, clock.clone()).await?);
-        }
-        #[cfg(feature = "jwt")]
-        if let Some(jwt) = &self.jwt {
-            gate = gate.jwt(self.jwt_authenticator(jwt, clock)?);
-        }
-        #[cfg(not(feature = "jwt"))]
-        let _ = clock;
-        Ok(gate)
-    }
-
     /// `[throttle]` as the gate takes it, if the section is present; a zero is refused, naming its field.
-    fn throttle_config(&self) -> Result<Option<crate::layer::ThrottleConfig>, ConfigError> {
+    pub(super) fn throttle_config(
+        &self,
+    ) -> Result<Option<crate::layer::ThrottleConfig>, ConfigError> {
         let Some(throttle) = &self.throttle else {
             return Ok(None);
         };
@@ -522,149 +466,4 @@ impl GateFile {
             at_least_one(throttle.burst, "burst")?,
         )))
     }
-
-    /// The current pepper of `[api_keys]` (`pepper_env`, `pepper_version`), read from the environment.
-    pub fn pepper(
-        &self,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<crate::credential::api_key::Pepper, ConfigError> {
-        let (var, version) = self.api_keys.as_ref().map_or(("SCOPEGATE_PEPPER", 1), |k| {
-            (k.pepper_env.as_str(), k.pepper_version)
-        });
-        pepper_from(var, version, env)
-            .map_err(|problem| ConfigError::invalid(self.at("api_keys", "pepper_env"), problem))
-    }
-
-    /// Every pepper of `[api_keys]`: the current one and `older_peppers`, each read from the environment.
-    pub fn peppers(
-        &self,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<crate::credential::api_key::Peppers, ConfigError> {
-        let current = self.pepper(&env)?;
-        let older = self
-            .api_keys
-            .as_ref()
-            .map_or(&[][..], |k| &k.older_peppers[..]);
-        let older = older
-            .iter()
-            .map(|p| pepper_from(&p.env, p.version, &env))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|problem| {
-                ConfigError::invalid(self.at("api_keys", "older_peppers"), problem)
-            })?;
-        crate::credential::api_key::Peppers::new(current, older).map_err(|e| {
-            ConfigError::invalid(
-                self.at("api_keys", "older_peppers"),
-                format!("{e} (pepper_version counts as one)"),
-            )
-        })
-    }
-
-    async fn api_key_verifier(
-        &self,
-        env: &impl Fn(&str) -> Option<String>,
-        clock: impl crate::Clock,
-    ) -> Result<crate::credential::api_key::ApiKeyVerifier, ConfigError> {
-        use crate::credential::api_key::{ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat};
-        let section = self
-            .api_keys
-            .as_ref()
-            .ok_or_else(|| ConfigError::invalid(self.at("api_keys", "store"), "missing"))?;
-        let format = KeyFormat::new(&section.prefix)
-            .map_err(|e| ConfigError::invalid(self.at("api_keys", "prefix"), e.to_string()))?;
-        let peppers = self.peppers(env)?;
-        let url = self.store_url().unwrap_or_else(|| Ok(String::new()))?;
-        let store = open_existing_store(&url)
-            .await
-            .map_err(|problem| ConfigError::invalid(self.at("api_keys", "store"), problem))?;
-        let cache = std::sync::Arc::new(KeyCache::new(store, CacheConfig::default()));
-        Ok(ApiKeyVerifier::new(
-            format,
-            peppers,
-            cache,
-            std::sync::Arc::new(clock),
-        ))
-    }
-
-    #[cfg(feature = "jwt")]
-    fn jwt_authenticator(
-        &self,
-        section: &JwtSection,
-        clock: impl crate::Clock,
-    ) -> Result<crate::credential::jwt::JwtAuthenticator, ConfigError> {
-        use crate::credential::jwt::{Algorithm, JwtAuthenticator};
-        let mut algorithms = Vec::with_capacity(section.algorithms.len());
-        for name in &section.algorithms {
-            let alg = name.parse::<Algorithm>().map_err(|_| {
-                ConfigError::invalid(
-                    self.at("jwt", "algorithms"),
-                    format!("{name:?} is not a JWS algorithm name such as \"ES256\""),
-                )
-            })?;
-            algorithms.push(alg);
-        }
-        let mut builder = JwtAuthenticator::builder()
-            .algorithms(algorithms)
-            .jwks_file(self.resolve(&section.jwks_file))
-            .leeway(std::time::Duration::from_secs(section.leeway_seconds))
-            .scope_claim(section.scope_claim.clone())
-            .attr_claims(section.attr_claims.clone())
-            .clock(clock);
-        for issuer in section.issuer.to_vec() {
-            builder = builder.issuer(issuer);
-        }
-        for audience in section.audience.to_vec() {
-            builder = builder.audience(audience);
-        }
-        if let Some(claim) = &section.allow_ips_claim {
-            builder = builder.allow_ips_claim(claim.clone());
-        }
-        if let Some(typ) = &section.typ {
-            builder = builder.required_typ(typ.clone());
-        }
-        builder.build().map_err(|e| {
-            let location = Location {
-                field: None,
-                ..self.at("jwt", "")
-            };
-            ConfigError::invalid(location, e.to_string())
-        })
-    }
-}
-
-fn pepper_from(
-    var: &str,
-    version: u32,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<crate::credential::api_key::Pepper, String> {
-    use crate::credential::api_key::{MIN_PEPPER_LEN, Pepper};
-    let value = env(var)
-        .ok_or_else(|| format!("the environment variable {var} (the pepper) is not set"))?;
-    if value.len() < MIN_PEPPER_LEN {
-        return Err(format!(
-            "the environment variable {var} (the pepper) is shorter than {MIN_PEPPER_LEN} bytes"
-        ));
-    }
-    Pepper::new(version, value.into_bytes()).map_err(|e| e.to_string())
-}
-
-#[cfg(feature = "sqlite")]
-async fn open_existing_store(
-    url: &str,
-) -> Result<std::sync::Arc<dyn crate::credential::api_key::KeyStore>, String> {
-    use crate::credential::api_key::{OpenMode, SqliteKeyStore};
-    let store = SqliteKeyStore::open(url, OpenMode::MustExist)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(std::sync::Arc::new(store))
-}
-
-#[cfg(not(feature = "sqlite"))]
-#[allow(clippy::unused_async)] // the same signature as the SQLite build's
-async fn open_existing_store(
-    url: &str,
-) -> Result<std::sync::Arc<dyn crate::credential::api_key::KeyStore>, String> {
-    Err(format!(
-        "{url:?}: this build has no SQLite support (enable the `sqlite` feature)"
-    ))
 }
