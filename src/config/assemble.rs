@@ -5,8 +5,6 @@ use super::file::GateFile;
 #[cfg(feature = "jwt")]
 use super::file::JwtSection;
 use crate::error::ConfigError;
-#[cfg(feature = "jwt")]
-use crate::error::Location;
 
 impl GateFile {
     /// Builds the gate this file describes — policy, API keys (the store must exist; the pepper comes from the
@@ -147,12 +145,10 @@ impl GateFile {
         if let Some(typ) = &section.typ {
             builder = builder.required_typ(typ.clone());
         }
-        builder.build().map_err(|e| {
-            let location = Location {
-                field: None,
-                ..self.at("jwt", "")
-            };
-            ConfigError::invalid(location, e.to_string())
+        // The builder's error names `[jwt]` and the field; the file is added here.
+        builder.build().map_err(|e| match self.source() {
+            Some(file) => e.in_file(file),
+            None => e,
         })
     }
 }

@@ -8,6 +8,7 @@ use jsonwebtoken::Algorithm;
 
 use super::keyset::{JwksSource, KeySet, KeySetError};
 use super::verify::{Config, JwtAuthenticator};
+use crate::error::{ConfigError, Location};
 use crate::{Clock, SystemClock};
 
 /// Default maximum token length in bytes: larger tokens are refused before any decoding.
@@ -26,52 +27,67 @@ pub const DEFAULT_ALLOW_IPS_CLAIM: &str = "allowed_ips";
 /// writes.
 pub const DEFAULT_SCOPE_CLAIM: &str = "scope";
 
-/// Why a JWT configuration was refused. Each variant names the setting at fault.
+/// Why a JWT configuration was refused, before it becomes a [`ConfigError`] naming `[jwt]` and the setting.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum JwtConfigError {
-    /// No accepted algorithm was configured.
-    #[error("jwt: `algorithms` is empty; list the algorithms your identity provider signs with")]
+enum Refused {
+    #[error("`algorithms` is empty; list the algorithms your identity provider signs with")]
     NoAlgorithms,
-    /// No key set was configured.
-    #[error("jwt: no key set; set a JWKS file, an in-memory key set or a refreshable source")]
+    #[error("no key set; set a JWKS file, an in-memory key set or a refreshable source")]
     NoKeySet,
-    /// The key set could not be loaded.
-    #[error("jwt: {0}")]
+    #[error("{0}")]
     KeySet(#[from] KeySetError),
-    /// A static key set has no key for any configured algorithm: every token would be refused.
-    #[error("jwt: the key set has no key for any of the configured algorithms {0:?}")]
+    #[error("the key set has no key for any of the configured algorithms {0:?}")]
     NoKeyForAlgorithms(Vec<Algorithm>),
-    /// No issuer, and the opt-out was not taken.
     #[error(
-        "jwt: `issuer` is required (or call `danger_accept_any_issuer`: tokens from any issuer trusted by the key set would pass)"
+        "`issuer` is required (or call `danger_accept_any_issuer`: tokens from any issuer trusted by the key set would pass)"
     )]
     NoIssuer,
-    /// No audience, and the opt-out was not taken.
     #[error(
-        "jwt: `audience` is required (or call `danger_accept_any_audience`: tokens meant for other services would pass)"
+        "`audience` is required (or call `danger_accept_any_audience`: tokens meant for other services would pass)"
     )]
     NoAudience,
-    /// The leeway is larger than [`MAX_LEEWAY`].
-    #[error("jwt: `leeway` of {0:?} is larger than the maximum of 300 s")]
+    #[error("`leeway` of {0:?} is larger than the maximum of 300 s")]
     LeewayTooLong(Duration),
-    /// A claim name (scope, allowlist, attribute) is empty.
-    #[error("jwt: `{0}` names an empty claim")]
+    #[error("`{0}` names an empty claim")]
     EmptyClaimName(&'static str),
-    /// An empty `typ` value.
-    #[error("jwt: `typ` holds an empty value")]
+    #[error("`typ` holds an empty value")]
     EmptyTyp,
-    /// `required_typ` with no value: an empty list would turn the `typ` check off.
     #[error(
-        "jwt: `typ` is an empty list; list the required values, or leave it out to accept any `typ`"
+        "`typ` is an empty list; list the required values, or leave it out to accept any `typ`"
     )]
     EmptyTypList,
-    /// A zero maximum token length.
-    #[error("jwt: `max_token_len` must be at least 1")]
+    #[error("`max_token_len` must be at least 1")]
     ZeroMaxTokenLen,
-    /// A zero refresh interval: unknown-`kid` floods would hammer the source.
-    #[error("jwt: the key-set refresh interval must be at least one second")]
+    #[error("the key-set refresh interval must be at least one second")]
     RefreshIntervalTooShort,
+}
+
+impl Refused {
+    /// The setting at fault, as the gate file names it.
+    fn field(&self) -> &'static str {
+        match self {
+            Refused::NoAlgorithms | Refused::NoKeyForAlgorithms(_) => "algorithms",
+            Refused::NoKeySet | Refused::KeySet(_) => "jwks_file",
+            Refused::NoIssuer => "issuer",
+            Refused::NoAudience => "audience",
+            Refused::LeewayTooLong(_) => "leeway_seconds",
+            Refused::EmptyClaimName(name) => name,
+            Refused::EmptyTyp | Refused::EmptyTypList => "typ",
+            Refused::ZeroMaxTokenLen => "max_token_len",
+            Refused::RefreshIntervalTooShort => "refresh_interval",
+        }
+    }
+}
+
+impl From<Refused> for ConfigError {
+    fn from(refused: Refused) -> Self {
+        let location = Location {
+            section: Some("[jwt]".to_owned()),
+            field: Some(refused.field().to_owned()),
+            ..Location::default()
+        };
+        ConfigError::invalid(location, refused.to_string())
+    }
 }
 
 pub(super) enum KeySource {
@@ -265,45 +281,50 @@ impl JwtAuthenticatorBuilder {
         self
     }
 
-    /// Checks the configuration and loads the key set (unless refreshable).
-    pub fn build(self) -> Result<JwtAuthenticator, JwtConfigError> {
+    /// Checks the configuration and loads the key set (unless refreshable). An error names `[jwt]` and the setting
+    /// at fault, as the gate file spells it.
+    pub fn build(self) -> Result<JwtAuthenticator, ConfigError> {
+        self.checked().map_err(ConfigError::from)
+    }
+
+    fn checked(self) -> Result<JwtAuthenticator, Refused> {
         if self.algorithms.is_empty() {
-            return Err(JwtConfigError::NoAlgorithms);
+            return Err(Refused::NoAlgorithms);
         }
         if self.issuers.is_empty() && !self.any_issuer {
-            return Err(JwtConfigError::NoIssuer);
+            return Err(Refused::NoIssuer);
         }
         if self.audiences.is_empty() && !self.any_audience {
-            return Err(JwtConfigError::NoAudience);
+            return Err(Refused::NoAudience);
         }
         if self.leeway > MAX_LEEWAY {
-            return Err(JwtConfigError::LeewayTooLong(self.leeway));
+            return Err(Refused::LeewayTooLong(self.leeway));
         }
         if self.scope_claim.is_empty() {
-            return Err(JwtConfigError::EmptyClaimName("scope_claim"));
+            return Err(Refused::EmptyClaimName("scope_claim"));
         }
         if self.allow_ips_claim.is_empty() {
-            return Err(JwtConfigError::EmptyClaimName("allow_ips_claim"));
+            return Err(Refused::EmptyClaimName("allow_ips_claim"));
         }
         if self.attr_claims.iter().any(String::is_empty) {
-            return Err(JwtConfigError::EmptyClaimName("attr_claims"));
+            return Err(Refused::EmptyClaimName("attr_claims"));
         }
         if self.max_token_len == 0 {
-            return Err(JwtConfigError::ZeroMaxTokenLen);
+            return Err(Refused::ZeroMaxTokenLen);
         }
         if self.typ.as_ref().is_some_and(Vec::is_empty) {
-            return Err(JwtConfigError::EmptyTypList);
+            return Err(Refused::EmptyTypList);
         }
         let required_typ = self.typ.unwrap_or_default();
         let mut typ = Vec::with_capacity(required_typ.len());
         for t in &required_typ {
             let n = super::verify::normalize_media_type(t);
             if n.is_empty() {
-                return Err(JwtConfigError::EmptyTyp);
+                return Err(Refused::EmptyTyp);
             }
             typ.push(n);
         }
-        let (keys, refresh) = match self.keys.ok_or(JwtConfigError::NoKeySet)? {
+        let (keys, refresh) = match self.keys.ok_or(Refused::NoKeySet)? {
             KeySource::Static(set) => (set, None),
             KeySource::File(path) => (KeySet::from_jwks_file(path)?, None),
             KeySource::Refreshable {
@@ -311,13 +332,13 @@ impl JwtAuthenticatorBuilder {
                 min_interval,
             } => {
                 if min_interval < Duration::from_secs(1) {
-                    return Err(JwtConfigError::RefreshIntervalTooShort);
+                    return Err(Refused::RefreshIntervalTooShort);
                 }
                 (KeySet::empty(), Some((source, min_interval)))
             }
         };
         if refresh.is_none() && !self.algorithms.iter().any(|a| keys.supports(*a)) {
-            return Err(JwtConfigError::NoKeyForAlgorithms(self.algorithms));
+            return Err(Refused::NoKeyForAlgorithms(self.algorithms));
         }
         let mut read_claims: Vec<String> = ["exp", "nbf", "iat", "iss", "aud", "sub", "scp"]
             .map(str::to_owned)

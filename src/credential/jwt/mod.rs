@@ -66,8 +66,7 @@ mod verify;
 
 pub use config::{
     DEFAULT_ALLOW_IPS_CLAIM, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN,
-    DEFAULT_REFRESH_INTERVAL, DEFAULT_SCOPE_CLAIM, JwtAuthenticatorBuilder, JwtConfigError,
-    MAX_LEEWAY,
+    DEFAULT_REFRESH_INTERVAL, DEFAULT_SCOPE_CLAIM, JwtAuthenticatorBuilder, MAX_LEEWAY,
 };
 pub use jsonwebtoken::Algorithm;
 pub use keyset::{JwksFetch, JwksFetchError, JwksSource, KeySet, KeySetError, MIN_RSA_BITS};
