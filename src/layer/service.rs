@@ -104,6 +104,7 @@ enum Progress {
 
 impl Gate {
     /// Steps 0–6 up to the start of authentication, through the policy's decision order.
+    #[inline]
     fn start<B>(
         &self,
         req: &Request<B>,

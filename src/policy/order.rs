@@ -41,6 +41,7 @@ pub(crate) enum Started<C> {
 impl Policy {
     /// Steps 0–5. `locked_out` (step 4, the throttle) is asked only on a protected or unlisted route, and
     /// `credential` (step 5: `Ok(None)` when none is presented) only after it; neither is asked once a step refused.
+    #[inline]
     pub(crate) fn start<C>(
         &self,
         facts: RequestFacts<'_>,
@@ -84,6 +85,7 @@ impl Policy {
     }
 
     /// Step 6's outcome, then steps 7–8: network, then the route's requirement and bindings.
+    #[inline]
     pub(crate) fn finish(
         &self,
         lookup: &Lookup,
