@@ -136,7 +136,9 @@ fn cases() -> Vec<Case> {
 fn authenticator(case: &Case, cache: usize) -> JwtAuthenticator {
     let jwks = json!({ "keys": [case.jwk.clone()] }).to_string();
     JwtAuthenticator::builder()
-        .algorithms([case.alg])
+        .algorithms([format!("{:?}", case.alg)
+            .parse::<scopegate::credential::jwt::Algorithm>()
+            .unwrap()])
         .key_set(KeySet::from_jwks_json(jwks.as_bytes()).unwrap())
         .issuer(ISS)
         .audience(AUD)

@@ -34,9 +34,12 @@ impl ThrottleConfig {
         }
     }
 
-    /// Any `governor` quota (e.g. a short period, for tests).
-    pub fn from_quota(quota: Quota) -> Self {
-        ThrottleConfig { quota }
+    /// One failure replenished every `period` per client, with `burst` allowed at once; `None` for a zero period.
+    /// For periods a per-minute rate cannot state (short ones, in tests).
+    pub fn per_period(period: Duration, burst: NonZeroU32) -> Option<Self> {
+        Some(ThrottleConfig {
+            quota: Quota::with_period(period)?.allow_burst(burst),
+        })
     }
 }
 
@@ -301,10 +304,13 @@ mod tests {
 
     #[test]
     fn locks_expire() {
-        let quota = Quota::with_period(Duration::from_millis(30))
-            .unwrap()
-            .allow_burst(NonZeroU32::new(1).unwrap());
-        let t = Throttle::new(ThrottleConfig::from_quota(quota));
+        let config =
+            ThrottleConfig::per_period(Duration::from_millis(30), NonZeroU32::MIN).unwrap();
+        assert_eq!(
+            ThrottleConfig::per_period(Duration::ZERO, NonZeroU32::MIN),
+            None
+        );
+        let t = Throttle::new(config);
         let c = ip("198.51.100.1");
         t.record_failure(Some(c));
         t.record_failure(Some(c));

@@ -254,7 +254,7 @@ mod jwt_over_tls {
     async fn minted_tokens_through_the_gate_over_tls() {
         let issuer = issuer();
         let auth = JwtAuthenticator::builder()
-            .algorithms([jsonwebtoken::Algorithm::ES256])
+            .algorithms([scopegate::credential::jwt::Algorithm::ES256])
             .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
             .issuer("https://issuer.test")
             .audience("orders-api")

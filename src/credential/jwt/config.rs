@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
+use super::algorithm::Algorithm;
 
 use super::keyset::{JwksSource, KeySet, KeySetError};
 use super::verify::{Config, JwtAuthenticator};

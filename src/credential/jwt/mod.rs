@@ -4,7 +4,7 @@
 //! ```
 //! use std::time::Duration;
 //! use aws_lc_rs::{rand::SystemRandom, signature::Ed25519KeyPair};
-//! use jsonwebtoken::Algorithm;
+//! use scopegate::credential::jwt::Algorithm;
 //! use scopegate::credential::jwt::{JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer};
 //! use scopegate::policy::{DenialKind, Scope, ScopeSet};
 //!
@@ -57,6 +57,7 @@
 //! `unavailable` (key set not loaded); the precise reason is in its [`detail`](crate::policy::Denial::detail),
 //! and the token itself is never in an error or a log line. See `docs/jwt.md` for the threat model.
 
+mod algorithm;
 mod cache;
 mod claims;
 mod config;
@@ -64,11 +65,11 @@ mod keyset;
 mod mint;
 mod verify;
 
+pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use config::{
     DEFAULT_ALLOW_IPS_CLAIM, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN,
     DEFAULT_REFRESH_INTERVAL, DEFAULT_SCOPE_CLAIM, JwtAuthenticatorBuilder, MAX_LEEWAY,
 };
-pub use jsonwebtoken::Algorithm;
 pub use keyset::{JwksFetch, JwksFetchError, JwksSource, KeySet, KeySetError, MIN_RSA_BITS};
 pub use mint::{
     DEFAULT_MAX_LIFETIME, MAX_LIFETIME, MintError, MintRequest, SigningKey, TokenIssuer,
