@@ -20,7 +20,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderValue, Request, Response, Uri, header::FORWARDED};
 use http_body_util::Full;
-use scopegate::layer::{AuditEvent, AuditSink, ScopeGate};
+use scopegate::layer::{AuditEvent, AuditSink, ScopeGateLayer};
 use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Policy, Route};
 use tower::{Layer, Service, service_fn};
@@ -82,8 +82,8 @@ fn bench(c: &mut Criterion) {
         .route(Route::get("/health").public())
         .build()
         .expect("policy");
-    let gate = ScopeGate::builder(policy)
-        .trusted_proxies(["10.0.0.0/8"])
+    let gate = ScopeGateLayer::builder(policy)
+        .trusted_proxies(["10.0.0.0/8".parse().expect("cidr")])
         .audit(NoAudit)
         .build()
         .expect("gate");

@@ -46,7 +46,7 @@ use scopegate::credential::api_key::ApiKeyVerifier;
 use scopegate::credential::jwt::{
     Algorithm, JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
 };
-use scopegate::layer::{AuditEvent, AuditSink, ScopeGate, ScopeGateLayer};
+use scopegate::layer::{AuditEvent, AuditSink, ScopeGateLayer};
 use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Policy, Route, ScopeSet};
 use tower::{Layer, Service, service_fn};
@@ -163,7 +163,7 @@ fn jwt() -> (HeaderValue, String, JwtAuthenticator) {
 }
 
 fn gate(keys: &ApiKeys, jwt: &JwtAuthenticator, audit: impl AuditSink) -> ScopeGateLayer {
-    ScopeGate::builder(policy())
+    ScopeGateLayer::builder(policy())
         .api_keys(keys.verifier.clone())
         .jwt(jwt.clone())
         .audit(audit)

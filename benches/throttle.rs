@@ -32,9 +32,7 @@ use scopegate::credential::api_key::{
     ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStore, MemoryKeyStore, NewKey,
     Pepper, Peppers,
 };
-use scopegate::layer::{
-    AuditEvent, AuditSink, MAX_LOCKED_CLIENTS, ScopeGate, ScopeGateLayer, ThrottleConfig,
-};
+use scopegate::layer::{AuditEvent, AuditSink, MAX_LOCKED_CLIENTS, ScopeGateLayer, ThrottleConfig};
 use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Policy, Route, ScopeSet};
 use tower::{Layer, Service, service_fn};
@@ -122,7 +120,7 @@ fn gate(verifier: &ApiKeyVerifier, per_minute: u32, burst: u32) -> ScopeGateLaye
         .route(Route::get("/v1/orders/{id}").require_all(["orders:read"]))
         .build()
         .unwrap();
-    ScopeGate::builder(policy)
+    ScopeGateLayer::builder(policy)
         .api_keys(verifier.clone())
         .throttle(ThrottleConfig::per_minute(
             NonZeroU32::new(per_minute).unwrap(),

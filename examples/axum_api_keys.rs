@@ -26,7 +26,7 @@ use scopegate::credential::api_key::{
     ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStore, NewKey, OpenMode,
     Pepper, Peppers, SqliteKeyStore,
 };
-use scopegate::layer::ScopeGate;
+use scopegate::layer::ScopeGateLayer;
 use scopegate::policy::{Denial, Policy, Route, Scope, ScopeSet};
 use scopegate::{Attributes, Clock, Grant, SystemClock};
 use support::serve_on_loopback;
@@ -199,7 +199,7 @@ fn api(verifier: ApiKeyVerifier) -> Result<Router, Box<dyn Error>> {
                 .bind("tenant", "tenant"),
         )
         .build()?;
-    let gate = ScopeGate::builder(policy).api_keys(verifier).build()?;
+    let gate = ScopeGateLayer::builder(policy).api_keys(verifier).build()?;
     let state = AppState::demo()?;
     Ok(Router::new()
         .route("/v1/tenants/{tenant}/invoices/{id}", get(read_invoice))

@@ -23,7 +23,7 @@ use scopegate::Grant;
 use scopegate::credential::jwt::{
     Algorithm, JwtAuthenticator, MintRequest, SigningKey, TokenIssuer,
 };
-use scopegate::layer::ScopeGate;
+use scopegate::layer::ScopeGateLayer;
 use scopegate::policy::{Policy, Route, ScopeSet};
 use support::serve_on_loopback;
 
@@ -147,7 +147,7 @@ fn api(authenticator: JwtAuthenticator) -> Result<Router, Box<dyn Error>> {
                 .bind("tenant", "tenant"),
         )
         .build()?;
-    let gate = ScopeGate::builder(policy).jwt(authenticator).build()?;
+    let gate = ScopeGateLayer::builder(policy).jwt(authenticator).build()?;
     Ok(Router::new()
         .route(
             "/v1/tenants/{tenant}/orders",

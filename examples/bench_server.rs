@@ -28,7 +28,7 @@ use scopegate::credential::api_key::{
     ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStore, MemoryKeyStore, NewKey,
     Pepper, Peppers,
 };
-use scopegate::layer::{AuditEvent, AuditSink, ScopeGate};
+use scopegate::layer::{AuditEvent, AuditSink, ScopeGateLayer};
 use scopegate::policy::{Policy, Route, ScopeSet};
 use scopegate::{Clock, SystemClock};
 use tower::Layer;
@@ -105,7 +105,7 @@ async fn main() -> std::io::Result<()> {
                 .route(Route::get("/v1/orders/{id}").require_all(["orders:read"]))
                 .build()
                 .unwrap();
-            let gate = ScopeGate::builder(policy)
+            let gate = ScopeGateLayer::builder(policy)
                 .api_keys(verifier)
                 .danger_allow_plaintext()
                 .audit(NoAudit)

@@ -30,7 +30,7 @@ use scopegate::credential::api_key::{
     ApiKeyVerifier, CacheConfig, IssuedKey, KeyCache, KeyFormat, KeyIssuer, MemoryKeyStore, NewKey,
     Pepper, Peppers,
 };
-use scopegate::layer::{Allowed, ScopeGate, ScopeGateLayer};
+use scopegate::layer::{Allowed, ScopeGateLayer};
 use scopegate::network::CidrSet;
 use scopegate::policy::{Policy, Route, ScopeSet};
 use scopegate::{Attributes, Clock, Grant, SystemClock};
@@ -268,7 +268,7 @@ fn policy() -> Result<Policy, scopegate::ConfigError> {
 }
 
 fn gate(policy: Policy, keys: ApiKeyVerifier) -> Result<ScopeGateLayer, scopegate::ConfigError> {
-    ScopeGate::builder(policy)
+    ScopeGateLayer::builder(policy)
         .api_keys(keys)
         .hsts_max_age(Duration::from_secs(365 * 24 * 3600))
         .build()

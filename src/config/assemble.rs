@@ -16,13 +16,13 @@ impl GateFile {
         &self,
         env: impl Fn(&str) -> Option<String>,
         clock: impl crate::Clock + Clone,
-    ) -> Result<crate::layer::ScopeGate, ConfigError> {
-        let mut gate = crate::layer::ScopeGate::builder(self.policy()?);
+    ) -> Result<crate::layer::ScopeGateBuilder, ConfigError> {
+        let mut gate = crate::layer::ScopeGateLayer::builder(self.policy()?);
         let t = &self.transport;
         if !t.require_tls {
             gate = gate.danger_allow_plaintext();
         }
-        gate = gate.trusted_proxies(t.trusted_proxies.iter().map(ToString::to_string));
+        gate = gate.trusted_proxies(t.trusted_proxies.iter().copied());
         if t.hsts_max_age > 0 {
             gate = gate.hsts_max_age(std::time::Duration::from_secs(t.hsts_max_age));
         }
@@ -31,7 +31,7 @@ impl GateFile {
         }
         if let Some(keys) = &self.api_keys {
             gate = gate
-                .api_key_header(keys.header.clone())
+                .api_key_header(self.key_header(keys)?)
                 .api_keys(self.api_key_verifier(&env, clock.clone()).await?);
         }
         #[cfg(feature = "jwt")]

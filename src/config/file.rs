@@ -352,6 +352,9 @@ impl GateFile {
                 )
             })?;
         }
+        if let Some(keys) = &self.api_keys {
+            self.key_header(keys)?;
+        }
         self.throttle_config()?;
         // Compile the routes once now, so that a bad route fails at load time.
         self.policy().map(drop)
@@ -446,6 +449,19 @@ impl GateFile {
                     section.store
                 ),
             )),
+        })
+    }
+
+    /// `[api_keys] header` as a header name, or an error naming the field.
+    pub(super) fn key_header(
+        &self,
+        keys: &ApiKeysSection,
+    ) -> Result<http::HeaderName, ConfigError> {
+        http::HeaderName::from_bytes(keys.header.as_bytes()).map_err(|_| {
+            ConfigError::invalid(
+                self.at("api_keys", "header"),
+                format!("{:?} is not a header name", keys.header),
+            )
         })
     }
 

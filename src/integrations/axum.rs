@@ -33,7 +33,7 @@ impl IntoResponse for MissingGrant {
     fn into_response(self) -> Response {
         tracing::error!(
             target: crate::layer::AUDIT_TARGET,
-            "a handler asked for a Grant but the request has none: is the ScopeGate layer missing from this route?"
+            "a handler asked for a Grant but the request has none: is the scopegate layer missing from this route?"
         );
         (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
     }

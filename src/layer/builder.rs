@@ -1,4 +1,4 @@
-//! The layer's builder: every setting is checked once, in [`ScopeGate::build`], never on the request path.
+//! The layer's builder: every setting is checked once, in [`ScopeGateBuilder::build`], never on the request path.
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,14 +17,14 @@ use crate::policy::Policy;
 
 /// Builds a [`ScopeGateLayer`].
 #[must_use]
-pub struct ScopeGate {
+pub struct ScopeGateBuilder {
     policy: Policy,
     api_keys: Option<Arc<dyn Authenticator>>,
     jwt: Option<Arc<dyn Authenticator>>,
     allow_plaintext: bool,
-    trusted_proxies: Vec<String>,
+    trusted_proxies: Vec<Cidr>,
     hsts_max_age: Option<Duration>,
-    key_header: String,
+    key_header: HeaderName,
     max_credential_len: usize,
     throttle: Option<ThrottleConfig>,
     audit: Arc<dyn AuditSink>,
@@ -32,9 +32,9 @@ pub struct ScopeGate {
     body_hook: Option<DenialBodyHook>,
 }
 
-impl fmt::Debug for ScopeGate {
+impl fmt::Debug for ScopeGateBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScopeGate")
+        f.debug_struct("ScopeGateBuilder")
             .field("policy", &self.policy)
             .field("api_keys", &self.api_keys.is_some())
             .field("jwt", &self.jwt.is_some())
@@ -44,18 +44,18 @@ impl fmt::Debug for ScopeGate {
     }
 }
 
-impl ScopeGate {
+impl ScopeGateLayer {
     /// Starts a gate for `policy`, with the safe defaults: TLS required, no trusted proxy, API keys in `x-api-key`,
     /// credentials up to 8 KiB, the default throttle, audit events through `tracing`, realm `scopegate`.
-    pub fn builder(policy: Policy) -> Self {
-        ScopeGate {
+    pub fn builder(policy: Policy) -> ScopeGateBuilder {
+        ScopeGateBuilder {
             policy,
             api_keys: None,
             jwt: None,
             allow_plaintext: false,
             trusted_proxies: Vec::new(),
             hsts_max_age: None,
-            key_header: crate::credential::api_key::DEFAULT_KEY_HEADER.to_owned(),
+            key_header: HeaderName::from_static(crate::credential::api_key::DEFAULT_KEY_HEADER),
             max_credential_len: DEFAULT_MAX_CREDENTIAL_LEN,
             throttle: Some(ThrottleConfig::default()),
             audit: Arc::new(TracingAudit),
@@ -63,7 +63,9 @@ impl ScopeGate {
             body_hook: None,
         }
     }
+}
 
+impl ScopeGateBuilder {
     /// Authenticates API keys (from the key header, or `Authorization: Bearer` tokens without a `.`).
     pub fn api_keys(mut self, authenticator: impl Authenticator) -> Self {
         self.api_keys = Some(Arc::new(authenticator));
@@ -83,14 +85,10 @@ impl ScopeGate {
         self
     }
 
-    /// Peers (CIDRs) whose `Forwarded`/`X-Forwarded-*` headers are believed. Defaults to none. `0.0.0.0/0` and
+    /// Peers (networks) whose `Forwarded`/`X-Forwarded-*` headers are believed. Defaults to none. `0.0.0.0/0` and
     /// `::/0` are refused at build time.
-    pub fn trusted_proxies<I, S>(mut self, networks: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.trusted_proxies = networks.into_iter().map(Into::into).collect();
+    pub fn trusted_proxies(mut self, networks: impl IntoIterator<Item = Cidr>) -> Self {
+        self.trusted_proxies = networks.into_iter().collect();
         self
     }
 
@@ -100,9 +98,10 @@ impl ScopeGate {
         self
     }
 
-    /// The header carrying API keys. Defaults to `x-api-key`.
-    pub fn api_key_header(mut self, name: impl Into<String>) -> Self {
-        self.key_header = name.into();
+    /// The header carrying API keys. Defaults to `x-api-key`. `Authorization`, `Proxy-Authorization` and `Cookie`
+    /// are refused at build time.
+    pub fn api_key_header(mut self, name: HeaderName) -> Self {
+        self.key_header = name;
         self
     }
 
@@ -150,20 +149,12 @@ impl ScopeGate {
             ..Location::default()
         };
         let mut trusted = CidrSet::new();
-        for text in &self.trusted_proxies {
-            let cidr: Cidr = text.parse().map_err(|e: crate::network::CidrError| {
-                ConfigError::invalid(at("trusted_proxies"), e.to_string())
-            })?;
+        for cidr in self.trusted_proxies {
             crate::network::check_trusted_proxy(&cidr)
                 .map_err(|problem| ConfigError::invalid(at("trusted_proxies"), problem))?;
             trusted.insert(cidr);
         }
-        let key_header = HeaderName::from_bytes(self.key_header.as_bytes()).map_err(|_| {
-            ConfigError::invalid(
-                at("api_key_header"),
-                format!("{:?} is not a header name", self.key_header),
-            )
-        })?;
+        let key_header = self.key_header;
         if key_header == AUTHORIZATION
             || key_header == http::header::PROXY_AUTHORIZATION
             || key_header == http::header::COOKIE

@@ -3,14 +3,14 @@
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response, StatusCode};
-//! use scopegate::layer::ScopeGate;
+//! use scopegate::layer::ScopeGateLayer;
 //! use scopegate::network::ConnectionInfo;
 //! use scopegate::policy::{Policy, Route};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let policy = Policy::builder().route(Route::get("/health").public()).build()?;
-//! let gate = ScopeGate::builder(policy).build()?;
+//! let gate = ScopeGateLayer::builder(policy).build()?;
 //! let service = ServiceBuilder::new()
 //!     .layer(gate)
 //!     .service(service_fn(|_req: Request<String>| async { Ok::<_, Infallible>(Response::new(String::from("ok"))) }));
@@ -41,7 +41,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 
 pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, JsonLinesAudit, TracingAudit};
-pub use builder::ScopeGate;
+pub use builder::ScopeGateBuilder;
 pub use future::ResponseFuture;
 pub use render::DenialBodyHook;
 pub use service::{ScopeGateLayer, ScopeGateService};
@@ -54,7 +54,7 @@ use crate::policy::AllowKind;
 #[cfg(feature = "axum")]
 use crate::policy::Denial;
 
-/// What the gate decided about an allowed request, in the request's extensions beside the [`Grant`] (which public
+/// What the gate decided about an allowed request, in the request's extensions beside the [`Grant`](crate::Grant) (which public
 /// routes do not get).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use scopegate::Grant;
-use scopegate::layer::ScopeGate;
+use scopegate::layer::ScopeGateLayer;
 use scopegate::policy::{Policy, Route};
 use scopegate::testing::{StaticCredentials, TestGrant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,7 +55,7 @@ fn app_with(credentials: StaticCredentials) -> Router {
         .route(Route::get("/v1/invoices/{id}").require_all(["invoices:read"]))
         .build()
         .unwrap();
-    let gate = ScopeGate::builder(policy)
+    let gate = ScopeGateLayer::builder(policy)
         .api_keys(credentials.with(KEY, &TestGrant::api_key("key-1").scopes(["invoices:read"])))
         .hsts_max_age(Duration::from_secs(31_536_000))
         .build()
@@ -236,7 +236,7 @@ mod jwt_over_tls {
     use scopegate::credential::jwt::{
         JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
     };
-    use scopegate::layer::ScopeGate;
+    use scopegate::layer::ScopeGateLayer;
     use scopegate::network::CidrSet;
     use scopegate::policy::{Policy, Route, ScopeSet};
 
@@ -269,7 +269,7 @@ mod jwt_over_tls {
             )
             .build()
             .unwrap();
-        let gate = ScopeGate::builder(policy).jwt(auth).build().unwrap();
+        let gate = ScopeGateLayer::builder(policy).jwt(auth).build().unwrap();
         let app = Router::new()
             .route(
                 "/v1/tenants/{tenant}/orders",
@@ -371,7 +371,7 @@ async fn in_handler_denials_are_answered_like_the_gates() {
             "sg_auditor",
             &TestGrant::api_key("auditor").scopes(["reports:read", "reports:confidential"]),
         );
-    let gate = ScopeGate::builder(policy)
+    let gate = ScopeGateLayer::builder(policy)
         .api_keys(credentials)
         .danger_disable_throttle()
         .build()
@@ -424,7 +424,7 @@ mod every_reason_over_tls {
         ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStore, NewKey, OpenMode,
         Pepper, Peppers, SqliteKeyStore,
     };
-    use scopegate::layer::{AuditEvent, AuditSink, ScopeGate, ThrottleConfig};
+    use scopegate::layer::{AuditEvent, AuditSink, ScopeGateLayer, ThrottleConfig};
     use scopegate::network::{Cidr, CidrSet};
     use scopegate::policy::{Policy, Route, ScopeSet};
     use scopegate::{Grant, ManualClock};
@@ -507,7 +507,7 @@ mod every_reason_over_tls {
         let reasons = Reasons::default();
         let throttle =
             ThrottleConfig::per_minute(NonZeroU32::new(1).unwrap(), NonZeroU32::new(8).unwrap());
-        let gate = ScopeGate::builder(policy)
+        let gate = ScopeGateLayer::builder(policy)
             .api_keys(verifier)
             .throttle(throttle)
             .audit(reasons.clone())

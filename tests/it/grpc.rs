@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use scopegate::layer::ScopeGate;
+use scopegate::layer::ScopeGateLayer;
 use scopegate::policy::{Policy, Route};
 use scopegate::testing::{StaticCredentials, TestGrant};
 use tokio::net::TcpListener;
@@ -40,7 +40,7 @@ async fn start() -> GrpcServer {
             &TestGrant::api_key("key-watcher").scopes(["health:watch"]),
         )
         .with_denial(BROKEN, scopegate::policy::DenialKind::Unavailable);
-    let gate = ScopeGate::builder(policy)
+    let gate = ScopeGateLayer::builder(policy)
         .api_keys(credentials)
         .danger_disable_throttle()
         .build()

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response};
 use scopegate::config::GateFile;
-use scopegate::layer::{AuditEvent, AuditSink, ScopeGate};
+use scopegate::layer::{AuditEvent, AuditSink, ScopeGateLayer};
 use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Decision, Policy};
 use scopegate::testing::{Probe, StaticCredentials, TestGrant};
@@ -112,7 +112,7 @@ impl Case {
         if let Some(grant) = self.grant() {
             credentials = credentials.with(VECTOR_KEY, &grant);
         }
-        let gate = ScopeGate::builder(policy.clone())
+        let gate = ScopeGateLayer::builder(policy.clone())
             .api_keys(credentials)
             .danger_disable_throttle()
             .audit(audit.clone())

@@ -22,7 +22,7 @@ use scopegate::credential::api_key::{
     ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, MemoryKeyStore, NewKey, Pepper,
     Peppers,
 };
-use scopegate::layer::{ScopeGate, ScopeGateLayer};
+use scopegate::layer::ScopeGateLayer;
 use scopegate::policy::{Policy, Route, ScopeSet};
 use scopegate::{Clock, Grant, SystemClock};
 use tokio::net::TcpListener;
@@ -98,7 +98,7 @@ fn gate(verifier: ApiKeyVerifier) -> Result<ScopeGateLayer, scopegate::ConfigErr
         .route(Route::post("/invoices.v1.Invoices/Get").require_all(["invoices:read"]))
         .route(Route::post("/invoices.v1.Invoices/Create").require_all(["invoices:write"]))
         .build()?;
-    ScopeGate::builder(policy).api_keys(verifier).build()
+    ScopeGateLayer::builder(policy).api_keys(verifier).build()
 }
 
 #[tokio::main]
