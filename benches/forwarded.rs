@@ -11,34 +11,23 @@
 
 #![allow(missing_docs, clippy::expect_used)]
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use http::{HeaderValue, Request, Response, Uri, header::FORWARDED};
-use http_body_util::Full;
-use scopegate::layer::{AuditEvent, AuditSink, ScopeGateLayer};
+use http::{HeaderValue, Request, Uri, header::FORWARDED};
+use scopegate::layer::ScopeGateLayer;
 use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Policy, Route};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, service_fn};
 
 #[path = "support/poll.rs"]
 mod poll;
+#[path = "support/service.rs"]
+mod service;
 
-use poll::ready;
-
-struct NoAudit;
-
-impl AuditSink for NoAudit {
-    fn record(&self, _event: &AuditEvent<'_>) {}
-}
-
-async fn hello(_req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
-}
+use service::{NoAudit, call, hello};
 
 fn params(size: usize) -> String {
     let mut text = String::from("for=203.0.113.7");
@@ -100,10 +89,7 @@ fn bench(c: &mut Criterion) {
         });
         req
     };
-    let mut call = |req: Request<()>| {
-        ready(std::future::poll_fn(|cx| service.poll_ready(cx))).expect("ready");
-        ready(service.call(req)).expect("infallible").status()
-    };
+    let mut send = |req: Request<()>| call(&mut service, req).expect("infallible").status();
     let mut group = c.benchmark_group("forwarded");
     let shapes: [Shape; 4] = [
         ("params", params),
@@ -116,11 +102,11 @@ fn bench(c: &mut Criterion) {
             let text = shape(size);
             let value = HeaderValue::from_str(&text).expect("visible ASCII");
             // Accepted shapes answer 200, refused ones 400: either way the header was read.
-            let status = call(request(&value)).as_u16();
+            let status = send(request(&value)).as_u16();
             assert!(status == 200 || status == 400, "{name} {size}: {status}");
             group.throughput(Throughput::Bytes(text.len() as u64));
             group.bench_with_input(BenchmarkId::new(name, size), &value, |b, value| {
-                b.iter(|| black_box(call(request(black_box(value)))));
+                b.iter(|| black_box(send(request(black_box(value)))));
             });
         }
     }

@@ -28,60 +28,39 @@
     clippy::similar_names
 )]
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{ACCEPT, AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
-use http::{Request, Response, Uri};
-use http_body_util::Full;
+use http::{Request, Uri};
 use scopegate::Secret;
 use scopegate::credential::Authenticator;
 use scopegate::credential::api_key::ApiKeyVerifier;
 use scopegate::credential::jwt::{
     Algorithm, JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
 };
-use scopegate::layer::{AuditEvent, AuditSink, ScopeGateLayer};
+use scopegate::layer::{AuditSink, ScopeGateLayer};
 use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Policy, Route, ScopeSet};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, service_fn};
 
 #[path = "support/keys.rs"]
 mod keys;
 #[path = "support/poll.rs"]
 mod poll;
+#[path = "support/service.rs"]
+mod service;
 
 use keys::{Fixture, fixture, warm_verifier};
 use poll::ready;
+use service::{NoAudit, call, hello};
 
 const ISS: &str = "https://issuer.example";
 const AUD: &str = "orders-api";
-
-/// The benchmark's audit sink: records nothing.
-struct NoAudit;
-
-impl AuditSink for NoAudit {
-    fn record(&self, _event: &AuditEvent<'_>) {}
-}
-
-/// The inner service: a small fixed response.
-async fn hello(_req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
-}
-
-/// `poll_ready`, then `call`, then the response future to completion.
-fn call<S>(service: &mut S, req: Request<()>) -> Result<S::Response, S::Error>
-where
-    S: Service<Request<()>>,
-{
-    ready(std::future::poll_fn(|cx| service.poll_ready(cx)))?;
-    ready(service.call(req))
-}
 
 /// A request as hyper and a TLS acceptor hand it over: the header map sized for the headers received (hyper reserves
 /// exactly the parsed count), the headers a typical client sends, the credential if any, and the connection's facts.

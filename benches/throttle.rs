@@ -17,48 +17,30 @@
     clippy::similar_names
 )]
 
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
-use http_body_util::Full;
+use http::{Request, Uri};
 use scopegate::SystemClock;
 use scopegate::credential::api_key::{
     ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStore, MemoryKeyStore, NewKey,
     Pepper, Peppers,
 };
-use scopegate::layer::{AuditEvent, AuditSink, MAX_LOCKED_CLIENTS, ScopeGateLayer, ThrottleConfig};
+use scopegate::layer::{MAX_LOCKED_CLIENTS, ScopeGateLayer, ThrottleConfig};
 use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Policy, Route, ScopeSet};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, service_fn};
 
 #[path = "support/poll.rs"]
 mod poll;
+#[path = "support/service.rs"]
+mod service;
 
 use poll::ready;
-
-struct NoAudit;
-
-impl AuditSink for NoAudit {
-    fn record(&self, _event: &AuditEvent<'_>) {}
-}
-
-async fn hello(_req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
-}
-
-fn call<S: Service<Request<()>>>(
-    service: &mut S,
-    req: Request<()>,
-) -> Result<S::Response, S::Error> {
-    ready(std::future::poll_fn(|cx| service.poll_ready(cx)))?;
-    ready(service.call(req))
-}
+use service::{NoAudit, call, hello};
 
 struct Fixture {
     uri: Uri,
