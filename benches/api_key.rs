@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use criterion::{Bencher, Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
-use scopegate::SystemClock;
-use scopegate::credential::api_key::{ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyStore};
+use scopegate::credential::api_key::{ApiKeyVerifier, CacheConfig, KeyCache, KeyStore};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -133,15 +132,14 @@ fn bench(c: &mut Criterion) {
     drop(verifier);
 
     // For reference: every verification a cache miss (TTL zero): store read, record copy, grant built.
-    let uncached = ApiKeyVerifier::new(
-        KeyFormat::default(),
+    let uncached = ApiKeyVerifier::builder(
         fx.peppers.clone(),
         Arc::new(KeyCache::new(
             fx.store.clone() as Arc<dyn KeyStore>,
             CacheConfig::default().ttl(Duration::ZERO),
         )),
-        Arc::new(SystemClock),
-    );
+    )
+    .build();
     let mut i = 0usize;
     group.bench_function("verify_uncached_random_1M", |b| {
         b.iter(|| {

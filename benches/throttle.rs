@@ -79,15 +79,14 @@ fn fixture() -> (Fixture, ApiKeyVerifier) {
     // A revoked key: refused after the whole verification, and counted as a failed authentication.
     let revoked = other.key().expose_str().unwrap().to_owned();
     ready(store.revoke(other.id(), std::time::SystemTime::UNIX_EPOCH)).unwrap();
-    let verifier = ApiKeyVerifier::new(
-        KeyFormat::default(),
+    let verifier = ApiKeyVerifier::builder(
         peppers,
         Arc::new(KeyCache::new(
             store as Arc<dyn KeyStore>,
             CacheConfig::default().ttl(std::time::Duration::from_secs(3600)),
         )),
-        Arc::new(SystemClock),
-    );
+    )
+    .build();
     let fixture = Fixture {
         uri: "/v1/orders/42".parse().unwrap(),
         header: HeaderName::from_static("x-api-key"),

@@ -186,7 +186,7 @@ async fn open_store(url: &str) -> Result<(KeyIssuer, ApiKeyVerifier), Box<dyn Er
         peppers.clone(),
         clock.clone(),
     );
-    let verifier = ApiKeyVerifier::new(KeyFormat::default(), peppers, store, clock);
+    let verifier = ApiKeyVerifier::builder(peppers, store).clock(clock).build();
     Ok((keys, verifier))
 }
 

@@ -82,7 +82,7 @@ fn api_keys() -> (ApiKeyVerifier, String) {
         CacheConfig::default().ttl(Duration::from_secs(3600)),
     ));
     (
-        ApiKeyVerifier::new(KeyFormat::default(), peppers, cache, clock),
+        ApiKeyVerifier::builder(peppers, cache).clock(clock).build(),
         presented,
     )
 }

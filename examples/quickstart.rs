@@ -152,7 +152,7 @@ async fn issue_key() -> Result<(ApiKeyVerifier, IssuedKey), Box<dyn Error>> {
                 .expires_in(Duration::from_secs(24 * 3600)),
         )
         .await?;
-    let verifier = ApiKeyVerifier::new(KeyFormat::default(), peppers, store, clock);
+    let verifier = ApiKeyVerifier::builder(peppers, store).clock(clock).build();
     Ok((verifier, issued))
 }
 

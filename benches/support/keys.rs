@@ -95,12 +95,7 @@ pub(crate) fn warm_verifier(fx: &Fixture) -> ApiKeyVerifier {
             .ttl(Duration::from_secs(3600))
             .max_entries(KEYS + KEYS / 10),
     ));
-    let verifier = ApiKeyVerifier::new(
-        KeyFormat::default(),
-        fx.peppers.clone(),
-        cache.clone(),
-        Arc::new(SystemClock),
-    );
+    let verifier = ApiKeyVerifier::builder(fx.peppers.clone(), cache.clone()).build();
     let warm = Instant::now();
     for key in &fx.keys {
         ready(verifier.verify(key)).expect("warm");

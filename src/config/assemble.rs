@@ -101,12 +101,10 @@ impl GateFile {
             .await
             .map_err(|problem| ConfigError::invalid(self.at("api_keys", "store"), problem))?;
         let cache = std::sync::Arc::new(KeyCache::new(store, CacheConfig::default()));
-        Ok(ApiKeyVerifier::new(
-            format,
-            peppers,
-            cache,
-            std::sync::Arc::new(clock),
-        ))
+        Ok(ApiKeyVerifier::builder(peppers, cache)
+            .format(format)
+            .clock(clock)
+            .build())
     }
 
     #[cfg(feature = "jwt")]

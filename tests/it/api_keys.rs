@@ -119,7 +119,9 @@ fn replica_with(
             peppers.clone(),
             clock_arc.clone(),
         ),
-        verifier: ApiKeyVerifier::new(KeyFormat::default(), peppers, cache.clone(), clock_arc),
+        verifier: ApiKeyVerifier::builder(peppers, cache.clone())
+            .clock(clock_arc)
+            .build(),
         store,
         cache,
     }
@@ -292,8 +294,10 @@ async fn wrong_shapes_are_refused_without_a_store_call() {
         Peppers::single(pepper(1, 7)),
         clock.clone(),
     );
-    let acme_verifier =
-        ApiKeyVerifier::new(acme, Peppers::single(pepper(1, 7)), r.cache.clone(), clock);
+    let acme_verifier = ApiKeyVerifier::builder(Peppers::single(pepper(1, 7)), r.cache.clone())
+        .format(acme)
+        .clock(clock)
+        .build();
     let acme_key = acme_issuer.issue(request()).await.unwrap();
     let acme_key = acme_key.key().expose_str().unwrap();
     assert!(acme_key.starts_with("acme_live_"));

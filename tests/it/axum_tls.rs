@@ -484,12 +484,9 @@ mod every_reason_over_tls {
             store,
             CacheConfig::default().ttl(Duration::ZERO),
         ));
-        let verifier = ApiKeyVerifier::new(
-            KeyFormat::default(),
-            pepper(),
-            cache,
-            Arc::new(clock.clone()),
-        );
+        let verifier = ApiKeyVerifier::builder(pepper(), cache)
+            .clock(clock.clone())
+            .build();
 
         let policy = Policy::builder()
             .route(

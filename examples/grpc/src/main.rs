@@ -116,7 +116,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         peppers.clone(),
         clock.clone(),
     );
-    let verifier = ApiKeyVerifier::new(KeyFormat::default(), peppers, store, clock);
+    let verifier = ApiKeyVerifier::builder(peppers, store).clock(clock).build();
     let reader = keys
         .issue(NewKey::new("reader", ScopeSet::parse(["invoices:read"])?))
         .await?;

@@ -19,7 +19,7 @@
 //! let peppers = Peppers::single(Pepper::new(1, vec![0x42; 32])?);
 //! let cache = Arc::new(KeyCache::new(Arc::new(MemoryKeyStore::new()), CacheConfig::default()));
 //! let issuer = KeyIssuer::new(cache.clone(), KeyFormat::default(), peppers.clone(), clock.clone());
-//! let verifier = ApiKeyVerifier::new(KeyFormat::default(), peppers, cache, clock.clone());
+//! let verifier = ApiKeyVerifier::builder(peppers, cache).clock(clock.clone()).build();
 //!
 //! let issued = issuer
 //!     .issue(NewKey::new("billing job", ScopeSet::parse(["invoices:read"])?).expires_in(Duration::from_secs(3600)))
@@ -62,4 +62,4 @@ pub use record::{KeyInfo, KeyRecord, KeyStatus};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{OpenMode, SqliteKeyStore};
 pub use store::{KeyStore, MemoryKeyStore, StoreError, StoreFuture};
-pub use verify::ApiKeyVerifier;
+pub use verify::{ApiKeyVerifier, ApiKeyVerifierBuilder};

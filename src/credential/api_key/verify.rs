@@ -32,20 +32,15 @@ struct Inner {
 }
 
 impl ApiKeyVerifier {
-    /// A verifier for keys of `format`, hashed under any of `peppers`, looked up through `cache`.
-    pub fn new(
-        format: KeyFormat,
-        peppers: Peppers,
-        cache: Arc<KeyCache>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        cache.claim_compact_pepper(peppers.current_version());
-        ApiKeyVerifier(Arc::new(Inner {
-            format,
+    /// Starts a verifier for keys hashed under any of `peppers`, looked up through `cache`. Defaults: keys of the
+    /// default format (`sg_…`), the system clock.
+    pub fn builder(peppers: Peppers, cache: Arc<KeyCache>) -> ApiKeyVerifierBuilder {
+        ApiKeyVerifierBuilder {
+            format: KeyFormat::default(),
             peppers,
             cache,
-            clock,
-        }))
+            clock: Arc::new(crate::SystemClock),
+        }
     }
 
     /// The key format this verifier accepts.
@@ -189,6 +184,50 @@ impl Inner {
                 ))
             }
         }
+    }
+}
+
+/// Builds an [`ApiKeyVerifier`]. Start with [`ApiKeyVerifier::builder`].
+#[must_use]
+pub struct ApiKeyVerifierBuilder {
+    format: KeyFormat,
+    peppers: Peppers,
+    cache: Arc<KeyCache>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ApiKeyVerifierBuilder {
+    /// The key format accepted (prefix). Defaults to [`KeyFormat::default`] (`sg_…`).
+    pub fn format(mut self, format: KeyFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The clock for expiry, revocation and the cache. Defaults to the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The verifier. The cache keeps its compact entries for the current pepper.
+    pub fn build(self) -> ApiKeyVerifier {
+        self.cache
+            .claim_compact_pepper(self.peppers.current_version());
+        ApiKeyVerifier(Arc::new(Inner {
+            format: self.format,
+            peppers: self.peppers,
+            cache: self.cache,
+            clock: self.clock,
+        }))
+    }
+}
+
+impl fmt::Debug for ApiKeyVerifierBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyVerifierBuilder")
+            .field("format", &self.format)
+            .field("peppers", &self.peppers)
+            .finish_non_exhaustive()
     }
 }
 
