@@ -113,7 +113,7 @@ impl Locks {
             let until_map = &self.until;
             if let Some(oldest) = self
                 .order
-                .pop_oldest(|k, stamp| until_map.get(k).is_some_and(|(_, s)| *s == stamp))
+                .pop_oldest(|k, stamp| Self::is_current(until_map, k, stamp))
             {
                 self.until.remove(&oldest);
             }
@@ -122,9 +122,17 @@ impl Locks {
         self.next_stamp += 1;
         self.until.insert(key, (until, stamp));
         let until_map = &self.until;
-        self.order.push(key, stamp, |k, stamp| {
-            until_map.get(k).is_some_and(|(_, s)| *s == stamp)
-        });
+        self.order
+            .push(key, stamp, |k, stamp| Self::is_current(until_map, k, stamp));
+    }
+
+    /// Whether an order record (`key`, `stamp`) is still the table's entry for that key.
+    fn is_current(
+        until: &HashMap<ThrottleKey, (Instant, u64)>,
+        key: &ThrottleKey,
+        stamp: u64,
+    ) -> bool {
+        until.get(key).is_some_and(|(_, s)| *s == stamp)
     }
 }
 
