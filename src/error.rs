@@ -79,6 +79,15 @@ impl ConfigError {
         }
     }
 
+    /// Names the section the problem is in (e.g. one `[[jwt.issuers]]` entry), replacing a more general one.
+    #[cfg(feature = "jwt")]
+    pub(crate) fn in_section(mut self, section: &str) -> Self {
+        if let ConfigError::Invalid { location, .. } = &mut self {
+            location.section = Some(section.to_owned());
+        }
+        self
+    }
+
     /// Attaches the gate file (and, if unknown yet, a line) to the error.
     pub(crate) fn in_file(mut self, file: &std::path::Path) -> Self {
         if let ConfigError::Invalid { location, .. } = &mut self

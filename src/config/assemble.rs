@@ -3,7 +3,7 @@
 
 use super::file::GateFile;
 #[cfg(feature = "jwt")]
-use super::file::JwtSection;
+use super::file::{JwtSection, KeySource, OneOrMany};
 use crate::error::ConfigError;
 
 impl GateFile {
@@ -36,10 +36,18 @@ impl GateFile {
         }
         #[cfg(feature = "jwt")]
         if let Some(jwt) = &self.jwt {
-            gate = gate.jwt(self.jwt_authenticator(jwt, clock)?);
+            gate = gate.jwt(self.jwt_authenticator(jwt, &clock)?);
         }
         #[cfg(not(feature = "jwt"))]
         let _ = clock;
+        if let Some(resource) = &self.resource {
+            let mut metadata = crate::layer::ProtectedResource::new(resource.uri.clone())
+                .authorization_servers(resource.authorization_servers.clone());
+            if let Some(scopes) = &resource.scopes_supported {
+                metadata = metadata.scopes_supported(scopes.clone());
+            }
+            gate = gate.protected_resource(metadata);
+        }
         Ok(gate)
     }
 
@@ -107,15 +115,88 @@ impl GateFile {
             .build())
     }
 
+    /// `[jwt]` (one issuer) or its `[[jwt.issuers]]` entries, each with its own key set; `[resource] uri` is an
+    /// accepted audience of every entry (RFC 8707).
     #[cfg(feature = "jwt")]
     fn jwt_authenticator(
         &self,
         section: &JwtSection,
-        clock: impl crate::Clock,
+        clock: &(impl crate::Clock + Clone),
     ) -> Result<crate::credential::jwt::JwtAuthenticator, ConfigError> {
+        use crate::credential::jwt::JwtAuthenticator;
+        #[cfg(feature = "jwks-https")]
+        let fetcher = if section.is_live() {
+            Some(self.fetcher(section)?)
+        } else {
+            None
+        };
+        let mut authenticators = Vec::new();
+        for (table, entry) in section.entries() {
+            let in_file = |e: ConfigError| {
+                let e = e.in_section(&table);
+                match self.source() {
+                    Some(file) => e.in_file(file),
+                    None => e,
+                }
+            };
+            let builder = self
+                .jwt_entry(section, entry, clock.clone())
+                .map_err(in_file)?;
+            let builder = match entry.key_source() {
+                Ok(Some(KeySource::File(path))) => builder.jwks_file(self.resolve(path)),
+                #[cfg(feature = "jwks-https")]
+                Ok(Some(KeySource::Url(url))) => builder.jwks_url(
+                    fetcher.as_ref().ok_or_else(|| missing_fetcher(&table))?,
+                    url,
+                ),
+                #[cfg(feature = "jwks-https")]
+                Ok(Some(KeySource::Discovery)) => {
+                    builder.discovery(fetcher.as_ref().ok_or_else(|| missing_fetcher(&table))?)
+                }
+                #[cfg(not(feature = "jwks-https"))]
+                Ok(Some(KeySource::Url(_) | KeySource::Discovery)) => {
+                    return Err(in_file(ConfigError::invalid(
+                        self.at("jwt", "jwks_url"),
+                        "this build cannot fetch key sets (enable the scopegate crate's `jwks-https` feature)",
+                    )));
+                }
+                // `GateFile::validate` made sure every entry has exactly one.
+                Ok(None) | Err(_) => {
+                    return Err(in_file(ConfigError::invalid(
+                        self.at("jwt", "jwks_file"),
+                        "set one of jwks_file, jwks_url or discovery = true",
+                    )));
+                }
+            };
+            authenticators.push(builder.build().map_err(in_file)?);
+        }
+        if section.issuers.is_empty() {
+            return authenticators
+                .pop()
+                .ok_or_else(|| ConfigError::invalid(self.at("jwt", "issuer"), "no issuer entry"));
+        }
+        JwtAuthenticator::by_issuer(authenticators).map_err(|e| match self.source() {
+            Some(file) => e.in_file(file),
+            None => e,
+        })
+    }
+
+    /// One entry's builder, without its key set: the entry's values, else `[jwt]`'s, else the defaults.
+    #[cfg(feature = "jwt")]
+    fn jwt_entry(
+        &self,
+        defaults: &JwtSection,
+        entry: &JwtSection,
+        clock: impl crate::Clock,
+    ) -> Result<crate::credential::jwt::JwtAuthenticatorBuilder, ConfigError> {
         use crate::credential::jwt::{Algorithm, JwtAuthenticator};
-        let mut algorithms = Vec::with_capacity(section.algorithms.len());
-        for name in &section.algorithms {
+        let names = entry
+            .algorithms
+            .as_ref()
+            .or(defaults.algorithms.as_ref())
+            .map_or(&[][..], Vec::as_slice);
+        let mut algorithms = Vec::with_capacity(names.len());
+        for name in names {
             let alg = name.parse::<Algorithm>().map_err(|_| {
                 ConfigError::invalid(
                     self.at("jwt", "algorithms"),
@@ -124,31 +205,92 @@ impl GateFile {
             })?;
             algorithms.push(alg);
         }
+        let leeway = entry.leeway_seconds.or(defaults.leeway_seconds);
         let mut builder = JwtAuthenticator::builder()
             .algorithms(algorithms)
-            .jwks_file(self.resolve(&section.jwks_file))
-            .leeway(std::time::Duration::from_secs(section.leeway_seconds))
-            .scope_claim(section.scope_claim.clone())
-            .attr_claims(section.attr_claims.clone())
+            .attr_claims(
+                entry
+                    .attr_claims
+                    .as_ref()
+                    .or(defaults.attr_claims.as_ref())
+                    .cloned()
+                    .unwrap_or_default(),
+            )
             .clock(clock);
-        for issuer in section.issuer.to_vec() {
+        if let Some(seconds) = leeway {
+            builder = builder.leeway(std::time::Duration::from_secs(seconds));
+        }
+        if let Some(claim) = entry.scope_claim.as_ref().or(defaults.scope_claim.as_ref()) {
+            builder = builder.scope_claim(claim.clone());
+        }
+        for issuer in entry.issuer.iter().flat_map(OneOrMany::to_vec) {
             builder = builder.issuer(issuer);
         }
-        for audience in section.audience.to_vec() {
+        let audiences = entry.audience.as_ref().or(defaults.audience.as_ref());
+        for audience in audiences.iter().flat_map(|a| a.to_vec()) {
             builder = builder.audience(audience);
         }
-        if let Some(claim) = &section.allow_ips_claim {
+        if let Some(resource) = &self.resource {
+            builder = builder.audience(resource.uri.clone());
+        }
+        if let Some(claim) = entry
+            .allow_ips_claim
+            .as_ref()
+            .or(defaults.allow_ips_claim.as_ref())
+        {
             builder = builder.allow_ips_claim(claim.clone());
         }
-        if let Some(typ) = &section.typ {
+        if let Some(typ) = entry.typ.as_ref().or(defaults.typ.as_ref()) {
             builder = builder.required_typ(typ.clone());
         }
-        // The builder's error names `[jwt]` and the field; the file is added here.
-        builder.build().map_err(|e| match self.source() {
-            Some(file) => e.in_file(file),
-            None => e,
+        if let Some(fetch) = &defaults.fetch {
+            builder = builder.key_refresh(
+                crate::credential::jwt::KeyRefresh::new()
+                    .interval(std::time::Duration::from_secs(fetch.refresh_seconds))
+                    .unknown_kid_cooldown(std::time::Duration::from_secs(
+                        fetch.unknown_kid_cooldown_seconds,
+                    ))
+                    .max_stale(std::time::Duration::from_secs(fetch.max_stale_seconds)),
+            );
+        }
+        Ok(builder)
+    }
+
+    /// The HTTPS fetcher of `[jwt.fetch]` (the defaults when the table is absent).
+    #[cfg(feature = "jwks-https")]
+    fn fetcher(
+        &self,
+        section: &JwtSection,
+    ) -> Result<crate::credential::jwt::HttpsFetcher, ConfigError> {
+        let defaults = super::file::FetchSection::default();
+        let fetch = section.fetch.as_ref().unwrap_or(&defaults);
+        let mut builder = crate::credential::jwt::HttpsFetcher::builder()
+            .timeout(std::time::Duration::from_secs(fetch.timeout_seconds))
+            .max_bytes(usize::try_from(fetch.max_bytes).unwrap_or(usize::MAX));
+        if let Some(ca) = &fetch.ca_file {
+            builder = builder.ca_file(self.resolve(ca));
+        }
+        builder.build().map_err(|e| {
+            let field = if fetch.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "timeout_seconds"
+            };
+            ConfigError::invalid(self.at("jwt.fetch", field), e.to_string())
         })
     }
+}
+
+#[cfg(feature = "jwks-https")]
+fn missing_fetcher(table: &str) -> ConfigError {
+    ConfigError::invalid(
+        crate::error::Location {
+            section: Some(table.to_owned()),
+            field: Some("jwks_url".to_owned()),
+            ..crate::error::Location::default()
+        },
+        "no HTTPS fetcher was made for this entry",
+    )
 }
 
 fn pepper_from(

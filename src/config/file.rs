@@ -31,6 +31,9 @@ pub struct GateFile {
     /// `[throttle]`.
     #[serde(default)]
     pub throttle: Option<ThrottleSection>,
+    /// `[resource]`: RFC 9728 protected resource metadata.
+    #[serde(default)]
+    pub resource: Option<ResourceSection>,
     #[serde(default, rename = "route")]
     routes: Vec<toml::Spanned<RouteTable>>,
     #[serde(skip)]
@@ -153,34 +156,147 @@ impl OneOrMany {
     }
 }
 
-/// `[jwt]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[jwt]`: one issuer's settings, or the defaults of several `[[jwt.issuers]]` entries (which have the same fields,
+/// except `issuers` and `fetch`).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct JwtSection {
-    /// Accepted issuer(s).
-    pub issuer: OneOrMany,
+    /// Accepted issuer(s): one string with `discovery`; per entry with `[[jwt.issuers]]`.
+    #[serde(default)]
+    pub issuer: Option<OneOrMany>,
     /// Accepted audience(s).
-    pub audience: OneOrMany,
+    #[serde(default)]
+    pub audience: Option<OneOrMany>,
     /// Accepted algorithms, pinned.
-    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
     /// RFC 7517 key set file.
-    pub jwks_file: PathBuf,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// A key set fetched over HTTPS (`https://` only).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The key set named by the issuer's OpenID Connect (or RFC 8414) metadata document.
+    #[serde(default)]
+    pub discovery: bool,
     /// Clock leeway in seconds. Defaults to 30.
-    #[serde(default = "default_leeway")]
-    pub leeway_seconds: u64,
+    #[serde(default)]
+    pub leeway_seconds: Option<u64>,
     /// Required header `typ` values; off by default.
     #[serde(default)]
     pub typ: Option<Vec<String>>,
     /// Claim holding space-separated scopes. Defaults to `scope`.
-    #[serde(default = "default_scope_claim")]
-    pub scope_claim: String,
+    #[serde(default)]
+    pub scope_claim: Option<String>,
     /// Claim holding a CIDR allowlist.
     #[serde(default)]
     pub allow_ips_claim: Option<String>,
     /// Claims copied into the grant's attributes.
     #[serde(default)]
-    pub attr_claims: Vec<String>,
+    pub attr_claims: Option<Vec<String>>,
+    /// `[[jwt.issuers]]`: several issuers, each with its own key set; the values above are their defaults.
+    #[serde(default)]
+    pub issuers: Vec<JwtSection>,
+    /// `[jwt.fetch]`: how live key sets are fetched.
+    #[serde(default)]
+    pub fetch: Option<FetchSection>,
+}
+
+/// `[jwt.fetch]`: how live key sets (`jwks_url`, `discovery`) are fetched and refreshed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FetchSection {
+    /// Extra trust anchors (PEM) besides the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Background refresh interval. Defaults to 300.
+    #[serde(default = "default_refresh")]
+    pub refresh_seconds: u64,
+    /// At most one fetch per issuer this often for a `kid` not in the set. Defaults to 10.
+    #[serde(default = "default_cooldown")]
+    pub unknown_kid_cooldown_seconds: u64,
+    /// How long a failing issuer's last good set is used. Defaults to 86400.
+    #[serde(default = "default_max_stale")]
+    pub max_stale_seconds: u64,
+    /// Time allowed for one fetch. Defaults to 5.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Largest document accepted. Defaults to 1 MiB.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for FetchSection {
+    fn default() -> Self {
+        FetchSection {
+            ca_file: None,
+            refresh_seconds: default_refresh(),
+            unknown_kid_cooldown_seconds: default_cooldown(),
+            max_stale_seconds: default_max_stale(),
+            timeout_seconds: default_timeout(),
+            max_bytes: default_max_bytes(),
+        }
+    }
+}
+
+fn default_refresh() -> u64 {
+    300
+}
+fn default_cooldown() -> u64 {
+    10
+}
+fn default_max_stale() -> u64 {
+    86_400
+}
+fn default_timeout() -> u64 {
+    5
+}
+fn default_max_bytes() -> u64 {
+    1024 * 1024
+}
+
+impl FetchSection {
+    /// The first setting out of bounds, and why.
+    fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        for (field, value) in [
+            ("refresh_seconds", self.refresh_seconds),
+            (
+                "unknown_kid_cooldown_seconds",
+                self.unknown_kid_cooldown_seconds,
+            ),
+            ("max_stale_seconds", self.max_stale_seconds),
+            ("timeout_seconds", self.timeout_seconds),
+            ("max_bytes", self.max_bytes),
+        ] {
+            if value == 0 {
+                return Err((field, "must be at least 1"));
+            }
+        }
+        if self.max_stale_seconds < self.refresh_seconds {
+            return Err((
+                "max_stale_seconds",
+                "is shorter than refresh_seconds: the key set would go stale between two refreshes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[resource]`: the RFC 9728 protected resource metadata.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ResourceSection {
+    /// The resource identifier (`https://`); also an accepted token audience.
+    pub uri: String,
+    /// Where clients get tokens for this resource (issuer identifiers).
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// The scopes clients may ask for. Defaults to every scope that a route requires.
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
 }
 
 impl OneOrMany {
@@ -189,16 +305,24 @@ impl OneOrMany {
     }
 }
 
+/// Where a key set comes from, as one `[jwt]` table says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeySource<'a> {
+    File(&'a Path),
+    Url(&'a str),
+    Discovery,
+}
+
 impl JwtSection {
     /// The first list that restricts something and is empty (`typ = []` would otherwise turn the check off).
     fn check_lists(&self) -> Result<(), &'static str> {
-        if self.issuer.is_empty() {
+        if self.issuer.as_ref().is_some_and(OneOrMany::is_empty) {
             return Err("issuer");
         }
-        if self.audience.is_empty() {
+        if self.audience.as_ref().is_some_and(OneOrMany::is_empty) {
             return Err("audience");
         }
-        if self.algorithms.is_empty() {
+        if self.algorithms.as_ref().is_some_and(Vec::is_empty) {
             return Err("algorithms");
         }
         if self.typ.as_ref().is_some_and(Vec::is_empty) {
@@ -206,13 +330,153 @@ impl JwtSection {
         }
         Ok(())
     }
+
+    /// The one key source this table names, if any.
+    pub(super) fn key_source(&self) -> Result<Option<KeySource<'_>>, &'static str> {
+        let mut sources = self
+            .jwks_file
+            .as_deref()
+            .map(KeySource::File)
+            .into_iter()
+            .chain(self.jwks_url.as_deref().map(KeySource::Url))
+            .chain(self.discovery.then_some(KeySource::Discovery));
+        let first = sources.next();
+        if sources.next().is_some() {
+            return Err("jwks_file, jwks_url and discovery = true exclude each other: set one");
+        }
+        Ok(first)
+    }
+
+    /// The issuer entries: each `[[jwt.issuers]]` table, or `[jwt]` itself. Each with its display name.
+    pub(super) fn entries(&self) -> Vec<(String, &JwtSection)> {
+        if self.issuers.is_empty() {
+            vec![("[jwt]".to_owned(), self)]
+        } else {
+            self.issuers
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (format!("[[jwt.issuers]] #{}", i + 1), e))
+                .collect()
+        }
+    }
+
+    /// Whether some entry fetches its key set.
+    #[cfg(feature = "jwks-https")]
+    pub(super) fn is_live(&self) -> bool {
+        self.entries().iter().any(|(_, e)| {
+            matches!(
+                e.key_source(),
+                Ok(Some(KeySource::Url(_) | KeySource::Discovery))
+            )
+        })
+    }
+
+    /// Everything that can be said of `[jwt]` without reading a key set: one line naming the table and field.
+    fn check(&self) -> Result<(), (String, &'static str, String)> {
+        const EMPTY: &str = "an empty list here would restrict nothing; list at least one value (or leave the field out where it is optional)";
+        let fail = |table: &str, field: &'static str, why: &str| {
+            Err((table.to_owned(), field, why.to_owned()))
+        };
+        if let Err(field) = self.check_lists() {
+            return fail("[jwt]", field, EMPTY);
+        }
+        if let Some(fetch) = &self.fetch
+            && let Err((field, why)) = fetch.check()
+        {
+            return fail("[jwt.fetch]", field, why);
+        }
+        if !self.issuers.is_empty() {
+            if self.issuer.is_some() {
+                return fail(
+                    "[jwt]",
+                    "issuer",
+                    "with [[jwt.issuers]], each entry names its issuer; [jwt] holds only their defaults",
+                );
+            }
+            if !matches!(self.key_source(), Ok(None)) {
+                return fail(
+                    "[jwt]",
+                    "jwks_file",
+                    "with [[jwt.issuers]], each entry has its own key set (key sets are never shared between issuers)",
+                );
+            }
+        }
+        for (table, entry) in self.entries() {
+            if !std::ptr::eq(entry, self) {
+                if let Err(field) = entry.check_lists() {
+                    return fail(&table, field, EMPTY);
+                }
+                if !entry.issuers.is_empty() || entry.fetch.is_some() {
+                    return fail(
+                        &table,
+                        "issuers",
+                        "an entry cannot hold issuers or fetch settings",
+                    );
+                }
+            }
+            match &entry.issuer {
+                None => return fail(&table, "issuer", "missing: name the issuer (`iss`)"),
+                Some(OneOrMany::Many(list)) if entry.discovery && list.len() != 1 => {
+                    return fail(
+                        &table,
+                        "issuer",
+                        "discovery needs exactly one issuer (the metadata document's issuer must equal it)",
+                    );
+                }
+                Some(_) => {}
+            }
+            if entry.audience.is_none() && self.audience.is_none() {
+                return fail(&table, "audience", "missing: name the accepted audience");
+            }
+            if entry.algorithms.is_none() && self.algorithms.is_none() {
+                return fail(
+                    &table,
+                    "algorithms",
+                    "missing: pin the algorithms your identity provider signs with",
+                );
+            }
+            match entry.key_source() {
+                Err(why) => return fail(&table, "jwks_url", why),
+                Ok(None) => {
+                    return fail(
+                        &table,
+                        "jwks_file",
+                        "missing: set jwks_file, jwks_url or discovery = true",
+                    );
+                }
+                Ok(Some(KeySource::Url(url))) if !is_https_url(url) => {
+                    return fail(
+                        &table,
+                        "jwks_url",
+                        &format!(
+                            "{url:?} is not an https:// URL (key sets are fetched over HTTPS only)"
+                        ),
+                    );
+                }
+                Ok(Some(KeySource::Discovery)) => {
+                    if let Some(issuer) = entry.issuer.as_ref().and_then(|i| i.to_vec().pop())
+                        && !is_https_url(&issuer)
+                    {
+                        return fail(
+                            &table,
+                            "issuer",
+                            &format!("{issuer:?}: discovery needs an https:// issuer"),
+                        );
+                    }
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+        Ok(())
+    }
 }
 
-fn default_leeway() -> u64 {
-    30
-}
-fn default_scope_claim() -> String {
-    "scope".to_owned()
+/// An absolute `https://` URL with a host: the shape every fetched or published URL must have.
+pub(crate) fn is_https_url(url: &str) -> bool {
+    url.strip_prefix("https://").is_some_and(|rest| {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && !host.contains('@')
+    }) && url.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// `[throttle]`.
@@ -345,12 +609,30 @@ impl GateFile {
             ));
         }
         if let Some(jwt) = &self.jwt {
-            jwt.check_lists().map_err(|field| {
+            jwt.check().map_err(|(table, field, why)| {
                 ConfigError::invalid(
-                    at("jwt", field),
-                    "an empty list here would restrict nothing; list at least one value (or leave the field out where it is optional)",
+                    Location {
+                        section: Some(table),
+                        field: Some(field.to_owned()),
+                        ..Location::default()
+                    },
+                    why,
                 )
             })?;
+        }
+        if let Some(resource) = &self.resource {
+            crate::layer::ProtectedResource::check_uri(&resource.uri)
+                .map_err(|why| ConfigError::invalid(at("resource", "uri"), why))?;
+            if let Some(bad) = resource
+                .authorization_servers
+                .iter()
+                .find(|s| !is_https_url(s))
+            {
+                return Err(ConfigError::invalid(
+                    at("resource", "authorization_servers"),
+                    format!("{bad:?} is not an https:// issuer identifier"),
+                ));
+            }
         }
         if let Some(keys) = &self.api_keys {
             self.key_header(keys)?;

@@ -27,6 +27,6 @@ mod assemble;
 mod file;
 
 pub use file::{
-    ApiKeysSection, GateFile, JwtSection, OlderPepper, OneOrMany, ServerSection, ThrottleSection,
-    TransportSection,
+    ApiKeysSection, FetchSection, GateFile, JwtSection, OlderPepper, OneOrMany, ResourceSection,
+    ServerSection, ThrottleSection, TransportSection,
 };

@@ -60,4 +60,10 @@ pub trait Authenticator: Send + Sync + 'static {
     /// Authenticates one credential: [`Authentication::Ready`] when no I/O is needed. A pending future must not
     /// borrow `self`: clone what it needs.
     fn authenticate(&self, credential: Secret) -> Authentication;
+
+    /// Called once by [`ScopeGateBuilder::build`](crate::layer::ScopeGateBuilder::build) with the gate's audit sink,
+    /// for events that happen off the request path (a key set's refresh failing, say). The default ignores it.
+    fn attach_audit(&self, sink: &std::sync::Arc<dyn crate::layer::AuditSink>) {
+        let _ = sink;
+    }
 }

@@ -52,11 +52,57 @@ impl AuditEvent<'_> {
     }
 }
 
+/// A live key set's refresh failed (the last good set stays in use), or succeeded again after failures.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct KeySetEvent<'a> {
+    /// Always `key_set_refresh`.
+    pub event: &'static str,
+    /// `failed` or `recovered`.
+    pub outcome: &'static str,
+    /// The issuer whose key set it is.
+    pub issuer: &'a str,
+    /// Where the keys come from (a URL).
+    pub source: &'a str,
+    /// Why the fetch failed (never a token or a key).
+    pub cause: Option<&'a str>,
+}
+
+#[cfg(feature = "jwt")]
+impl<'a> KeySetEvent<'a> {
+    pub(crate) fn new(
+        issuer: &'a str,
+        source: &'a str,
+        outcome: &'static str,
+        cause: Option<&'a str>,
+    ) -> Self {
+        KeySetEvent {
+            event: "key_set_refresh",
+            outcome,
+            issuer,
+            source,
+            cause,
+        }
+    }
+}
+
 /// Where audit events go. Called synchronously on the request path: keep it fast (hand events to a channel if the
 /// destination is slow).
 pub trait AuditSink: Send + Sync + 'static {
     /// Records one decision.
     fn record(&self, event: &AuditEvent<'_>);
+
+    /// Records a live key set's refresh failure or recovery (off the request path). Defaults to a `tracing`
+    /// event on [`AUDIT_TARGET`] (warn for failures).
+    fn record_key_set(&self, event: &KeySetEvent<'_>) {
+        if event.outcome == "failed" {
+            tracing::warn!(target: AUDIT_TARGET, event = event.event, outcome = event.outcome,
+                issuer = event.issuer, source = event.source, cause = event.cause, "key set refresh failed");
+        } else {
+            tracing::info!(target: AUDIT_TARGET, event = event.event, outcome = event.outcome,
+                issuer = event.issuer, source = event.source, "key set refresh recovered");
+        }
+    }
 }
 
 /// The default sink: a `tracing` event per decision on [`AUDIT_TARGET`] (info for allows, warn for denials).
@@ -113,6 +159,16 @@ impl<W> fmt::Debug for JsonLinesAudit<W> {
 
 impl<W: Write + Send + 'static> AuditSink for JsonLinesAudit<W> {
     fn record(&self, event: &AuditEvent<'_>) {
+        self.write_line(event);
+    }
+
+    fn record_key_set(&self, event: &KeySetEvent<'_>) {
+        self.write_line(event);
+    }
+}
+
+impl<W: Write + Send + 'static> JsonLinesAudit<W> {
+    fn write_line(&self, event: &impl Serialize) {
         let mut out = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         // An audit write that fails cannot be reported to the client; tracing gets it instead.
         if let Err(error) = serde_json::to_writer(&mut *out, event)

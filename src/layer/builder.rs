@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 
 use super::render::DenialBodyHook;
+use super::resource::ProtectedResource;
 use super::service::{Gate, ScopeGateLayer};
 use super::throttle::{Throttle, ThrottleConfig};
 use super::{AuditSink, DEFAULT_REALM, TracingAudit};
@@ -30,6 +31,7 @@ pub struct ScopeGateBuilder {
     audit: Arc<dyn AuditSink>,
     realm: String,
     body_hook: Option<DenialBodyHook>,
+    resource: Option<ProtectedResource>,
 }
 
 impl fmt::Debug for ScopeGateBuilder {
@@ -61,6 +63,7 @@ impl ScopeGateLayer {
             audit: Arc::new(TracingAudit),
             realm: DEFAULT_REALM.to_owned(),
             body_hook: None,
+            resource: None,
         }
     }
 }
@@ -141,6 +144,12 @@ impl ScopeGateBuilder {
         self
     }
 
+    /// Serves RFC 9728 protected resource metadata and points every 401 challenge at it. Defaults to none.
+    pub fn protected_resource(mut self, resource: ProtectedResource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<ScopeGateLayer, ConfigError> {
         let at = |field: &str| Location {
@@ -186,6 +195,23 @@ impl ScopeGateBuilder {
             HeaderValue::try_from(format!("max-age={}", age.as_secs()))
                 .unwrap_or(HeaderValue::from_static("max-age=0"))
         });
+        let resource = self
+            .resource
+            .map(|r| r.compile(&self.policy))
+            .transpose()
+            .map_err(|(field, why)| {
+                ConfigError::invalid(
+                    Location {
+                        section: Some("protected resource".to_owned()),
+                        field: Some(field.to_owned()),
+                        ..Location::default()
+                    },
+                    why,
+                )
+            })?;
+        for authenticator in self.api_keys.iter().chain(&self.jwt) {
+            authenticator.attach_audit(&self.audit);
+        }
         Ok(ScopeGateLayer {
             gate: Arc::new(Gate {
                 policy: self.policy,
@@ -200,6 +226,7 @@ impl ScopeGateBuilder {
                 audit: self.audit,
                 realm: self.realm,
                 body_hook: self.body_hook,
+                resource,
             }),
         })
     }

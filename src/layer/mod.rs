@@ -32,6 +32,7 @@ mod audit;
 mod builder;
 mod future;
 mod render;
+mod resource;
 mod service;
 mod throttle;
 
@@ -40,10 +41,11 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 
-pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, JsonLinesAudit, TracingAudit};
+pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, JsonLinesAudit, KeySetEvent, TracingAudit};
 pub use builder::ScopeGateBuilder;
 pub use future::ResponseFuture;
 pub use render::DenialBodyHook;
+pub use resource::{PROTECTED_RESOURCE_PATH, ProtectedResource};
 pub use service::{ScopeGateLayer, ScopeGateService};
 pub use throttle::{MAX_LOCKED_CLIENTS, ThrottleConfig};
 

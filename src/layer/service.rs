@@ -14,6 +14,7 @@ use tower_service::Service;
 
 use super::future::{AwaitingAuth, ResponseFuture, State};
 use super::render::{DenialBodyHook, is_grpc, render};
+use super::resource::ResourceDocument;
 use super::throttle::Throttle;
 use super::{AuditEvent, AuditSink, GateBody};
 use crate::credential::{Authentication, Authenticator, CredentialSource, extract_credential};
@@ -34,6 +35,7 @@ pub(super) struct Gate {
     pub(super) audit: Arc<dyn AuditSink>,
     pub(super) realm: String,
     pub(super) body_hook: Option<DenialBodyHook>,
+    pub(super) resource: Option<ResourceDocument>,
 }
 
 /// The layer: cheap to clone, holds the compiled configuration.
@@ -190,7 +192,10 @@ impl Gate {
         route: Option<&str>,
     ) -> Response<Full<Bytes>> {
         self.count_failure(&denial, &ctx.client);
-        let response = render(&denial, ctx.grpc, &self.realm, self.body_hook.as_ref());
+        let mut response = render(&denial, ctx.grpc, &self.realm, self.body_hook.as_ref());
+        if let Some(resource) = &self.resource {
+            resource.point_challenge(&mut response);
+        }
         // The status as sent (a gRPC denial travels in HTTP 200 with trailers).
         let status = response.status().as_u16();
         self.audit(req, ctx, &Decision::Deny(denial), status, grant, route);
@@ -255,6 +260,19 @@ where
             client,
             grpc,
         };
+        // The protected resource metadata: public, but only where the gate would serve anything (TLS).
+        if let Some(resource) = &gate.resource
+            && let Some(path) = resource.path_for(req.method(), req.uri().path())
+            && (ctx.client.tls || !gate.require_tls)
+            && forwarding.is_none()
+        {
+            let decision = Decision::Allow {
+                route: path.to_owned(),
+                kind: crate::policy::AllowKind::Public,
+            };
+            gate.audit(&req, &ctx, &decision, 200, None, Some(path));
+            return ResponseFuture::ready(resource.response());
+        }
         // Take the service that was driven to readiness; leave a clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);

@@ -11,6 +11,7 @@ use super::decision::{AllowKind, Decision, Denial, DenialKind};
 use super::path::{CheckedPath, decode_segment};
 use super::requirement::Requirement;
 use super::route::{RequireSpec, Route, pattern_params};
+use super::scope::Scope;
 use crate::error::{ConfigError, Location};
 use crate::grant::Grant;
 use crate::network::{Cidr, CidrSet};
@@ -351,6 +352,24 @@ impl Policy {
             }),
             _ => None,
         }
+    }
+
+    /// Every scope some route's requirement names, sorted, each once (e.g. the default `scopes_supported` of the
+    /// protected resource metadata).
+    pub fn required_scopes(&self) -> Vec<&Scope> {
+        let mut scopes: Vec<&Scope> = self
+            .0
+            .rules
+            .iter()
+            .filter_map(|rule| match &rule.access {
+                Access::Protected(p) => Some(p.requirement.scopes()),
+                Access::Public => None,
+            })
+            .flatten()
+            .collect();
+        scopes.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        scopes.dedup_by(|a, b| a.as_str() == b.as_str());
+        scopes
     }
 
     /// Each distinct route pattern once (rules for several methods share one), in the order first given.

@@ -70,7 +70,7 @@ fn the_contract_example_is_accepted() {
     assert_eq!(gate.api_keys.as_ref().unwrap().prefix, "sg");
     assert_eq!(
         gate.jwt.as_ref().unwrap().attr_claims,
-        vec!["tenant".to_owned()]
+        Some(vec!["tenant".to_owned()])
     );
     let policy = gate.policy().unwrap();
     let inside = Probe::get("/v1/tenants/acme/invoices/1")

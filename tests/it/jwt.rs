@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 
 use scopegate::ManualClock;
 use scopegate::credential::jwt::{
-    Algorithm, JwksFetch, JwksSource, JwtAuthenticator, JwtAuthenticatorBuilder, KeySet, MintError,
-    MintRequest, SigningKey, TokenIssuer,
+    Algorithm, JwksDocument, JwksFetch, JwksSource, JwtAuthenticator, JwtAuthenticatorBuilder,
+    KeyRefresh, KeySet, MintError, MintRequest, SigningKey, TokenIssuer,
 };
 use scopegate::network::{Cidr, CidrSet, parse_ip};
 use scopegate::policy::{Denial, DenialKind, Scope, ScopeSet};
@@ -987,9 +987,9 @@ fn a_key_set_change_flushes_the_cache() {
     // Rotate ec-1 out: the cached grant must not survive.
     let mut doc = jwks_value();
     doc["keys"].as_array_mut().unwrap().remove(0);
-    a.replace_key_set(KeySet::from_jwks_json(doc.to_string().as_bytes()).unwrap());
+    assert!(a.replace_key_set(KeySet::from_jwks_json(doc.to_string().as_bytes()).unwrap()));
     invalid(&a, &t, "not in the key set");
-    a.replace_key_set(key_set());
+    assert!(a.replace_key_set(key_set()));
     assert!(a.verify(&t).is_ok());
 }
 
@@ -1016,10 +1016,16 @@ impl JwksSource for CountingSource {
         self.fetches.fetch_add(1, Ordering::SeqCst);
         let doc = self.document.lock().unwrap().clone();
         Box::pin(async move {
-            doc.map(String::into_bytes)
+            doc.map(JwksDocument::new)
                 .ok_or_else(|| "source down".into())
         })
     }
+}
+
+/// Unknown `kid`s fetch at most once a minute (the background refresh, every 5 minutes, does not run in these
+/// short tests).
+fn cooldown_60s() -> KeyRefresh {
+    KeyRefresh::new().unknown_kid_cooldown(Duration::from_secs(60))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -1031,7 +1037,8 @@ fn runtime() -> tokio::runtime::Runtime {
 fn refreshable_with(source: CountingSource, c: ManualClock) -> JwtAuthenticator {
     JwtAuthenticator::builder()
         .algorithms([Algorithm::ES256, Algorithm::EdDSA])
-        .refreshable_key_set(source, Duration::from_secs(60))
+        .refreshable_key_set(source)
+        .key_refresh(cooldown_60s())
         .issuer(ISS)
         .audience(AUD)
         .clock(c)
@@ -1091,7 +1098,8 @@ fn a_new_kid_is_picked_up_by_refresh_and_the_cache_is_flushed() {
     let doc = Arc::clone(&source.document);
     let a = JwtAuthenticator::builder()
         .algorithms([Algorithm::ES256, Algorithm::EdDSA])
-        .refreshable_key_set(source, Duration::from_secs(60))
+        .refreshable_key_set(source)
+        .key_refresh(cooldown_60s())
         .issuer(ISS)
         .audience(AUD)
         .clock(c.clone())

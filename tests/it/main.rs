@@ -15,8 +15,10 @@ mod cli;
 mod fuzz_corpus;
 mod gate_file;
 mod grpc;
+mod idp;
 mod jwt;
 mod layer;
+mod live_keys;
 mod policy_props;
 mod policy_vectors;
 

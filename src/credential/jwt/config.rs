@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::algorithm::Algorithm;
 
 use super::keyset::{JwksSource, KeySet, KeySetError};
+use super::live::{KeyRefresh, Live};
 use super::verify::{Config, JwtAuthenticator};
 use crate::error::{ConfigError, Location};
 use crate::{Clock, SystemClock};
@@ -19,8 +20,6 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 /// Default number of verified tokens kept in the cache.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
-/// Default minimum time between two key-set refreshes triggered by unknown `kid`s.
-pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// The default claim holding a token's CIDR allowlist: the one [`TokenIssuer`](super::TokenIssuer) writes.
 pub const DEFAULT_ALLOW_IPS_CLAIM: &str = "allowed_ips";
 /// The default claim holding a token's scopes (RFC 8693 / RFC 9068): the one [`TokenIssuer`](super::TokenIssuer)
@@ -58,8 +57,11 @@ enum Refused {
     EmptyTypList,
     #[error("`max_token_len` must be at least 1")]
     ZeroMaxTokenLen,
-    #[error("the key-set refresh interval must be at least one second")]
-    RefreshIntervalTooShort,
+    #[error("`{0}` {1}")]
+    Refresh(&'static str, &'static str),
+    #[cfg(feature = "jwks-https")]
+    #[error("{1}")]
+    Fetch(&'static str, String),
 }
 
 impl Refused {
@@ -74,7 +76,9 @@ impl Refused {
             Refused::EmptyClaimName(name) => name,
             Refused::EmptyTyp | Refused::EmptyTypList => "typ",
             Refused::ZeroMaxTokenLen => "max_token_len",
-            Refused::RefreshIntervalTooShort => "refresh_interval",
+            Refused::Refresh(field, _) => field,
+            #[cfg(feature = "jwks-https")]
+            Refused::Fetch(field, _) => field,
         }
     }
 }
@@ -93,10 +97,13 @@ impl From<Refused> for ConfigError {
 pub(super) enum KeySource {
     Static(KeySet),
     File(PathBuf),
-    Refreshable {
-        source: Arc<dyn JwksSource>,
-        min_interval: Duration,
-    },
+    Refreshable(Arc<dyn JwksSource>),
+    /// OpenID Connect discovery from the (single) configured issuer.
+    #[cfg(feature = "jwks-https")]
+    Discovery(super::https::HttpsFetcher),
+    /// Set up wrong (e.g. an `http://` URL); reported by `build`.
+    #[cfg(feature = "jwks-https")]
+    Refused(String),
 }
 
 /// Builds a [`JwtAuthenticator`]. Start with [`JwtAuthenticator::builder`].
@@ -107,6 +114,7 @@ pub(super) enum KeySource {
 pub struct JwtAuthenticatorBuilder {
     algorithms: Vec<Algorithm>,
     keys: Option<KeySource>,
+    refresh: KeyRefresh,
     issuers: Vec<String>,
     any_issuer: bool,
     audiences: Vec<String>,
@@ -137,6 +145,7 @@ impl JwtAuthenticatorBuilder {
         JwtAuthenticatorBuilder {
             algorithms: Vec::new(),
             keys: None,
+            refresh: KeyRefresh::default(),
             issuers: Vec::new(),
             any_issuer: false,
             audiences: Vec::new(),
@@ -177,16 +186,41 @@ impl JwtAuthenticatorBuilder {
         self
     }
 
-    /// A key set fetched from `source`: on first use, on [`JwtAuthenticator::refresh_keys`], and when
-    /// [`JwtAuthenticator::authenticate`] meets an unknown `kid` — at most once per `min_interval` (measured on the
-    /// injected clock), however many unknown `kid`s arrive. Until a fetch succeeds, and after a failed one, a token
-    /// that no known key can verify is refused as `unavailable` (503), never allowed.
-    /// Defaults: none; [`DEFAULT_REFRESH_INTERVAL`] is a sensible `min_interval`.
-    pub fn refreshable_key_set(mut self, source: impl JwksSource, min_interval: Duration) -> Self {
-        self.keys = Some(KeySource::Refreshable {
-            source: Arc::new(source),
-            min_interval,
+    /// A live key set fetched from `source`: on first use, in the background every refresh interval, and when a
+    /// token names an unknown `kid` (at most once per cooldown, however many arrive; see
+    /// [`key_refresh`](Self::key_refresh)). Until a fetch succeeds, and once the last good set is older than
+    /// `max_stale`, this issuer's tokens are refused as `unavailable` (503), never allowed; a token with an
+    /// unknown `kid` after a failed fetch too.
+    pub fn refreshable_key_set(mut self, source: impl JwksSource) -> Self {
+        self.keys = Some(KeySource::Refreshable(Arc::new(source)));
+        self
+    }
+
+    /// A live key set fetched over HTTPS from `url` with `fetcher` (its trust anchors, timeout and size bound).
+    /// An `http://` URL, or anything but an absolute `https://` URL, is refused by [`build`](Self::build).
+    #[cfg(feature = "jwks-https")]
+    pub fn jwks_url(mut self, fetcher: &super::HttpsFetcher, url: &str) -> Self {
+        self.keys = Some(match fetcher.jwks_url(url) {
+            Ok(source) => KeySource::Refreshable(Arc::new(source)),
+            Err(e) => KeySource::Refused(e.to_string()),
         });
+        self
+    }
+
+    /// A live key set found by OpenID Connect Discovery from the configured [`issuer`](Self::issuer) (exactly one):
+    /// its `jwks_uri` from `{issuer}/.well-known/openid-configuration`, or from RFC 8414's
+    /// `/.well-known/oauth-authorization-server` document when that is missing. The document's `issuer` must equal
+    /// the configured one exactly (mix-up defence), and `jwks_uri` must be `https://`.
+    #[cfg(feature = "jwks-https")]
+    pub fn discovery(mut self, fetcher: &super::HttpsFetcher) -> Self {
+        self.keys = Some(KeySource::Discovery(fetcher.clone()));
+        self
+    }
+
+    /// How a live key set is refreshed. Defaults to [`KeyRefresh::default`]; ignored for a key set from a file or
+    /// memory.
+    pub fn key_refresh(mut self, refresh: KeyRefresh) -> Self {
+        self.refresh = refresh;
         self
     }
 
@@ -287,7 +321,7 @@ impl JwtAuthenticatorBuilder {
         self.checked().map_err(ConfigError::from)
     }
 
-    fn checked(self) -> Result<JwtAuthenticator, Refused> {
+    fn checked(mut self) -> Result<JwtAuthenticator, Refused> {
         if self.algorithms.is_empty() {
             return Err(Refused::NoAlgorithms);
         }
@@ -315,7 +349,7 @@ impl JwtAuthenticatorBuilder {
         if self.typ.as_ref().is_some_and(Vec::is_empty) {
             return Err(Refused::EmptyTypList);
         }
-        let required_typ = self.typ.unwrap_or_default();
+        let required_typ = self.typ.take().unwrap_or_default();
         let mut typ = Vec::with_capacity(required_typ.len());
         for t in &required_typ {
             let n = super::verify::normalize_media_type(t);
@@ -324,20 +358,45 @@ impl JwtAuthenticatorBuilder {
             }
             typ.push(n);
         }
-        let (keys, refresh) = match self.keys.ok_or(Refused::NoKeySet)? {
-            KeySource::Static(set) => (set, None),
-            KeySource::File(path) => (KeySet::from_jwks_file(path)?, None),
-            KeySource::Refreshable {
-                source,
-                min_interval,
-            } => {
-                if min_interval < Duration::from_secs(1) {
-                    return Err(Refused::RefreshIntervalTooShort);
-                }
-                (KeySet::empty(), Some((source, min_interval)))
+        let source: Option<Arc<dyn JwksSource>> = match self.keys.take().ok_or(Refused::NoKeySet)? {
+            KeySource::Static(set) => return self.finish(set, None, typ),
+            KeySource::File(path) => {
+                let set = KeySet::from_jwks_file(path)?;
+                return self.finish(set, None, typ);
             }
+            KeySource::Refreshable(source) => Some(source),
+            #[cfg(feature = "jwks-https")]
+            KeySource::Discovery(fetcher) => {
+                let [issuer] = &self.issuers[..] else {
+                    return Err(Refused::Fetch(
+                        "discovery",
+                        "discovery needs exactly one configured issuer (the document's `issuer` must equal it)"
+                            .to_owned(),
+                    ));
+                };
+                Some(Arc::new(
+                    fetcher
+                        .discovery(issuer)
+                        .map_err(|e| Refused::Fetch("issuer", e.to_string()))?,
+                ))
+            }
+            #[cfg(feature = "jwks-https")]
+            KeySource::Refused(problem) => return Err(Refused::Fetch("jwks_url", problem)),
         };
-        if refresh.is_none() && !self.algorithms.iter().any(|a| keys.supports(*a)) {
+        self.refresh
+            .check()
+            .map_err(|(field, why)| Refused::Refresh(field, why))?;
+        let live = source.map(|source| Live::new(source, self.refresh));
+        self.finish(KeySet::empty(), live, typ)
+    }
+
+    fn finish(
+        self,
+        keys: KeySet,
+        live: Option<Live>,
+        typ: Vec<String>,
+    ) -> Result<JwtAuthenticator, Refused> {
+        if live.is_none() && !self.algorithms.iter().any(|a| keys.supports(*a)) {
             return Err(Refused::NoKeyForAlgorithms(self.algorithms));
         }
         let mut read_claims: Vec<String> = ["exp", "nbf", "iat", "iss", "aud", "sub", "scp"]
@@ -366,7 +425,7 @@ impl JwtAuthenticatorBuilder {
         Ok(JwtAuthenticator::new(
             config,
             keys,
-            refresh,
+            live,
             self.cache_capacity,
             self.clock,
         ))

@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::time::Duration;
 
 use super::algorithm::Algorithm;
 use aws_lc_rs::hmac;
@@ -67,19 +68,72 @@ pub enum KeySetError {
 pub type JwksFetchError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The future returned by [`JwksSource::fetch`].
-pub type JwksFetch<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, JwksFetchError>> + Send + 'a>>;
+pub type JwksFetch<'a> =
+    Pin<Box<dyn Future<Output = Result<JwksDocument, JwksFetchError>> + Send + 'a>>;
 
-/// A user-supplied, asynchronous source of a JWKS document (an HTTP client for the identity provider's `jwks_uri`,
-/// a secrets manager, a file watcher…). scopegate never fetches anything on its own, and never follows `jku`/`x5u`.
+/// A fetched JWKS document, and how long its source says it stays fresh (HTTP `Cache-Control: max-age`).
+#[derive(Clone)]
+pub struct JwksDocument {
+    bytes: Vec<u8>,
+    max_age: Option<Duration>,
+}
+
+impl JwksDocument {
+    /// The document's bytes (JSON), with no freshness hint: the refresh interval applies.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        JwksDocument {
+            bytes: bytes.into(),
+            max_age: None,
+        }
+    }
+
+    /// How long the source says the document stays fresh. It replaces the refresh interval for the next refresh
+    /// when it lies within 60 s..=86,400 s; outside those bounds it is
+    /// ignored.
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The freshness hint, if the source gave one.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age
+    }
+}
+
+impl fmt::Debug for JwksDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwksDocument")
+            .field("len", &self.bytes.len())
+            .field("max_age", &self.max_age)
+            .finish()
+    }
+}
+
+/// A source of JWKS documents that the authenticator refreshes from: an identity provider's `jwks_uri` (see
+/// [`JwtAuthenticatorBuilder::jwks_url`](super::JwtAuthenticatorBuilder::jwks_url) and
+/// [`discovery`](super::JwtAuthenticatorBuilder::discovery), which need the `jwks-https` feature), or your own (a
+/// secrets manager, a file watcher…). scopegate never follows a token's `jku`/`x5u`.
 ///
-/// The authenticator calls it at most once per refresh interval (see
-/// [`JwtAuthenticatorBuilder::refreshable_key_set`](super::JwtAuthenticatorBuilder::refreshable_key_set)).
+/// The authenticator calls it in the background every refresh interval, and for a token with an unknown `kid` at
+/// most once per cooldown (see [`KeyRefresh`](super::KeyRefresh)); concurrent callers share one fetch.
 ///
 /// The fetch should time out on its own (an HTTP client timeout, say): while it runs, requests that wait on it (those
 /// naming an unknown `kid`) wait too.
 pub trait JwksSource: Send + Sync + fmt::Debug + 'static {
-    /// Fetches the current JWKS document (JSON bytes).
+    /// Fetches the current JWKS document.
     fn fetch(&self) -> JwksFetch<'_>;
+
+    /// Where the keys come from, for error messages and audit events (a URL, say). Never a secret.
+    fn describe(&self) -> String {
+        "a refreshable JWKS source".to_owned()
+    }
 }
 
 /// One way to check a signature, ready to use.
@@ -171,6 +225,17 @@ impl Selection {
 
 const IN_MEMORY: &str = "in-memory JWKS";
 
+/// Where a document comes from: the operator's own file or value, or a fetch from a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// A file or an in-memory document: every key must be usable or skipped for a documented reason.
+    Local,
+    /// A provider's document: weak RSA keys are skipped, and at least one key must be usable.
+    Fetched,
+}
+
+const WEAK_RSA: &str = "the RSA modulus is shorter than 2048 bits";
+
 impl KeySet {
     /// An empty set (verifies nothing).
     pub fn empty() -> Self {
@@ -179,7 +244,7 @@ impl KeySet {
 
     /// Parses a JWKS document (RFC 7517 §5) held in memory.
     pub fn from_jwks_json(document: &[u8]) -> Result<Self, KeySetError> {
-        Self::parse(document, IN_MEMORY)
+        Self::parse(document, IN_MEMORY, Origin::Local)
     }
 
     /// Reads and parses a JWKS file. Errors name the file.
@@ -189,10 +254,10 @@ impl KeySet {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&bytes, &path.display().to_string())
+        Self::parse(&bytes, &path.display().to_string(), Origin::Local)
     }
 
-    pub(super) fn parse(document: &[u8], origin: &str) -> Result<Self, KeySetError> {
+    pub(super) fn parse(document: &[u8], origin: &str, from: Origin) -> Result<Self, KeySetError> {
         let doc_err = |reason: String| KeySetError::Document {
             origin: origin.to_owned(),
             reason,
@@ -211,8 +276,13 @@ impl KeySet {
                 kid: kid.clone(),
                 reason,
             };
-            let Some(key) = parse_jwk(jwk).map_err(key_err)? else {
-                continue;
+            let key = match parse_jwk(jwk) {
+                Ok(Some(key)) => key,
+                Ok(None) => continue,
+                // A provider publishes what it publishes: a legacy short RSA key beside its signing keys is
+                // skipped, never trusted. A file the operator wrote is told so instead.
+                Err(WEAK_RSA) if from == Origin::Fetched => continue,
+                Err(reason) => return Err(key_err(reason)),
             };
             if let Some(k) = &key.kid
                 && set.keys.iter().any(|other| other.kid.as_ref() == Some(k))
@@ -223,6 +293,12 @@ impl KeySet {
                 });
             }
             set.keys.push(key);
+        }
+        if from == Origin::Fetched && set.keys.is_empty() {
+            return Err(doc_err(
+                "no key in it can verify a signature (a fetched set with no usable key is a failed fetch)"
+                    .to_owned(),
+            ));
         }
         Ok(set)
     }
@@ -337,7 +413,8 @@ fn parse_jwk(jwk: &Value) -> Result<Option<VerifyingKey>, &'static str> {
         ("RSA", _) => RSA_ALGS.to_vec(),
         ("EC", Some("P-256")) => vec![Algorithm::ES256],
         ("EC", Some("P-384")) => vec![Algorithm::ES384],
-        ("OKP", Some("Ed25519")) => vec![Algorithm::EdDSA],
+        // RFC 9864: `Ed25519` names this curve exactly; `EdDSA` is the older, polymorphic name.
+        ("OKP", Some("Ed25519")) => vec![Algorithm::EdDSA, Algorithm::Ed25519],
         ("oct", _) => vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
         ("EC" | "OKP", None) => return Err("an EC or OKP key has no crv"),
         _ => return Ok(None),
@@ -368,7 +445,7 @@ fn verifiers(
                 (n.len() - first) * 8 - n[first].leading_zeros() as usize
             });
             if bits < MIN_RSA_BITS {
-                return Err("the RSA modulus is shorter than 2048 bits");
+                return Err(WEAK_RSA);
             }
             let components = RsaPublicKeyComponents {
                 n: n.as_slice(),
@@ -406,9 +483,11 @@ fn verifiers(
             if x.len() != 32 {
                 return Err("an Ed25519 key must be 32 bytes");
             }
-            let key = ParsedPublicKey::new(&signature::ED25519, &x)
-                .map_err(|_| "the Ed25519 key does not parse")?;
-            verifiers.push((Algorithm::EdDSA, Verifier::Public(key)));
+            for alg in algs {
+                let key = ParsedPublicKey::new(&signature::ED25519, &x)
+                    .map_err(|_| "the Ed25519 key does not parse")?;
+                verifiers.push((alg, Verifier::Public(key)));
+            }
         }
         _ => {
             // oct: RFC 7518 §3.2 requires a key at least as long as the hash output.

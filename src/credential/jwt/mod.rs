@@ -61,16 +61,24 @@ mod algorithm;
 mod cache;
 mod claims;
 mod config;
+#[cfg(feature = "jwks-https")]
+mod https;
 mod keyset;
+mod live;
 mod mint;
 mod verify;
 
 pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use config::{
     DEFAULT_ALLOW_IPS_CLAIM, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN,
-    DEFAULT_REFRESH_INTERVAL, DEFAULT_SCOPE_CLAIM, JwtAuthenticatorBuilder, MAX_LEEWAY,
+    DEFAULT_SCOPE_CLAIM, JwtAuthenticatorBuilder, MAX_LEEWAY,
 };
-pub use keyset::{JwksFetch, JwksFetchError, JwksSource, KeySet, KeySetError, MIN_RSA_BITS};
+#[cfg(feature = "jwks-https")]
+pub use https::{FetchError, HttpsFetcher, HttpsFetcherBuilder};
+pub use keyset::{
+    JwksDocument, JwksFetch, JwksFetchError, JwksSource, KeySet, KeySetError, MIN_RSA_BITS,
+};
+pub use live::{DEFAULT_REFRESH_INTERVAL, KeyRefresh};
 pub use mint::{
     DEFAULT_MAX_LIFETIME, MAX_LIFETIME, MintError, MintRequest, SigningKey, TokenIssuer,
 };

@@ -1,20 +1,22 @@
 //! The JWT authenticator: structure, header, key, signature, claims — in that order, each step refusing.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
 
 use super::algorithm::Algorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use super::cache::TokenCache;
 use super::claims;
 use super::config::JwtAuthenticatorBuilder;
-use super::keyset::{JwksFetchError, JwksSource, KeySet, KeySetError, Selection};
+use super::keyset::{JwksFetchError, KeySet, KeySetError, Selection};
+use super::live::{Live, Why};
+use crate::error::{ConfigError, Location};
 use crate::policy::{Denial, DenialKind};
 use crate::{Attributes, Clock, CredentialKind, Grant};
 
@@ -80,20 +82,6 @@ struct KeyState {
     generation: u64,
 }
 
-struct Refresher {
-    source: Arc<dyn JwksSource>,
-    min_interval: Duration,
-    /// Whether the last fetch succeeded (false until the first success).
-    healthy: AtomicBool,
-    /// Serialises refreshes; holds the last attempt's time and the current document's digest.
-    gate: tokio::sync::Mutex<RefreshState>,
-}
-
-struct RefreshState {
-    last_attempt: Option<SystemTime>,
-    digest: Option<[u8; 32]>,
-}
-
 /// Why [`JwtAuthenticator::refresh_keys`] failed. The previous key set stays in place.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -109,37 +97,45 @@ pub enum RefreshError {
     KeySet(#[from] KeySetError),
 }
 
-struct Inner {
+/// One issuer's settings, key set, refresh state and verified-token cache.
+pub(super) struct Issuer {
     config: Config,
     clock: Arc<dyn Clock>,
-    keys: RwLock<Arc<KeyState>>,
-    refresher: Option<Refresher>,
+    keys: ArcSwap<KeyState>,
+    /// Serialises key-set swaps (never taken on the request path).
+    swapping: Mutex<()>,
+    live: Option<Live>,
     cache: TokenCache,
 }
 
 /// Verifies JWT bearer tokens and turns them into [`Grant`]s. Cheap to clone (an `Arc` inside).
 ///
-/// Built with [`JwtAuthenticator::builder`]; see the [module documentation](super) for the checks and their order.
+/// Built with [`JwtAuthenticator::builder`] for one issuer; [`JwtAuthenticator::by_issuer`] combines several, each
+/// with its own key set. See the [module documentation](super) for the checks and their order.
 #[derive(Clone)]
-pub struct JwtAuthenticator(Arc<Inner>);
+pub struct JwtAuthenticator(Arc<[Arc<Issuer>]>);
 
 impl fmt::Debug for JwtAuthenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.0.config;
-        f.debug_struct("JwtAuthenticator")
-            .field("algorithms", &c.algorithms)
-            .field("issuers", &c.issuers)
-            .field("audiences", &c.audiences)
-            .field("max_token_len", &c.max_token_len)
-            .field("refreshable", &self.0.refresher.is_some())
-            .finish_non_exhaustive()
+        let mut list = f.debug_list();
+        for issuer in self.0.iter() {
+            let c = &issuer.config;
+            list.entry(&format_args!(
+                "{{ issuers: {:?}, audiences: {:?}, algorithms: {:?}, live: {} }}",
+                c.issuers,
+                c.audiences,
+                c.algorithms,
+                issuer.live.is_some()
+            ));
+        }
+        list.finish()
     }
 }
 
 /// A refusal, and whether a key-set refresh might turn it into an acceptance (never without a refreshable set).
-struct Failure {
-    denial: Denial,
-    refresh_may_help: bool,
+pub(super) struct Failure {
+    pub(super) denial: Denial,
+    pub(super) refresh_may_help: bool,
 }
 
 impl From<Denial> for Failure {
@@ -157,147 +153,225 @@ fn b64_decode(segment: &[u8], detail: &'static str) -> Result<Vec<u8>, Denial> {
         .map_err(|_| Denial::invalid_credential(detail))
 }
 
+/// Why [`JwtAuthenticator::by_issuer`] refused a combination.
+fn refused_combination(detail: String) -> ConfigError {
+    ConfigError::invalid(
+        Location {
+            section: Some("[[jwt.issuers]]".to_owned()),
+            field: Some("issuer".to_owned()),
+            ..Location::default()
+        },
+        detail,
+    )
+}
+
 impl JwtAuthenticator {
-    /// Starts a configuration.
+    /// Starts the configuration of one issuer (or of several that share one key set).
     pub fn builder() -> JwtAuthenticatorBuilder {
         JwtAuthenticatorBuilder::new()
+    }
+
+    /// Combines authenticators of different issuers into one. A token's `iss` (read before anything is verified)
+    /// picks the one authenticator that names it, which then verifies the token with its own key set, audience,
+    /// algorithms and claim settings: a key of one issuer never verifies another's token, even when their `kid`s
+    /// collide. A token whose `iss` no entry names is refused.
+    ///
+    /// Refused: an entry built with `danger_accept_any_issuer`, and an issuer named by two entries.
+    pub fn by_issuer(
+        authenticators: impl IntoIterator<Item = JwtAuthenticator>,
+    ) -> Result<Self, ConfigError> {
+        let mut entries: Vec<Arc<Issuer>> = Vec::new();
+        for authenticator in authenticators {
+            for entry in authenticator.0.iter() {
+                if entry.config.any_issuer {
+                    return Err(refused_combination(
+                        "an entry accepts any issuer: with several issuers, each entry must name its own".to_owned(),
+                    ));
+                }
+                for name in &entry.config.issuers {
+                    if entries.iter().any(|e| e.config.issuers.contains(name)) {
+                        return Err(refused_combination(format!(
+                            "the issuer {name:?} is named by two entries"
+                        )));
+                    }
+                }
+                entries.push(Arc::clone(entry));
+            }
+        }
+        if entries.is_empty() {
+            return Err(refused_combination("no issuer entry".to_owned()));
+        }
+        Ok(JwtAuthenticator(entries.into()))
     }
 
     pub(super) fn new(
         config: Config,
         keys: KeySet,
-        refresh: Option<(Arc<dyn JwksSource>, Duration)>,
+        live: Option<Live>,
         cache_capacity: usize,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let refresher = refresh.map(|(source, min_interval)| Refresher {
-            source,
-            min_interval,
-            healthy: AtomicBool::new(false),
-            gate: tokio::sync::Mutex::new(RefreshState {
-                last_attempt: None,
-                digest: None,
-            }),
-        });
-        JwtAuthenticator(Arc::new(Inner {
+        let issuer = Issuer {
             config,
             clock,
-            keys: RwLock::new(Arc::new(KeyState {
+            keys: ArcSwap::from_pointee(KeyState {
                 set: keys,
                 generation: 0,
-            })),
-            refresher,
+            }),
+            swapping: Mutex::new(()),
+            live,
             cache: TokenCache::new(cache_capacity),
-        }))
+        };
+        JwtAuthenticator(Arc::new([Arc::new(issuer)]))
     }
 
-    /// The longest token accepted, in bytes.
+    /// The longest token accepted, in bytes (the largest of the issuers').
     pub fn max_token_len(&self) -> usize {
-        self.0.config.max_token_len
+        self.0
+            .iter()
+            .map(|i| i.config.max_token_len)
+            .max()
+            .unwrap_or(0)
     }
 
-    /// Verifies `token` with the keys at hand (never fetches). With a refreshable key set, prefer
-    /// [`authenticate`](Self::authenticate), which refreshes on an unknown `kid`.
+    /// Verifies `token` with the keys at hand (never fetches). With a live key set, prefer
+    /// [`authenticate`](Self::authenticate), which fetches on an unknown `kid`.
     pub fn verify(&self, token: &str) -> Result<Grant, Denial> {
-        self.verify_inner(token.as_bytes()).map_err(|f| f.denial)
+        let token = token.as_bytes();
+        self.issuer_of(token)?
+            .verify_inner(token)
+            .map_err(|f| f.denial)
     }
 
-    /// Verifies `token`; with a refreshable key set, an unknown `kid` (or a set never loaded) triggers one refresh
-    /// (rate-limited) and one more attempt. A refresh failure answers `unavailable`, never allow.
+    /// Verifies `token`; with a live key set, an unknown `kid` (or a set not loaded, or too stale) triggers one
+    /// fetch (at most one per cooldown, shared by concurrent callers) and one more attempt. A fetch failure
+    /// answers `unavailable`, never allow.
     pub async fn authenticate(&self, token: &str) -> Result<Grant, Denial> {
-        match self.verify_inner(token.as_bytes()) {
+        let token = token.as_bytes();
+        let issuer = self.issuer_of(token)?;
+        match issuer.verify_inner(token) {
             Err(Failure {
                 refresh_may_help: true,
                 ..
-            }) => self.after_refresh(token.as_bytes()).await,
+            }) => issuer.after_refresh(token).await,
             outcome => outcome.map_err(|f| f.denial),
         }
     }
 
-    /// The second attempt: after a (rate-limited) refresh of the key set.
-    async fn after_refresh(&self, token: &[u8]) -> Result<Grant, Denial> {
-        self.refresh_if_due().await;
+    /// Fetches every live key set now (regardless of the refresh interval). Returns whether one changed; a change
+    /// flushes that issuer's verified-token cache. On error the previous set stays in place (every issuer is
+    /// tried; the first error is returned). Also starts the background refresh when called on a tokio runtime.
+    pub async fn refresh_keys(&self) -> Result<bool, RefreshError> {
+        let mut changed = false;
+        let mut first_error = None;
+        let mut any_live = false;
+        for issuer in self.0.iter() {
+            let Some(live) = &issuer.live else { continue };
+            any_live = true;
+            issuer.ensure_refreshing(live);
+            match issuer.refresh(live, Why::Forced).await {
+                Ok(c) => changed |= c,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if !any_live {
+            return Err(RefreshError::NotRefreshable);
+        }
+        first_error.map_or(Ok(changed), Err)
+    }
+
+    /// Replaces the key set (key rotation from a file you watch, for example) and flushes the cache. Returns
+    /// false, replacing nothing, on an authenticator that holds several issuers: call it on the one-issuer
+    /// authenticator you combined (keep a clone; the two share the issuer).
+    #[must_use = "false means nothing was replaced"]
+    pub fn replace_key_set(&self, keys: KeySet) -> bool {
+        match &self.0[..] {
+            [issuer] => {
+                issuer.swap_keys(keys);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The issuer entry a token belongs to: the only one, or the one its `iss` names.
+    fn issuer_of(&self, token: &[u8]) -> Result<&Arc<Issuer>, Denial> {
+        if let [only] = &self.0[..] {
+            return Ok(only);
+        }
+        if token.len() > self.max_token_len() {
+            return Err(Denial::invalid_credential(
+                "the token is longer than the configured maximum",
+            ));
+        }
+        let iss = peek_issuer(token)?;
+        self.0
+            .iter()
+            .find(|i| i.config.issuers.iter().any(|name| name == &iss))
+            .ok_or_else(|| Denial::invalid_credential("the token's iss is not an accepted issuer"))
+    }
+}
+
+/// The `iss` claim of a token, read without verifying anything: it only chooses which issuer's settings and keys
+/// verify the token, which then checks `iss` again.
+fn peek_issuer(token: &[u8]) -> Result<String, Denial> {
+    let mut segments = token.split(|b| *b == b'.');
+    let payload = segments
+        .nth(1)
+        .ok_or_else(|| Denial::invalid_credential("the token does not have three segments"))?;
+    let claims = claims::parse_object(
+        &b64_decode(payload, "the token payload is not base64url")?,
+        &|name| name == "iss",
+    )
+    .ok_or_else(|| {
+        Denial::invalid_credential(
+            "the token payload is not a JSON object without duplicate members",
+        )
+    })?;
+    claims::string(&claims, "iss", "the token's iss is not a string")?
+        .map(str::to_owned)
+        .ok_or_else(|| Denial::invalid_credential("the token has no iss"))
+}
+
+impl Issuer {
+    pub(super) fn live(&self) -> Option<&Live> {
+        self.live.as_ref()
+    }
+
+    /// The issuer this entry is for, as events name it.
+    pub(super) fn label(&self) -> &str {
+        self.config
+            .issuers
+            .first()
+            .map_or("(any issuer)", String::as_str)
+    }
+
+    /// The second attempt: after a (cooldown-limited) fetch of the key set.
+    async fn after_refresh(self: &Arc<Self>, token: &[u8]) -> Result<Grant, Denial> {
+        if let Some(live) = &self.live {
+            // A failure is reported inside, and answered below from the set at hand.
+            let _ = self.refresh(live, Why::UnknownKid).await;
+        }
         self.verify_inner(token).map_err(|f| f.denial)
     }
 
-    /// Fetches the key set now (regardless of the refresh interval). Returns whether it changed; a change
-    /// flushes the verified-token cache. On error the previous set stays in place, and tokens no known key
-    /// verifies are refused as `unavailable` until a fetch succeeds.
-    pub async fn refresh_keys(&self) -> Result<bool, RefreshError> {
-        let refresher = self
-            .0
-            .refresher
-            .as_ref()
-            .ok_or(RefreshError::NotRefreshable)?;
-        let mut state = refresher.gate.lock().await;
-        state.last_attempt = Some(self.0.clock.now());
-        self.fetch_and_swap(refresher, &mut state).await
+    pub(super) fn swap_keys(&self, set: KeySet) {
+        let _one_at_a_time = self.swapping.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.keys.load().generation.wrapping_add(1);
+        // The cache first: a verification still holding the old set inserts under the old generation, which the
+        // cache now drops.
+        self.cache.flush(generation);
+        self.keys.store(Arc::new(KeyState { set, generation }));
     }
 
-    /// Replaces the key set (key rotation from a file you watch, for example) and flushes the cache.
-    pub fn replace_key_set(&self, keys: KeySet) {
-        self.swap_keys(keys);
+    pub(super) fn now_secs(&self) -> i64 {
+        crate::clock::unix_secs(self.clock.now())
     }
 
-    fn swap_keys(&self, set: KeySet) {
-        let mut current = self.0.keys.write().unwrap_or_else(PoisonError::into_inner);
-        let generation = current.generation.wrapping_add(1);
-        *current = Arc::new(KeyState { set, generation });
-        // Under the write lock: no verification can read the new set before the cache accepts its generation.
-        self.0.cache.flush(generation);
-    }
-
-    async fn refresh_if_due(&self) {
-        let Some(refresher) = &self.0.refresher else {
-            return;
-        };
-        let mut state = refresher.gate.lock().await;
-        let now = self.0.clock.now();
-        // Within the interval (or a clock that went backwards): no fetch. An interval that overflows never ends.
-        if let Some(last) = state.last_attempt
-            && last
-                .checked_add(refresher.min_interval)
-                .is_none_or(|end| now < end)
-        {
-            return;
-        }
-        state.last_attempt = Some(now);
-        if let Err(e) = self.fetch_and_swap(refresher, &mut state).await {
-            tracing::warn!(error = %e, "jwt: key-set refresh failed; keeping the previous key set");
-        }
-    }
-
-    async fn fetch_and_swap(
-        &self,
-        refresher: &Refresher,
-        state: &mut RefreshState,
-    ) -> Result<bool, RefreshError> {
-        let result = async {
-            let document = refresher
-                .source
-                .fetch()
-                .await
-                .map_err(RefreshError::Fetch)?;
-            let digest: [u8; 32] = Sha256::digest(&document).into();
-            if state.digest == Some(digest) {
-                return Ok(false);
-            }
-            let set = KeySet::parse(&document, "from the refreshable source")?;
-            self.swap_keys(set);
-            state.digest = Some(digest);
-            Ok(true)
-        }
-        .await;
-        refresher.healthy.store(result.is_ok(), Ordering::Release);
-        result
-    }
-
-    fn now_secs(&self) -> i64 {
-        crate::clock::unix_secs(self.0.clock.now())
-    }
-
-    fn verify_inner(&self, token: &[u8]) -> Result<Grant, Failure> {
-        let config = &self.0.config;
+    fn verify_inner(self: &Arc<Self>, token: &[u8]) -> Result<Grant, Failure> {
+        let config = &self.config;
         // 1. Size, before anything else (no base64, no JSON, no crypto, no cache hashing).
         if token.len() > config.max_token_len {
             return Err(Denial::invalid_credential(
@@ -306,8 +380,13 @@ impl JwtAuthenticator {
             .into());
         }
         let now = self.now_secs();
+        // A live key set: refreshed in the background, and never used past its staleness bound.
+        if let Some(live) = &self.live {
+            self.ensure_refreshing(live);
+            live.check_fresh(now)?;
+        }
         // 2. A token that verified before.
-        if let Some(grant) = self.0.cache.get(token, now) {
+        if let Some(grant) = self.cache.get(token, now) {
             return Ok(grant);
         }
         // 3. Structure: three non-empty base64url segments.
@@ -368,7 +447,7 @@ impl JwtAuthenticator {
         let (alg, kid) = self.check_header(&header)?;
 
         // 5. Key and signature.
-        let keys = Arc::clone(&self.0.keys.read().unwrap_or_else(PoisonError::into_inner));
+        let keys = self.keys.load();
         let mut signature = [0u8; MAX_SIGNATURE_LEN];
         let signature_len = URL_SAFE_NO_PAD
             .decode_slice(signature_b64, &mut signature)
@@ -398,8 +477,7 @@ impl JwtAuthenticator {
         })?;
         let (grant, exp) = self.check_claims(&claims, now)?;
         if exp > now {
-            self.0
-                .cache
+            self.cache
                 .insert(token, grant.clone(), exp, keys.generation);
         }
         Ok(grant)
@@ -407,19 +485,19 @@ impl JwtAuthenticator {
 
     fn selection_failure(&self, selection: Selection) -> Failure {
         let missing_key = matches!(selection, Selection::UnknownKid | Selection::NoKeyForAlg);
-        match &self.0.refresher {
-            // The key set is stale or was never loaded: a key we do not know may exist. Fail closed, as unavailable.
-            Some(r) if missing_key && !r.healthy.load(Ordering::Acquire) => Failure {
+        match &self.live {
+            // The last fetch failed: a key we do not know may exist. Fail closed, as unavailable.
+            Some(live) if missing_key && !live.is_healthy() => Failure {
                 denial: Denial::new(
                     DenialKind::Unavailable,
-                    "the key set is not loaded (its last refresh failed)",
+                    "the key set may lack this key (its last refresh failed)",
                 ),
                 refresh_may_help: true,
             },
-            // Only a refreshable key set can learn a new `kid`.
-            refresher => Failure {
+            // Only a live key set can learn a new `kid`.
+            live => Failure {
                 denial: selection.denial(),
-                refresh_may_help: refresher.is_some() && selection == Selection::UnknownKid,
+                refresh_may_help: live.is_some() && selection == Selection::UnknownKid,
             },
         }
     }
@@ -428,7 +506,7 @@ impl JwtAuthenticator {
         &self,
         header: &'h claims::Object,
     ) -> Result<(Algorithm, Option<&'h str>), Denial> {
-        let config = &self.0.config;
+        let config = &self.config;
         for (name, detail) in REFUSED_HEADER_MEMBERS {
             if header.contains_key(name) {
                 return Err(Denial::invalid_credential(detail));
@@ -474,7 +552,7 @@ impl JwtAuthenticator {
 
     /// The grant, and the token's `exp`.
     fn check_claims(&self, c: &claims::Object, now: i64) -> Result<(Grant, i64), Denial> {
-        let config = &self.0.config;
+        let config = &self.config;
         // Types first: a wrong-typed claim is invalid whatever the time.
         let exp = claims::numeric_date(c, "exp", "the token's exp is not a number")?
             .ok_or_else(|| Denial::invalid_credential("the token has no exp"))?;
@@ -553,21 +631,35 @@ impl JwtAuthenticator {
 }
 
 /// The gate's step 6 for bearer tokens: verified synchronously when the keys are at hand; only an unknown `kid`
-/// with a refreshable key set waits for a (rate-limited) refresh.
+/// (or a live key set not fetched yet, or too stale) waits for a cooldown-limited fetch.
 impl crate::credential::Authenticator for JwtAuthenticator {
     fn authenticate(&self, credential: crate::Secret) -> crate::credential::Authentication {
         use crate::credential::Authentication;
-        match self.verify_inner(credential.expose()) {
+        let issuer = match self.issuer_of(credential.expose()) {
+            Ok(issuer) => issuer,
+            Err(denial) => return Authentication::Ready(Err(denial)),
+        };
+        match issuer.verify_inner(credential.expose()) {
             Err(Failure {
                 refresh_may_help: true,
                 ..
             }) => {
-                let this = self.clone();
+                let issuer = Arc::clone(issuer);
                 Authentication::Pending(Box::pin(async move {
-                    this.after_refresh(credential.expose()).await
+                    issuer.after_refresh(credential.expose()).await
                 }))
             }
             outcome => Authentication::Ready(outcome.map_err(|f| f.denial)),
+        }
+    }
+
+    /// Key-set refresh failures (and recoveries) go to the gate's audit sink instead of `tracing`; the first sink
+    /// attached stays.
+    fn attach_audit(&self, sink: &Arc<dyn crate::layer::AuditSink>) {
+        for issuer in self.0.iter() {
+            if let Some(live) = &issuer.live {
+                let _ = live.events().set(Arc::clone(sink));
+            }
         }
     }
 }
