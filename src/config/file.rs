@@ -623,15 +623,10 @@ impl GateFile {
         if let Some(resource) = &self.resource {
             crate::layer::ProtectedResource::check_uri(&resource.uri)
                 .map_err(|why| ConfigError::invalid(at("resource", "uri"), why))?;
-            if let Some(bad) = resource
-                .authorization_servers
-                .iter()
-                .find(|s| !is_https_url(s))
-            {
-                return Err(ConfigError::invalid(
-                    at("resource", "authorization_servers"),
-                    format!("{bad:?} is not an https:// issuer identifier"),
-                ));
+            for server in &resource.authorization_servers {
+                crate::layer::ProtectedResource::check_uri(server).map_err(|why| {
+                    ConfigError::invalid(at("resource", "authorization_servers"), why)
+                })?;
             }
         }
         if let Some(keys) = &self.api_keys {

@@ -163,6 +163,8 @@ impl HttpsFetcherBuilder {
         }
         let client = reqwest::Client::builder()
             .https_only(true)
+            // The configured URLs are reached directly: an environment proxy is not consulted.
+            .no_proxy()
             .timeout(self.timeout)
             .redirect(reqwest::redirect::Policy::custom(same_origin_only))
             .tls_certs_merge(roots)

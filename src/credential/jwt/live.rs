@@ -1,8 +1,8 @@
 //! Live key sets: a background refresh, a single-flight fetch for unknown `kid`s, the last good set kept through
 //! an outage, and `unavailable` once it is too old.
 //!
-//! The request path reads two atomics here (the time of the last good fetch, and whether the background task runs)
-//! and never waits, except a token whose `kid` is unknown, which may wait for one cooldown-limited fetch.
+//! The request path reads one atomic here (until when the key set may be used) and never waits, except a token
+//! whose `kid` is unknown (or whose issuer's set is not usable), which may wait for one cooldown-limited fetch.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
@@ -125,7 +125,7 @@ impl KeyRefresh {
     }
 }
 
-/// `last_good` before the first good fetch.
+/// `fresh_until` before the first good fetch.
 const NEVER: i64 = i64::MIN;
 
 fn secs(d: Duration) -> i64 {
@@ -149,8 +149,9 @@ pub(super) struct Live {
     interval: i64,
     cooldown: i64,
     max_stale: i64,
-    /// Unix seconds of the last good fetch; [`NEVER`] before the first.
-    last_good: AtomicI64,
+    /// Unix seconds until which the key set may be used: the last good fetch plus `max_stale`; [`NEVER`] before the
+    /// first.
+    fresh_until: AtomicI64,
     /// Unix seconds at which the background refresh is due.
     next_due: AtomicI64,
     /// Whether the last fetch succeeded.
@@ -178,7 +179,7 @@ impl Live {
             interval: secs(refresh.interval),
             cooldown: secs(refresh.unknown_kid_cooldown),
             max_stale: secs(refresh.max_stale),
-            last_good: AtomicI64::new(NEVER),
+            fresh_until: AtomicI64::new(NEVER),
             next_due: AtomicI64::new(NEVER),
             healthy: AtomicBool::new(false),
             running: AtomicBool::new(false),
@@ -201,19 +202,27 @@ impl Live {
 
     /// The request path's check: a set never fetched, or older than `max_stale`, answers `unavailable` (and a
     /// fetch may help).
+    #[inline]
     pub(super) fn check_fresh(&self, now: i64) -> Result<(), Failure> {
-        let good = self.last_good.load(Ordering::Acquire);
-        let detail = if good == NEVER {
-            "the issuer's key set has not been fetched yet"
-        } else if now.saturating_sub(good) > self.max_stale {
-            "the issuer's key set is older than max_stale (its refreshes fail)"
+        let until = self.fresh_until.load(Ordering::Acquire);
+        if now <= until {
+            Ok(())
         } else {
-            return Ok(());
+            Err(Self::not_fresh(until))
+        }
+    }
+
+    #[cold]
+    fn not_fresh(until: i64) -> Failure {
+        let detail = if until == NEVER {
+            "the issuer's key set has not been fetched yet"
+        } else {
+            "the issuer's key set is older than max_stale (its refreshes fail)"
         };
-        Err(Failure {
+        Failure {
             denial: Denial::new(DenialKind::Unavailable, detail),
             refresh_may_help: true,
-        })
+        }
     }
 
     /// How long the background task sleeps before it looks again: until the refresh is due, and never longer than
@@ -235,9 +244,10 @@ impl Live {
 }
 
 impl Issuer {
-    /// Starts the background refresh on the current tokio runtime, once (without a runtime it starts on a later
-    /// call that has one; the unknown-`kid` and stale paths fetch on their own meanwhile).
-    pub(super) fn ensure_refreshing(self: &Arc<Self>, live: &Live) {
+    /// Starts the background refresh on the current tokio runtime, once. Every fetch calls it, and a key set is
+    /// only used after a fetch: a live issuer that serves tokens under tokio is refreshed in the background. (On
+    /// another executor there is no background refresh; a set past `max_stale` is then fetched on demand.)
+    fn ensure_refreshing(self: &Arc<Self>, live: &Live) {
         if live.running.load(Ordering::Relaxed) {
             return;
         }
@@ -254,7 +264,12 @@ impl Issuer {
     }
 
     /// One fetch if `why` calls for it, shared by concurrent callers. Returns whether the key set changed.
-    pub(super) async fn refresh(&self, live: &Live, why: Why) -> Result<bool, RefreshError> {
+    pub(super) async fn refresh(
+        self: &Arc<Self>,
+        live: &Live,
+        why: Why,
+    ) -> Result<bool, RefreshError> {
+        self.ensure_refreshing(live);
         let mut attempts = live.gate.lock().await;
         let now = self.now_secs();
         let wanted = match why {
@@ -271,10 +286,13 @@ impl Issuer {
         attempts.last = Some(now);
         let result = self.fetch_and_swap(live, &mut attempts).await;
         let now = self.now_secs();
+        // The cooldown runs from the end of the fetch: callers that waited through a slow one do not start another.
+        attempts.last = Some(now);
         match &result {
             Ok((_, max_age)) => {
                 live.healthy.store(true, Ordering::Release);
-                live.last_good.store(now, Ordering::Release);
+                live.fresh_until
+                    .store(now.saturating_add(live.max_stale), Ordering::Release);
                 let next = max_age
                     .filter(|age| (MIN_MAX_AGE..=MAX_MAX_AGE).contains(age))
                     .map_or(live.interval, secs);

@@ -54,7 +54,8 @@
 //!    arithmetic saturates.
 //!
 //! Every refusal is a [`Denial`](crate::policy::Denial) of kind `invalid_credential`, `expired_credential` or
-//! `unavailable` (key set not loaded); the precise reason is in its [`detail`](crate::policy::Denial::detail),
+//! `unavailable` (a live key set not fetched yet, too stale, or possibly lacking the token's key after a failed
+//! fetch); the precise reason is in its [`detail`](crate::policy::Denial::detail),
 //! and the token itself is never in an error or a log line. See `docs/jwt.md` for the threat model.
 
 mod algorithm;

@@ -268,7 +268,6 @@ impl JwtAuthenticator {
         for issuer in self.0.iter() {
             let Some(live) = &issuer.live else { continue };
             any_live = true;
-            issuer.ensure_refreshing(live);
             match issuer.refresh(live, Why::Forced).await {
                 Ok(c) => changed |= c,
                 Err(e) => {
@@ -382,7 +381,6 @@ impl Issuer {
         let now = self.now_secs();
         // A live key set: refreshed in the background, and never used past its staleness bound.
         if let Some(live) = &self.live {
-            self.ensure_refreshing(live);
             live.check_fresh(now)?;
         }
         // 2. A token that verified before.
