@@ -856,3 +856,309 @@ async fn serve_over_tls_audits_without_secrets() {
         "{audit}"
     );
 }
+
+/// `serve` over TLS with `path`, its address and its stderr (the audit stream).
+fn start_serve(
+    cli: &Cli,
+    gate: &Path,
+) -> (Server, std::net::SocketAddr, std::process::ChildStderr) {
+    let mut child = cli
+        .command(&[
+            "serve",
+            "--config",
+            gate.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    (Server(child), addr, stderr)
+}
+
+/// A gate with a discovered issuer (the test provider), a protected resource whose identifier is the tokens'
+/// audience, and one route.
+fn live_gate(cli: &Cli, idp: &crate::idp::Idp, resource: bool) -> PathBuf {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(cli.path("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(cli.path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(cli.path("server-ca.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(cli.path("idp-ca.pem"), idp.ca_pem()).unwrap();
+    let issuer = idp.issuer();
+    let resource = if resource {
+        format!(
+            "[resource]\nuri = \"https://api.example\"\nauthorization_servers = [\"{issuer}\"]\n"
+        )
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n\n\
+         [jwt]\nissuer = \"{issuer}\"\naudience = [\"orders-api\"]\nalgorithms = [\"EdDSA\"]\ndiscovery = true\n\n\
+         [jwt.fetch]\nca_file = \"idp-ca.pem\"\nrefresh_seconds = 1\nunknown_kid_cooldown_seconds = 1\nmax_stale_seconds = 60\ntimeout_seconds = 2\n\n\
+         {resource}\n\
+         [[route]]\npath = \"/v1/orders\"\nmethods = [\"GET\"]\nrequire = {{ all = [\"orders:read\"] }}\n"
+    );
+    let path = cli.path("live.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `serve` starts while the identity provider's key set is down (its tokens get 503, not 401), audits the
+/// failure, and serves them once the provider is back, without a restart. The resource identifier is an accepted
+/// audience, and 401 challenges point at the protected resource metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_discovery_survives_an_outage_and_serves_resource_metadata() {
+    use crate::idp::{Idp, Mode};
+    let idp = Idp::start("k1", "https://api.example").await;
+    idp.set_mode(Mode::Fail);
+    let cli = Cli::new();
+    let gate = live_gate(&cli, &idp, true);
+    let (server, addr, stderr) = start_serve(&cli, &gate);
+    let ca = std::fs::read_to_string(cli.path("server-ca.pem")).unwrap();
+    let client = super::axum_tls::client(&ca, addr);
+    let base = format!("https://localhost:{}", addr.port());
+    let token = idp.token("svc-billing", &["orders:read"]);
+    let get = |token: &str| {
+        client
+            .get(format!("{base}/v1/orders"))
+            .bearer_auth(token)
+            .send()
+    };
+    let r = get(&token).await.unwrap();
+    assert_eq!(r.status(), 503, "the outage is not a silent 401");
+    assert!(!r.text().await.unwrap().contains(&token));
+
+    idp.set_mode(Mode::Normal);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let r = loop {
+        let r = get(&token).await.unwrap();
+        if r.status() != 503 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(r.status(), 200, "recovered without a restart");
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["principal"], "svc-billing");
+    assert_eq!(body["kind"], "jwt");
+    // Refused twin: a token without the scope.
+    let r = get(&idp.token("svc-billing", &["orders:write"]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // RFC 9728: the document without a credential, and the challenge pointing at it.
+    let r = client
+        .get(format!("{base}/.well-known/oauth-protected-resource"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(doc["resource"], "https://api.example");
+    assert_eq!(doc["authorization_servers"][0], idp.issuer());
+    assert_eq!(doc["scopes_supported"], serde_json::json!(["orders:read"]));
+    let r = client
+        .get(format!("{base}/v1/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.contains(
+            "resource_metadata=\"https://api.example/.well-known/oauth-protected-resource\""
+        ),
+        "{challenge}"
+    );
+
+    drop(server);
+    let mut audit = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut audit).unwrap();
+    let events: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refresh = |outcome: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "key_set_refresh" && e["outcome"] == outcome)
+            .cloned()
+    };
+    let failed = refresh("failed").unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(failed["issuer"], idp.issuer());
+    assert!(
+        failed["cause"].as_str().unwrap().contains("500"),
+        "{failed}"
+    );
+    assert!(refresh("recovered").is_some(), "{audit}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "unavailable" && e["status"] == 503),
+        "{audit}"
+    );
+    assert!(!audit.contains(&token), "{audit}");
+}
+
+/// Without `[resource]`, a token whose audience is only the resource identifier is refused: the identifier is an
+/// audience because of `[resource]`, not by accident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resource_identifier_is_an_audience_only_when_configured() {
+    let idp = crate::idp::Idp::start("k1", "https://api.example").await;
+    let token = idp.token("svc", &["orders:read"]);
+    for (resource, expected) in [(true, 0), (false, 1)] {
+        let cli = Cli::new();
+        let gate = live_gate(&cli, &idp, resource);
+        let out = cli
+            .check_command(
+                &gate,
+                "GET",
+                "/v1/orders",
+                &["--json", "--credential", &token, "--tls"],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{resource}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Live key sets in the gate file fail at load, exit 2 with one line naming the field: plain HTTP, bounds out of
+/// range, two key sources at once, a shared key set for several issuers.
+#[test]
+fn live_key_set_settings_are_checked_at_load() {
+    let cli = Cli::new();
+    let jwt = |body: &str| {
+        let path = cli.path("bad.toml");
+        std::fs::write(
+            &path,
+            format!("{body}\n[[route]]\npath = \"/x\"\nmethods = [\"GET\"]\nrequire = {{ all = [\"a\"] }}\n"),
+        )
+        .unwrap();
+        cli.check_fails(&path, "/x", &[])
+    };
+    let base = "[jwt]\nissuer = \"https://login.example\"\naudience = [\"api\"]\nalgorithms = [\"RS256\"]\n";
+    for (extra, needle) in [
+        ("jwks_url = \"http://login.example/keys\"\n", "jwks_url"),
+        (
+            "discovery = true\njwks_url = \"https://login.example/keys\"\n",
+            "exclude each other",
+        ),
+        (
+            "discovery = true\n[jwt.fetch]\nrefresh_seconds = 0\n",
+            "refresh_seconds",
+        ),
+        (
+            "discovery = true\n[jwt.fetch]\nrefresh_seconds = 600\nmax_stale_seconds = 300\n",
+            "max_stale_seconds",
+        ),
+        (
+            "discovery = true\n[jwt.fetch]\ntimeout_seconds = 0\n",
+            "timeout_seconds",
+        ),
+        (
+            "discovery = true\n[jwt.fetch]\nca_file = \"missing.pem\"\n",
+            "missing.pem",
+        ),
+        ("", "jwks_file"),
+    ] {
+        let line = jwt(&format!("{base}{extra}"));
+        assert!(line.contains(needle), "{extra}: {line}");
+    }
+    let line = jwt(
+        "[jwt]\naudience = [\"api\"]\nalgorithms = [\"RS256\"]\njwks_url = \"https://a.example/keys\"\n\
+         [[jwt.issuers]]\nissuer = \"https://a.example\"\ndiscovery = true\n",
+    );
+    assert!(
+        line.contains("[jwt]") && line.contains("never shared"),
+        "{line}"
+    );
+    let line = jwt("[jwt]\naudience = [\"api\"]\nalgorithms = [\"RS256\"]\n\
+         [[jwt.issuers]]\nissuer = \"https://a.example\"\ndiscovery = true\n\
+         [[jwt.issuers]]\nissuer = \"http://b.example\"\ndiscovery = true\n");
+    assert!(
+        line.contains("[[jwt.issuers]] #2") && line.contains("https://"),
+        "{line}"
+    );
+    let line = jwt(&format!(
+        "{base}discovery = true\n[resource]\nuri = \"http://api.example\"\n"
+    ));
+    assert!(
+        line.contains("[resource]") && line.contains("uri"),
+        "{line}"
+    );
+}
+
+/// `[[jwt.issuers]]` from the gate file: each entry verifies its own issuer's tokens with its own key set, takes
+/// `[jwt]`'s values as defaults, and a key of one issuer never verifies a token naming the other, though both
+/// publish the `kid` "k1".
+#[test]
+fn several_issuers_from_the_gate_file_never_share_keys() {
+    use scopegate::credential::jwt::{MintRequest, SigningKey, TokenIssuer};
+    use scopegate::policy::ScopeSet;
+    let cli = Cli::new();
+    cli.issue(&["--scope", "unused"]);
+    let signer = |issuer: &str, audience: &str| {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        TokenIssuer::new(
+            SigningKey::from_pem(pair.serialize_pem().as_bytes()).unwrap(),
+            "k1",
+            issuer,
+            audience,
+        )
+    };
+    let acme = signer("https://acme.example", "api");
+    let globex = signer("https://globex.example", "globex-api");
+    let intruder = signer("https://acme.example", "api");
+    std::fs::write(cli.path("acme.json"), acme.jwks_json()).unwrap();
+    std::fs::write(cli.path("globex.json"), globex.jwks_json()).unwrap();
+    let gate = cli.gate(
+        "[jwt]\naudience = \"api\"\nalgorithms = [\"ES256\"]\n\
+         [[jwt.issuers]]\nissuer = \"https://acme.example\"\njwks_file = \"acme.json\"\n\
+         [[jwt.issuers]]\nissuer = \"https://globex.example\"\naudience = \"globex-api\"\njwks_file = \"globex.json\"\n",
+    );
+    let mint = |issuer: &TokenIssuer| {
+        let request = MintRequest::new(
+            "svc",
+            ScopeSet::parse(["invoices:read"]).unwrap(),
+            std::time::Duration::from_secs(300),
+        );
+        issuer
+            .issue(&request)
+            .unwrap()
+            .expose_str()
+            .unwrap()
+            .to_owned()
+    };
+    let path = "/v1/tenants/acme/invoices/7";
+    // Authenticated (then refused for the missing tenant attribute): each issuer's own token.
+    for token in [mint(&acme), mint(&globex)] {
+        let (_, out) = cli.check(&gate, path, Some(&token), &["--tls"]);
+        assert_eq!(out["reason"], "resource_not_permitted", "{out}");
+    }
+    // Another key under acme's name and kid: refused.
+    let (code, out) = cli.check(&gate, path, Some(&mint(&intruder)), &["--tls"]);
+    assert_eq!(
+        (code, out["reason"].as_str()),
+        (1, Some("invalid_credential"))
+    );
+}

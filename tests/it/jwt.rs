@@ -1658,3 +1658,66 @@ proptest::proptest! {
         proptest::prop_assert!(a.verify(&mutated).is_err());
     }
 }
+
+/// RFC 9864's fully specified `Ed25519` verifies Ed25519 keys only, and is pinned like any other name.
+#[test]
+fn the_fully_specified_ed25519_name_verifies_ed25519_keys_only() {
+    let k = keys();
+    let x = b64(k.ed.public_key().as_ref());
+    let point = k.ec.public_key().as_ref();
+    let jwks = json!({"keys": [
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed-any", "x": x},
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed-pinned", "alg": "Ed25519", "x": x},
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed-old", "alg": "EdDSA", "x": x},
+        {"kty": "EC", "crv": "P-256", "kid": "ec-1", "x": b64(&point[1..33]), "y": b64(&point[33..])},
+    ]});
+    let set = || KeySet::from_jwks_json(jwks.to_string().as_bytes()).unwrap();
+    let only_ed25519 = JwtAuthenticator::builder()
+        .algorithms([Algorithm::Ed25519])
+        .key_set(set())
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock())
+        .build()
+        .unwrap();
+    for kid in ["ed-any", "ed-pinned"] {
+        let t = token(&header("Ed25519", kid), &claims(), Signer::EdDsa);
+        assert!(only_ed25519.verify(&t).is_ok(), "{kid}");
+    }
+    // A key pinned to the polymorphic name does not verify the new one, nor does a P-256 key.
+    let t = token(&header("Ed25519", "ed-old"), &claims(), Signer::EdDsa);
+    refused(
+        &only_ed25519,
+        &t,
+        DenialKind::InvalidCredential,
+        "may not verify",
+    );
+    let t = token(&header("Ed25519", "ec-1"), &claims(), Signer::Es256);
+    refused(
+        &only_ed25519,
+        &t,
+        DenialKind::InvalidCredential,
+        "may not verify",
+    );
+    // Not configured, not accepted: `EdDSA` tokens against a gate pinned to `Ed25519`.
+    let t = token(&header("EdDSA", "ed-any"), &claims(), Signer::EdDsa);
+    refused(
+        &only_ed25519,
+        &t,
+        DenialKind::InvalidCredential,
+        "configured algorithms",
+    );
+    // And a key pinned to `Ed25519` does not verify `EdDSA` tokens where both are configured.
+    let both = JwtAuthenticator::builder()
+        .algorithms([Algorithm::EdDSA, Algorithm::Ed25519])
+        .key_set(set())
+        .issuer(ISS)
+        .audience(AUD)
+        .clock(clock())
+        .build()
+        .unwrap();
+    let t = token(&header("EdDSA", "ed-pinned"), &claims(), Signer::EdDsa);
+    refused(&both, &t, DenialKind::InvalidCredential, "may not verify");
+    let t = token(&header("EdDSA", "ed-any"), &claims(), Signer::EdDsa);
+    assert!(both.verify(&t).is_ok());
+}

@@ -936,3 +936,90 @@ async fn the_default_tracing_audit_logs_no_secret() {
         "the query string is not logged"
     );
 }
+
+/// RFC 9728: the metadata document is served to GET and HEAD without a credential, only over TLS, audited as a
+/// public allow; 401 challenges point at it, other denials do not; the service never sees these requests.
+#[tokio::test]
+async fn the_protected_resource_metadata_is_public_and_401s_point_at_it() {
+    let mut h = harness(|b| {
+        b.protected_resource(
+            scopegate::layer::ProtectedResource::new("https://api.example")
+                .authorization_servers(["https://login.example"]),
+        )
+    });
+    let doc = h.send(get("/.well-known/oauth-protected-resource")).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+    assert_eq!(json["resource"], "https://api.example");
+    assert_eq!(json["authorization_servers"][0], "https://login.example");
+    assert_eq!(
+        json["scopes_supported"],
+        serde_json::json!(["data:read", "invoices:read", "invoices:write"])
+    );
+    let head = h
+        .send(get("/.well-known/oauth-protected-resource").method("HEAD"))
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(h.calls(), 0);
+    let events = h.audit.events();
+    assert_eq!(events[0]["decision"], "allow");
+    assert_eq!(events[0]["reason"], "public");
+
+    // Refused twins: over plaintext, with another method, at a neighbouring path.
+    let plain = h
+        .send(get("/.well-known/oauth-protected-resource").plaintext())
+        .await;
+    assert_eq!(plain.code(), "tls_required");
+    let post = h
+        .send(get("/.well-known/oauth-protected-resource").method("POST"))
+        .await;
+    // Unlisted for the policy: denied as any unlisted route is (no credential: 401 first).
+    assert_eq!(post.code(), "unauthenticated");
+    let other = h.send(get("/.well-known/oauth-protected-resource/x")).await;
+    assert_eq!(other.code(), "unauthenticated");
+    assert!(!other.body.contains("authorization_servers"));
+
+    let expected = "resource_metadata=\"https://api.example/.well-known/oauth-protected-resource\"";
+    let missing = h.send(get("/v1/invoices/7")).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        missing.challenge().contains(expected),
+        "{}",
+        missing.challenge()
+    );
+    let invalid = h.send(get("/v1/invoices/7").key("sg_nosuchkey")).await;
+    assert_eq!(invalid.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        invalid.challenge().contains(expected),
+        "{}",
+        invalid.challenge()
+    );
+    let scope = h.send(get("/v1/invoices").method("POST").key(READER)).await;
+    assert_eq!(scope.status, StatusCode::FORBIDDEN);
+    assert!(
+        !scope.challenge().contains("resource_metadata"),
+        "{}",
+        scope.challenge()
+    );
+
+    // Without the option nothing is served and challenges stay as they were.
+    let mut plain_gate = harness(|b| b);
+    let none = plain_gate
+        .send(get("/.well-known/oauth-protected-resource"))
+        .await;
+    assert_eq!(none.code(), "unauthenticated");
+    let missing = plain_gate.send(get("/v1/invoices/7")).await;
+    assert!(!missing.challenge().contains("resource_metadata"));
+}
+
+#[test]
+fn a_protected_resource_with_a_plain_http_identifier_is_refused() {
+    let err = ScopeGateLayer::builder(policy())
+        .protected_resource(scopegate::layer::ProtectedResource::new(
+            "http://api.example",
+        ))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("uri") && err.contains("https://"), "{err}");
+}
