@@ -19,6 +19,7 @@ mod idp;
 mod jwt;
 mod layer;
 mod live_keys;
+mod oidc_interop;
 mod policy_props;
 mod policy_vectors;
 
