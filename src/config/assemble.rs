@@ -124,12 +124,9 @@ impl GateFile {
         clock: &(impl crate::Clock + Clone),
     ) -> Result<crate::credential::jwt::JwtAuthenticator, ConfigError> {
         use crate::credential::jwt::JwtAuthenticator;
+        // One HTTPS fetcher (one connection pool) for every entry that fetches, made when the first needs it.
         #[cfg(feature = "jwks-https")]
-        let fetcher = if section.is_live() {
-            Some(self.fetcher(section)?)
-        } else {
-            None
-        };
+        let mut fetcher = None;
         let mut authenticators = Vec::new();
         for (table, entry) in section.entries() {
             let in_file = |e: ConfigError| {
@@ -145,13 +142,12 @@ impl GateFile {
             let builder = match entry.key_source() {
                 Ok(Some(KeySource::File(path))) => builder.jwks_file(self.resolve(path)),
                 #[cfg(feature = "jwks-https")]
-                Ok(Some(KeySource::Url(url))) => builder.jwks_url(
-                    fetcher.as_ref().ok_or_else(|| missing_fetcher(&table))?,
-                    url,
-                ),
+                Ok(Some(KeySource::Url(url))) => {
+                    builder.jwks_url(self.shared_fetcher(section, &mut fetcher)?, url)
+                }
                 #[cfg(feature = "jwks-https")]
                 Ok(Some(KeySource::Discovery)) => {
-                    builder.discovery(fetcher.as_ref().ok_or_else(|| missing_fetcher(&table))?)
+                    builder.discovery(self.shared_fetcher(section, &mut fetcher)?)
                 }
                 #[cfg(not(feature = "jwks-https"))]
                 Ok(Some(KeySource::Url(_) | KeySource::Discovery)) => {
@@ -256,6 +252,20 @@ impl GateFile {
         Ok(builder)
     }
 
+    /// The fetcher in `slot`, made now if it is the first one needed.
+    #[cfg(feature = "jwks-https")]
+    fn shared_fetcher<'s>(
+        &self,
+        section: &JwtSection,
+        slot: &'s mut Option<crate::credential::jwt::HttpsFetcher>,
+    ) -> Result<&'s crate::credential::jwt::HttpsFetcher, ConfigError> {
+        let fetcher = match slot.take() {
+            Some(fetcher) => fetcher,
+            None => self.fetcher(section)?,
+        };
+        Ok(slot.insert(fetcher))
+    }
+
     /// The HTTPS fetcher of `[jwt.fetch]` (the defaults when the table is absent).
     #[cfg(feature = "jwks-https")]
     fn fetcher(
@@ -279,18 +289,6 @@ impl GateFile {
             ConfigError::invalid(self.at("jwt.fetch", field), e.to_string())
         })
     }
-}
-
-#[cfg(feature = "jwks-https")]
-fn missing_fetcher(table: &str) -> ConfigError {
-    ConfigError::invalid(
-        crate::error::Location {
-            section: Some(table.to_owned()),
-            field: Some("jwks_url".to_owned()),
-            ..crate::error::Location::default()
-        },
-        "no HTTPS fetcher was made for this entry",
-    )
 }
 
 fn pepper_from(

@@ -360,17 +360,6 @@ impl JwtSection {
         }
     }
 
-    /// Whether some entry fetches its key set.
-    #[cfg(feature = "jwks-https")]
-    pub(super) fn is_live(&self) -> bool {
-        self.entries().iter().any(|(_, e)| {
-            matches!(
-                e.key_source(),
-                Ok(Some(KeySource::Url(_) | KeySource::Discovery))
-            )
-        })
-    }
-
     /// Everything that can be said of `[jwt]` without reading a key set: one line naming the table and field.
     fn check(&self) -> Result<(), (String, &'static str, String)> {
         const EMPTY: &str = "an empty list here would restrict nothing; list at least one value (or leave the field out where it is optional)";
