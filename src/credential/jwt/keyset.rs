@@ -572,6 +572,38 @@ mod tests {
     }
 
     #[test]
+    fn a_fetched_set_skips_weak_rsa_keys_and_needs_one_usable_key() {
+        // A 1024-bit modulus (top bit set) beside a usable key.
+        let weak_n = URL_SAFE_NO_PAD.encode([0xC3u8; 128]);
+        let weak = format!(r#"{{"kty":"RSA","kid":"old","n":"{weak_n}","e":"AQAB"}}"#);
+        let doc = format!(r#"{{"keys":[{weak},{}]}}"#, oct("a", ""));
+        let fetched = KeySet::parse(doc.as_bytes(), "https://idp/keys", Origin::Fetched).unwrap();
+        assert_eq!(fetched.len(), 1);
+        assert!(!fetched.contains_kid("old"));
+        // The operator's own file is told instead.
+        let err = KeySet::parse(doc.as_bytes(), "jwks.json", Origin::Local).unwrap_err();
+        assert!(err.to_string().contains("2048"), "{err}");
+        // Nothing usable, bad JSON, a duplicate kid: failed fetches, naming the source.
+        let only_unusable = format!(
+            r#"{{"keys":[{weak},{},{{"kty":"RSA-weird"}}]}}"#,
+            oct("enc", r#","use":"enc""#)
+        );
+        let dup = format!(r#"{{"keys":[{},{}]}}"#, oct("a", ""), oct("a", ""));
+        for bad in [
+            only_unusable.as_str(),
+            "{\"keys\":[]}",
+            "<html>",
+            dup.as_str(),
+        ] {
+            let err =
+                KeySet::parse(bad.as_bytes(), "https://idp/keys", Origin::Fetched).unwrap_err();
+            assert!(err.to_string().contains("https://idp/keys"), "{err}");
+        }
+        // A local empty set stays allowed (a set replaced later by `replace_key_set`).
+        assert!(KeySet::parse(b"{\"keys\":[]}", "jwks.json", Origin::Local).is_ok());
+    }
+
+    #[test]
     fn file_errors_name_the_file() {
         let err = KeySet::from_jwks_file("/nonexistent/jwks.json").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/jwks.json"), "{err}");
