@@ -1,9 +1,9 @@
 //! The quickstart: a protected axum API on loopback over real TLS, in one command.
 //!
 //! ```sh
-//! cargo run --example quickstart --features server,axum            # demo, then serve until Ctrl-C
-//! cargo run --example quickstart --features server,axum -- --once  # demo, then exit (CI)
-//! RUST_LOG=scopegate::audit=info cargo run --example quickstart --features server,axum  # with the audit events
+//! cargo run -p scopegate-quickstart              # demo, then serve until Ctrl-C
+//! cargo run -p scopegate-quickstart -- --once    # demo, then exit (CI)
+//! RUST_LOG=scopegate::audit=info cargo run -p scopegate-quickstart  # with the audit events
 //! ```
 //!
 //! It generates a self-signed certificate (written to a temporary file for curl), issues a scoped, IP-restricted,
@@ -12,6 +12,7 @@
 //! curl line you can repeat, with the status and body it got. The exit status is non-zero if any call was not
 //! answered as expected.
 
+#[path = "../../support/mod.rs"]
 mod support;
 
 use std::error::Error;
