@@ -48,3 +48,36 @@ pub(crate) fn self_signed() -> Result<(Arc<rustls::ServerConfig>, String), Box<d
         .with_single_cert(vec![cert.cert.der().clone()], key)?;
     Ok((Arc::new(config), cert.cert.pem()))
 }
+
+/// A CA made now, and a certificate for `localhost` (and 127.0.0.1) signed by it, as a private CA would sign an
+/// internal server's: a rustls server configuration serving that certificate, and the CA's PEM for clients to trust.
+pub(crate) fn ca_signed() -> Result<(Arc<rustls::ServerConfig>, String), Box<dyn Error>> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "scopegate example CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+
+    let server_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&server_key, &ca)?;
+
+    let key = rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der())?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)?;
+    Ok((Arc::new(config), ca.pem()))
+}
