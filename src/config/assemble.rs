@@ -281,10 +281,14 @@ impl GateFile {
             builder = builder.ca_file(self.resolve(ca));
         }
         builder.build().map_err(|e| {
-            let field = if fetch.ca_file.is_some() {
-                "ca_file"
-            } else {
-                "timeout_seconds"
+            let field = match &e {
+                crate::credential::jwt::FetchError::Setting(why) if why.contains("max_bytes") => {
+                    "max_bytes"
+                }
+                crate::credential::jwt::FetchError::Setting(why) if why.contains("timeout") => {
+                    "timeout_seconds"
+                }
+                _ => "ca_file",
             };
             ConfigError::invalid(self.at("jwt.fetch", field), e.to_string())
         })

@@ -127,8 +127,10 @@ impl ProtectedResource {
                 .collect()
         });
         let rest = &self.uri["https://".len()..];
+        // RFC 9728 §3.1: only a slash right after the host goes; a path keeps its own trailing slash.
         let (origin, path) = match rest.find('/') {
-            Some(at) => (&self.uri[..8 + at], rest[at..].trim_end_matches('/')),
+            Some(at) if &rest[at..] == "/" => (&self.uri[..8 + at], ""),
+            Some(at) => (&self.uri[..8 + at], &rest[at..]),
             None => (self.uri.as_str(), ""),
         };
         let mut paths = vec![PROTECTED_RESOURCE_PATH.to_owned()];
@@ -264,6 +266,24 @@ mod tests {
             doc.challenge.contains(
                 "https://api.example/.well-known/oauth-protected-resource/tenants/acme\""
             )
+        );
+        // RFC 9728 §3.1 removes only a slash right after the host.
+        let doc = ProtectedResource::new("https://api.example/tenants/acme/")
+            .compile(&policy())
+            .unwrap();
+        assert!(
+            doc.path_for(
+                &Method::GET,
+                "/.well-known/oauth-protected-resource/tenants/acme/"
+            )
+            .is_some()
+        );
+        let doc = ProtectedResource::new("https://api.example/")
+            .compile(&policy())
+            .unwrap();
+        assert!(
+            doc.challenge
+                .ends_with("\"https://api.example/.well-known/oauth-protected-resource\"")
         );
     }
 

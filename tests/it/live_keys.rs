@@ -443,3 +443,66 @@ async fn one_issuer_down_leaves_the_other_served() {
         DenialKind::Unavailable
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_request_does_not_waste_the_fetch_it_started() {
+    let idp = Idp::start("k1", AUD).await;
+    idp.set_mode(Mode::Stall);
+    let clock = now_clock();
+    let a = discovered(&idp, refresh(), clock.clone());
+    let token = idp.token("s", &[]);
+    // The request gives up (a client hanging up, an outer timeout) while the fetch it started is stalled.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), a.authenticate(&token))
+            .await
+            .is_err()
+    );
+    // The provider answers: the fetch, still running, completes and is not counted against a later one.
+    idp.set_mode(Mode::Normal);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.verify(&token).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned fetch did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(idp.jwks_fetches(), 1);
+}
+
+#[tokio::test]
+async fn symmetric_algorithms_need_a_local_key_set() {
+    let idp = Idp::start("k1", AUD).await;
+    let err = JwtAuthenticator::builder()
+        .algorithms([ALGORITHM, scopegate::credential::jwt::Algorithm::HS256])
+        .issuer(idp.issuer())
+        .audience(AUD)
+        .discovery(&fetcher(&idp))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("algorithms") && err.contains("HS256"), "{err}");
+    // Twin: the asymmetric algorithm alone.
+    assert!(
+        discovered(&idp, refresh(), SystemClock)
+            .authenticate(&idp.token("s", &[]))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_key_set_put_in_by_hand_is_replaced_by_the_next_fetch() {
+    let idp = Idp::start("k1", AUD).await;
+    let a = discovered(&idp, refresh(), SystemClock);
+    let token = idp.token("s", &[]);
+    assert!(a.authenticate(&token).await.is_ok());
+    let other = Idp::start("k9", AUD).await;
+    assert!(a.replace_key_set(
+        scopegate::credential::jwt::KeySet::from_jwks_json(other.jwks_json().as_bytes()).unwrap()
+    ));
+    assert!(a.verify(&token).is_err());
+    // The provider's document did not change, but the fetch replaces the hand-made set all the same.
+    assert!(a.refresh_keys().await.unwrap());
+    assert!(a.verify(&token).is_ok());
+}

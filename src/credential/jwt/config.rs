@@ -59,6 +59,10 @@ enum Refused {
     ZeroMaxTokenLen,
     #[error("`{0}` {1}")]
     Refresh(&'static str, &'static str),
+    #[error(
+        "{0} needs a local key set (key_set or jwks_file): symmetric keys are never taken from a fetched key set"
+    )]
+    HmacWithLiveKeys(Algorithm),
     #[cfg(feature = "jwks-https")]
     #[error("{1}")]
     Fetch(&'static str, String),
@@ -68,7 +72,9 @@ impl Refused {
     /// The setting at fault, as the gate file names it.
     fn field(&self) -> &'static str {
         match self {
-            Refused::NoAlgorithms | Refused::NoKeyForAlgorithms(_) => "algorithms",
+            Refused::NoAlgorithms
+            | Refused::NoKeyForAlgorithms(_)
+            | Refused::HmacWithLiveKeys(_) => "algorithms",
             Refused::NoKeySet | Refused::KeySet(_) => "jwks_file",
             Refused::NoIssuer => "issuer",
             Refused::NoAudience => "audience",
@@ -386,6 +392,13 @@ impl JwtAuthenticatorBuilder {
         self.refresh
             .check()
             .map_err(|(field, why)| Refused::Refresh(field, why))?;
+        if let Some(hmac) = self
+            .algorithms
+            .iter()
+            .find(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+        {
+            return Err(Refused::HmacWithLiveKeys(*hmac));
+        }
         let live = source.map(|source| Live::new(source, self.refresh));
         self.finish(KeySet::empty(), live, typ)
     }

@@ -96,6 +96,7 @@ pub enum FetchError {
 pub struct HttpsFetcher {
     client: reqwest::Client,
     max_bytes: usize,
+    timeout: Duration,
 }
 
 impl fmt::Debug for HttpsFetcher {
@@ -173,6 +174,7 @@ impl HttpsFetcherBuilder {
         Ok(HttpsFetcher {
             client,
             max_bytes: self.max_bytes,
+            timeout: self.timeout,
         })
     }
 }
@@ -290,7 +292,7 @@ impl HttpsFetcher {
     /// GETs `url`: status 200, at most `max_bytes`, within the timeout.
     async fn get(&self, url: &Url) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
         let request_error = |e: reqwest::Error| FetchError::Request {
-            url: url.to_string(),
+            url: shown(url),
             reason: describe(&e),
         };
         let mut response = self
@@ -302,12 +304,12 @@ impl HttpsFetcher {
             .map_err(request_error)?;
         if response.status() != StatusCode::OK {
             return Err(FetchError::Status {
-                url: url.to_string(),
+                url: shown(url),
                 status: response.status().as_u16(),
             });
         }
         let too_large = || FetchError::TooLarge {
-            url: url.to_string(),
+            url: shown(url),
             max_bytes: self.max_bytes,
         };
         if response
@@ -326,6 +328,15 @@ impl HttpsFetcher {
         }
         Ok((body, age))
     }
+}
+
+/// A URL as errors and events show it: without its query, which may carry a token of the provider's.
+fn shown(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.query().is_some() {
+        shown.set_query(Some("redacted"));
+    }
+    shown.to_string()
 }
 
 /// reqwest's error and its causes in one line (connection refused, certificate unknown, timed out, …).
@@ -362,7 +373,11 @@ impl JwksSource for JwksUrl {
     }
 
     fn describe(&self) -> String {
-        self.url.to_string()
+        shown(&self.url)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.fetcher.timeout
     }
 }
 
@@ -408,7 +423,7 @@ impl Discovery {
             return self.jwks_uri_of(url, &body);
         }
         Err(FetchError::Metadata {
-            url: missing.map_or_else(String::new, |u| u.to_string()),
+            url: missing.as_ref().map_or_else(String::new, shown),
             reason: "neither the OpenID Connect nor the RFC 8414 metadata document exists (404)"
                 .to_owned(),
         })
@@ -416,7 +431,7 @@ impl Discovery {
 
     fn jwks_uri_of(&self, url: &Url, body: &[u8]) -> Result<Url, FetchError> {
         let refuse = |reason: String| FetchError::Metadata {
-            url: url.to_string(),
+            url: shown(url),
             reason,
         };
         let doc: Value = serde_json::from_slice(body)
@@ -473,9 +488,14 @@ impl JwksSource for Discovery {
 
     fn describe(&self) -> String {
         match self.known_uri() {
-            Some(uri) => uri.to_string(),
+            Some(uri) => shown(&uri),
             None => format!("the key set of {} (discovery)", self.issuer),
         }
+    }
+
+    /// One deadline for the metadata documents and the key set together.
+    fn timeout(&self) -> Duration {
+        self.fetcher.timeout
     }
 }
 
@@ -504,6 +524,14 @@ mod tests {
         ] {
             assert!(https_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_query() {
+        let url = Url::parse("https://login.example/keys?api_key=secret").unwrap();
+        assert_eq!(shown(&url), "https://login.example/keys?redacted");
+        let url = Url::parse("https://login.example/keys").unwrap();
+        assert_eq!(shown(&url), "https://login.example/keys");
     }
 
     #[test]

@@ -134,6 +134,12 @@ pub trait JwksSource: Send + Sync + fmt::Debug + 'static {
     fn describe(&self) -> String {
         "a refreshable JWKS source".to_owned()
     }
+
+    /// The longest one fetch may take; past it the authenticator abandons the fetch (a failed fetch), and the
+    /// requests waiting on it are answered. Defaults to 5 s.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 /// One way to check a signature, ready to use.
@@ -159,6 +165,12 @@ struct VerifyingKey {
 }
 
 impl VerifyingKey {
+    fn is_symmetric(&self) -> bool {
+        self.verifiers
+            .iter()
+            .any(|(_, v)| matches!(v, Verifier::Hmac(_)))
+    }
+
     fn verifier(&self, alg: Algorithm) -> Option<&Verifier> {
         self.verifiers
             .iter()
@@ -277,6 +289,8 @@ impl KeySet {
                 reason,
             };
             let key = match parse_jwk(jwk) {
+                // A symmetric key is a shared secret: never taken from a source that fetches it.
+                Ok(Some(key)) if from == Origin::Fetched && key.is_symmetric() => continue,
                 Ok(Some(key)) => key,
                 Ok(None) => continue,
                 // A provider publishes what it publishes: a legacy short RSA key beside its signing keys is
@@ -571,24 +585,45 @@ mod tests {
         );
     }
 
+    fn ed25519(kid: &str) -> String {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"{x}"}}"#)
+    }
+
     #[test]
-    fn a_fetched_set_skips_weak_rsa_keys_and_needs_one_usable_key() {
-        // A 1024-bit modulus (top bit set) beside a usable key.
+    fn a_fetched_set_skips_weak_rsa_and_symmetric_keys_and_needs_one_usable_key() {
+        // A 1024-bit modulus (top bit set) and a shared secret beside a usable key.
         let weak_n = URL_SAFE_NO_PAD.encode([0xC3u8; 128]);
         let weak = format!(r#"{{"kty":"RSA","kid":"old","n":"{weak_n}","e":"AQAB"}}"#);
-        let doc = format!(r#"{{"keys":[{weak},{}]}}"#, oct("a", ""));
+        let doc = format!(
+            r#"{{"keys":[{weak},{},{}]}}"#,
+            oct("shared", ""),
+            ed25519("ed")
+        );
         let fetched = KeySet::parse(doc.as_bytes(), "https://idp/keys", Origin::Fetched).unwrap();
         assert_eq!(fetched.len(), 1);
-        assert!(!fetched.contains_kid("old"));
-        // The operator's own file is told instead.
+        assert!(fetched.contains_kid("ed"));
+        assert!(!fetched.contains_kid("old") && !fetched.contains_kid("shared"));
+        // The operator's own file is told instead, and may hold shared secrets.
         let err = KeySet::parse(doc.as_bytes(), "jwks.json", Origin::Local).unwrap_err();
+        let local = format!(r#"{{"keys":[{}]}}"#, oct("shared", ""));
+        assert_eq!(
+            KeySet::parse(local.as_bytes(), "jwks.json", Origin::Local)
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(err.to_string().contains("2048"), "{err}");
         // Nothing usable, bad JSON, a duplicate kid: failed fetches, naming the source.
         let only_unusable = format!(
-            r#"{{"keys":[{weak},{},{{"kty":"RSA-weird"}}]}}"#,
-            oct("enc", r#","use":"enc""#)
+            r#"{{"keys":[{weak},{},{},{{"kty":"RSA-weird"}}]}}"#,
+            oct("enc", r#","use":"enc""#),
+            oct("shared", "")
         );
-        let dup = format!(r#"{{"keys":[{},{}]}}"#, oct("a", ""), oct("a", ""));
+        let dup = format!(r#"{{"keys":[{},{}]}}"#, ed25519("a"), ed25519("a"));
         for bad in [
             only_unusable.as_str(),
             "{\"keys\":[]}",

@@ -263,13 +263,45 @@ impl Issuer {
         }
     }
 
+    /// Forgets the fetched document, so that the next fetch replaces the set even if the provider's document did
+    /// not change (after a key set was put in by hand).
+    pub(super) fn forget_fetched(&self) -> bool {
+        match self.live().map(|live| live.gate.try_lock()) {
+            Some(Ok(mut attempts)) => {
+                attempts.digest = None;
+                true
+            }
+            // A fetch is running: it will replace the set itself.
+            Some(Err(_)) => false,
+            None => true,
+        }
+    }
+
     /// One fetch if `why` calls for it, shared by concurrent callers. Returns whether the key set changed.
-    pub(super) async fn refresh(
-        self: &Arc<Self>,
-        live: &Live,
-        why: Why,
-    ) -> Result<bool, RefreshError> {
+    ///
+    /// On tokio the fetch runs in a task of its own: a caller that gives up (a cancelled request) does not abort a
+    /// fetch that the cooldown already counts.
+    pub(super) async fn refresh(self: &Arc<Self>, why: Why) -> Result<bool, RefreshError> {
+        let Some(live) = self.live() else {
+            return Err(RefreshError::NotRefreshable);
+        };
         self.ensure_refreshing(live);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let this = Arc::clone(self);
+                runtime
+                    .spawn(async move { this.refresh_here(why).await })
+                    .await
+                    .unwrap_or_else(|_| Err(RefreshError::Fetch("the fetch task failed".into())))
+            }
+            Err(_) => self.refresh_here(why).await,
+        }
+    }
+
+    async fn refresh_here(&self, why: Why) -> Result<bool, RefreshError> {
+        let Some(live) = self.live() else {
+            return Err(RefreshError::NotRefreshable);
+        };
         let mut attempts = live.gate.lock().await;
         let now = self.now_secs();
         let wanted = match why {
@@ -293,9 +325,13 @@ impl Issuer {
                 live.healthy.store(true, Ordering::Release);
                 live.fresh_until
                     .store(now.saturating_add(live.max_stale), Ordering::Release);
+                // A max-age within bounds replaces the interval, but never lets the set go stale before the
+                // next refresh is due.
                 let next = max_age
                     .filter(|age| (MIN_MAX_AGE..=MAX_MAX_AGE).contains(age))
-                    .map_or(live.interval, secs);
+                    .map_or(live.interval, secs)
+                    .min(live.max_stale.saturating_sub(live.cooldown))
+                    .max(1);
                 live.next_due
                     .store(now.saturating_add(next), Ordering::Release);
                 if std::mem::take(&mut attempts.failing) {
@@ -307,7 +343,7 @@ impl Issuer {
                 live.next_due
                     .store(now.saturating_add(live.cooldown), Ordering::Release);
                 attempts.failing = true;
-                live.report(self.label(), "failed", Some(&error.to_string()));
+                live.report(self.label(), "failed", Some(&bounded(error.to_string())));
             }
         }
         result.map(|(changed, _)| changed)
@@ -318,7 +354,11 @@ impl Issuer {
         live: &Live,
         attempts: &mut Attempts,
     ) -> Result<(bool, Option<Duration>), RefreshError> {
-        let document = live.source.fetch().await.map_err(RefreshError::Fetch)?;
+        // One deadline for the whole fetch, however many requests the source makes.
+        let document = tokio::time::timeout(live.source.timeout(), live.source.fetch())
+            .await
+            .map_err(|_| RefreshError::Fetch("timed out".into()))?
+            .map_err(RefreshError::Fetch)?;
         let digest: [u8; 32] = Sha256::digest(document.bytes()).into();
         if attempts.digest == Some(digest) {
             return Ok((false, document.max_age()));
@@ -331,7 +371,34 @@ impl Issuer {
     }
 }
 
+/// An audit event's cause, at most 512 bytes (a provider's strings are inside).
+fn bounded(mut cause: String) -> String {
+    const MAX: usize = 512;
+    if cause.len() > MAX {
+        let mut end = MAX;
+        while !cause.is_char_boundary(end) {
+            end -= 1;
+        }
+        cause.truncate(end);
+        cause.push('…');
+    }
+    cause
+}
+
+/// Clears `running` when the background task ends for any reason (its runtime shutting down, say), so that the
+/// next fetch on a live runtime starts another.
+struct Running(Weak<Issuer>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(live) = self.0.upgrade().as_ref().and_then(|i| i.live()) {
+            live.running.store(false, Ordering::Release);
+        }
+    }
+}
+
 async fn refresh_loop(issuer: Weak<Issuer>) {
+    let _running = Running(issuer.clone());
     loop {
         let pause = {
             let Some(issuer) = issuer.upgrade() else {
@@ -347,9 +414,7 @@ async fn refresh_loop(issuer: Weak<Issuer>) {
         let Some(issuer) = issuer.upgrade() else {
             return;
         };
-        if let Some(live) = issuer.live() {
-            // A failure is reported (audit event) inside; the previous set stays.
-            let _ = issuer.refresh(live, Why::Due).await;
-        }
+        // A failure is reported (audit event) inside; the previous set stays. Run here, in this task.
+        let _ = issuer.refresh_here(Why::Due).await;
     }
 }

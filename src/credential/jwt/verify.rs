@@ -266,9 +266,11 @@ impl JwtAuthenticator {
         let mut first_error = None;
         let mut any_live = false;
         for issuer in self.0.iter() {
-            let Some(live) = &issuer.live else { continue };
+            if issuer.live.is_none() {
+                continue;
+            }
             any_live = true;
-            match issuer.refresh(live, Why::Forced).await {
+            match issuer.refresh(Why::Forced).await {
                 Ok(c) => changed |= c,
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -281,13 +283,14 @@ impl JwtAuthenticator {
         first_error.map_or(Ok(changed), Err)
     }
 
-    /// Replaces the key set (key rotation from a file you watch, for example) and flushes the cache. Returns
-    /// false, replacing nothing, on an authenticator that holds several issuers: call it on the one-issuer
-    /// authenticator you combined (keep a clone; the two share the issuer).
+    /// Replaces the key set (key rotation from a file you watch, for example) and flushes the cache; with a live
+    /// key set, the next fetch replaces it again. Returns false, replacing nothing, on an authenticator that holds
+    /// several issuers (call it on the one-issuer authenticator you combined: keep a clone, the two share the
+    /// issuer), and while a fetch is running.
     #[must_use = "false means nothing was replaced"]
     pub fn replace_key_set(&self, keys: KeySet) -> bool {
         match &self.0[..] {
-            [issuer] => {
+            [issuer] if issuer.forget_fetched() => {
                 issuer.swap_keys(keys);
                 true
             }
@@ -349,9 +352,9 @@ impl Issuer {
 
     /// The second attempt: after a (cooldown-limited) fetch of the key set.
     async fn after_refresh(self: &Arc<Self>, token: &[u8]) -> Result<Grant, Denial> {
-        if let Some(live) = &self.live {
+        if self.live.is_some() {
             // A failure is reported inside, and answered below from the set at hand.
-            let _ = self.refresh(live, Why::UnknownKid).await;
+            let _ = self.refresh(Why::UnknownKid).await;
         }
         self.verify_inner(token).map_err(|f| f.denial)
     }
