@@ -1030,6 +1030,7 @@ fn cooldown_60s() -> KeyRefresh {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap()
 }

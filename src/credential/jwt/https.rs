@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Url, header};
 use serde_json::Value;
@@ -289,16 +289,33 @@ impl HttpsFetcher {
         })
     }
 
-    /// GETs `url`: status 200, at most `max_bytes`, within the timeout.
-    async fn get(&self, url: &Url) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
+    /// When a fetch that starts now must be done.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// GETs `url`: status 200, at most `max_bytes`, before `deadline` (one deadline for every request of a fetch).
+    async fn get(
+        &self,
+        url: &Url,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
         let request_error = |e: reqwest::Error| FetchError::Request {
             url: shown(url),
             reason: describe(&e),
         };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FetchError::Request {
+                url: shown(url),
+                reason: "timed out".to_owned(),
+            });
+        }
         let mut response = self
             .client
             .get(url.clone())
             .header(header::ACCEPT, "application/json")
+            .timeout(left)
             .send()
             .await
             .map_err(request_error)?;
@@ -367,17 +384,13 @@ pub(super) struct JwksUrl {
 impl JwksSource for JwksUrl {
     fn fetch(&self) -> JwksFetch<'_> {
         Box::pin(async move {
-            let (bytes, age) = self.fetcher.get(&self.url).await?;
+            let (bytes, age) = self.fetcher.get(&self.url, self.fetcher.deadline()).await?;
             Ok(with_age(JwksDocument::new(bytes), age))
         })
     }
 
     fn describe(&self) -> String {
         shown(&self.url)
-    }
-
-    fn timeout(&self) -> Duration {
-        self.fetcher.timeout
     }
 }
 
@@ -408,10 +421,10 @@ impl fmt::Debug for Discovery {
 
 impl Discovery {
     /// `jwks_uri` from the first metadata document that exists; the document must name our issuer exactly.
-    async fn discover(&self) -> Result<Url, FetchError> {
+    async fn discover(&self, deadline: Instant) -> Result<Url, FetchError> {
         let mut missing = None;
         for url in &self.metadata {
-            let body = match self.fetcher.get(url).await {
+            let body = match self.fetcher.get(url, deadline).await {
                 Ok((body, _)) => body,
                 // Only a document that does not exist sends us to the next one.
                 Err(FetchError::Status { status: 404, .. }) => {
@@ -468,11 +481,12 @@ impl Discovery {
 impl JwksSource for Discovery {
     fn fetch(&self) -> JwksFetch<'_> {
         Box::pin(async move {
+            let deadline = self.fetcher.deadline();
             let uri = match self.known_uri() {
                 Some(uri) => uri,
-                None => self.discover().await?,
+                None => self.discover(deadline).await?,
             };
-            match self.fetcher.get(&uri).await {
+            match self.fetcher.get(&uri, deadline).await {
                 Ok((bytes, age)) => {
                     self.remember(Some(uri));
                     Ok(with_age(JwksDocument::new(bytes), age))
@@ -491,11 +505,6 @@ impl JwksSource for Discovery {
             Some(uri) => shown(&uri),
             None => format!("the key set of {} (discovery)", self.issuer),
         }
-    }
-
-    /// One deadline for the metadata documents and the key set together.
-    fn timeout(&self) -> Duration {
-        self.fetcher.timeout
     }
 }
 

@@ -134,12 +134,6 @@ pub trait JwksSource: Send + Sync + fmt::Debug + 'static {
     fn describe(&self) -> String {
         "a refreshable JWKS source".to_owned()
     }
-
-    /// The longest one fetch may take; past it the authenticator abandons the fetch (a failed fetch), and the
-    /// requests waiting on it are answered. Defaults to 5 s.
-    fn timeout(&self) -> Duration {
-        Duration::from_secs(5)
-    }
 }
 
 /// One way to check a signature, ready to use.

@@ -245,8 +245,9 @@ impl Live {
 
 impl Issuer {
     /// Starts the background refresh on the current tokio runtime, once. Every fetch calls it, and a key set is
-    /// only used after a fetch: a live issuer that serves tokens under tokio is refreshed in the background. (On
-    /// another executor there is no background refresh; a set past `max_stale` is then fetched on demand.)
+    /// only used after a fetch: a live issuer that serves tokens under tokio is refreshed in the background. (The
+    /// task sleeps on tokio's timer, which `#[tokio::main]` enables; on another executor, or a runtime without
+    /// timers, there is no background refresh, and a set past `max_stale` is fetched on demand.)
     fn ensure_refreshing(self: &Arc<Self>, live: &Live) {
         if live.running.load(Ordering::Relaxed) {
             return;
@@ -354,11 +355,8 @@ impl Issuer {
         live: &Live,
         attempts: &mut Attempts,
     ) -> Result<(bool, Option<Duration>), RefreshError> {
-        // One deadline for the whole fetch, however many requests the source makes.
-        let document = tokio::time::timeout(live.source.timeout(), live.source.fetch())
-            .await
-            .map_err(|_| RefreshError::Fetch("timed out".into()))?
-            .map_err(RefreshError::Fetch)?;
+        // The source bounds its own time (the HTTPS sources: one deadline for all their requests).
+        let document = live.source.fetch().await.map_err(RefreshError::Fetch)?;
         let digest: [u8; 32] = Sha256::digest(document.bytes()).into();
         if attempts.digest == Some(digest) {
             return Ok((false, document.max_age()));
@@ -385,12 +383,16 @@ fn bounded(mut cause: String) -> String {
     cause
 }
 
-/// Clears `running` when the background task ends for any reason (its runtime shutting down, say), so that the
-/// next fetch on a live runtime starts another.
+/// Clears `running` when the background task ends (its runtime shutting down, say), so that the next fetch on a
+/// live runtime starts another. Not after a panic: a runtime without timers (`enable_time`) cannot run the task,
+/// and trying again on every fetch would only repeat the panic.
 struct Running(Weak<Issuer>);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(live) = self.0.upgrade().as_ref().and_then(|i| i.live()) {
             live.running.store(false, Ordering::Release);
         }
