@@ -46,6 +46,8 @@ mod issuer;
 mod prepared_hmac;
 mod record;
 #[cfg(feature = "sqlite")]
+mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
 mod table;

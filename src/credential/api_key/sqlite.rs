@@ -5,26 +5,19 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 
 use super::format::KeyId;
-use super::hash::KeyHash;
-use super::record::{KeyInfo, KeyRecord};
+use super::record::KeyRecord;
+use super::sql::{COLUMNS, RawRow, RowValues, backend};
 use super::store::{KeyStore, StoreError, StoreFuture};
-use crate::Attributes;
 use crate::clock::unix_secs;
-use crate::network::{Cidr, CidrSet};
-use crate::policy::ScopeSet;
 
 /// The schema migrations, embedded at compile time.
 static MIGRATOR: Migrator = sqlx::migrate!("src/credential/api_key/migrations");
-
-const COLUMNS: &str = "id, name, scopes, allow_ips, attributes, pepper_version, key_hash, created_at, \
-                       expires_at, revoked_at, replaces";
 
 /// How [`SqliteKeyStore::open`] treats the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +34,6 @@ pub enum OpenMode {
 pub struct SqliteKeyStore {
     pool: SqlitePool,
     path: String,
-}
-
-fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(error))
 }
 
 impl SqliteKeyStore {
@@ -124,151 +113,35 @@ impl fmt::Debug for SqliteKeyStore {
     }
 }
 
-/// Whole Unix seconds, saturating (the issuer only writes whole seconds).
-fn hex(bytes: &[u8; 32]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *o = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
-struct RawRow {
-    id: String,
-    name: String,
-    scopes: String,
-    allow_ips: Option<String>,
-    attributes: String,
-    pepper_version: i64,
-    key_hash: String,
-    created_at: i64,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    replaces: Option<String>,
-}
-
 fn read_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let raw = RawRow {
-        id: row.try_get("id").map_err(backend)?,
-        name: row.try_get("name").map_err(backend)?,
-        scopes: row.try_get("scopes").map_err(backend)?,
-        allow_ips: row.try_get("allow_ips").map_err(backend)?,
-        attributes: row.try_get("attributes").map_err(backend)?,
-        pepper_version: row.try_get("pepper_version").map_err(backend)?,
-        key_hash: row.try_get("key_hash").map_err(backend)?,
-        created_at: row.try_get("created_at").map_err(backend)?,
-        expires_at: row.try_get("expires_at").map_err(backend)?,
-        revoked_at: row.try_get("revoked_at").map_err(backend)?,
-        replaces: row.try_get("replaces").map_err(backend)?,
-    };
-    let corrupt = |detail: &str| StoreError::Corrupt {
-        id: raw.id.chars().take(40).collect(),
-        detail: detail.to_owned(),
-    };
-    let time = |secs: i64| {
-        u64::try_from(secs)
-            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
-            .map_err(|_| corrupt("a time before 1970"))
-    };
-    let id: KeyId = raw.id.parse().map_err(|_| corrupt("bad id"))?;
-    let scopes: Vec<String> = serde_json::from_str(&raw.scopes)
-        .map_err(|_| corrupt("scopes are not a JSON array of strings"))?;
-    // A bare `*` stored behind the issuer's back is refused here: the record is unusable, the gate answers 503.
-    let scopes = ScopeSet::parse(&scopes).map_err(|_| corrupt("invalid scope"))?;
-    let allow_ips = match &raw.allow_ips {
-        None => None,
-        Some(text) => {
-            let list: Vec<String> = serde_json::from_str(text)
-                .map_err(|_| corrupt("allow_ips is not a JSON array of strings"))?;
-            Some(
-                list.iter()
-                    .map(|s| s.parse::<Cidr>())
-                    .collect::<Result<CidrSet, _>>()
-                    .map_err(|_| corrupt("invalid network in allow_ips"))?,
-            )
-        }
-    };
-    let attributes: Attributes = serde_json::from_str(&raw.attributes)
-        .map_err(|_| corrupt("attributes are not a JSON object of strings"))?;
-    let pepper_version =
-        u32::try_from(raw.pepper_version).map_err(|_| corrupt("pepper version out of range"))?;
-    let digest = unhex(&raw.key_hash).ok_or_else(|| corrupt("key_hash is not 64 hex digits"))?;
-    let replaces = match &raw.replaces {
-        None => None,
-        Some(text) => Some(text.parse().map_err(|_| corrupt("bad replaces id"))?),
-    };
-    Ok(KeyRecord {
-        info: KeyInfo {
-            id,
-            name: raw.name.clone(),
-            scopes,
-            allow_ips,
-            attributes,
-            created_at: time(raw.created_at)?,
-            expires_at: raw.expires_at.map(time).transpose()?,
-            revoked_at: raw.revoked_at.map(time).transpose()?,
-            replaces,
-        },
-        hash: KeyHash::from_parts(pepper_version, digest),
-    })
+    RawRow::read(row).map_err(backend)?.into_record()
 }
 
 async fn insert_with<'e, E>(executor: E, record: &KeyRecord) -> Result<(), StoreError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
-    let info = &record.info;
-    let scopes: Vec<&str> = info
-        .scopes
-        .iter()
-        .map(crate::policy::Scope::as_str)
-        .collect();
-    let allow_ips = match &info.allow_ips {
-        None => None,
-        Some(set) => {
-            let list: Vec<String> = set.networks().iter().map(ToString::to_string).collect();
-            Some(serde_json::to_string(&list).map_err(backend)?)
-        }
-    };
-    let scopes = serde_json::to_string(&scopes).map_err(backend)?;
-    let attributes = serde_json::to_string(&info.attributes).map_err(backend)?;
+    let v = RowValues::of(record)?;
     let result = sqlx::query(&format!(
         "INSERT INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
-    .bind(info.id.as_str())
-    .bind(&info.name)
-    .bind(scopes)
-    .bind(allow_ips)
-    .bind(attributes)
-    .bind(i64::from(record.hash.pepper_version()))
-    .bind(hex(record.hash.digest()))
-    .bind(unix_secs(info.created_at))
-    .bind(info.expires_at.map(unix_secs))
-    .bind(info.revoked_at.map(unix_secs))
-    .bind(info.replaces.as_ref().map(KeyId::as_str))
+    .bind(v.id)
+    .bind(v.name)
+    .bind(v.scopes)
+    .bind(v.allow_ips)
+    .bind(v.attributes)
+    .bind(v.pepper_version)
+    .bind(v.key_hash)
+    .bind(v.created_at)
+    .bind(v.expires_at)
+    .bind(v.revoked_at)
+    .bind(v.replaces)
     .execute(executor)
     .await;
     match result {
         Ok(_) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(StoreError::Duplicate(info.id))
+            Err(StoreError::Duplicate(record.info.id))
         }
         Err(e) => Err(backend(e)),
     }
@@ -346,20 +219,5 @@ impl KeyStore for SqliteKeyStore {
             tx.commit().await.map_err(backend)?;
             Ok(true)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_round_trips_and_is_strict() {
-        let bytes = [0x00, 0x7f, 0xff, 0x10].repeat(8);
-        let digest: [u8; 32] = bytes.try_into().unwrap_or([0; 32]);
-        assert_eq!(unhex(&hex(&digest)), Some(digest));
-        assert_eq!(unhex(&"A".repeat(64)), None);
-        assert_eq!(unhex(&"0".repeat(63)), None);
-        assert_eq!(unhex(&"g".repeat(64)), None);
     }
 }
