@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 /// Whole seconds since the Unix epoch, saturating: 0 before it, `i64::MAX` beyond the range.
-#[cfg(any(feature = "jwt", feature = "sqlite"))]
+#[cfg(any(feature = "jwt", feature = "sqlite", feature = "postgres"))]
 pub(crate) fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -311,23 +311,11 @@ fn pepper_from(
     Pepper::new(version, value.into_bytes()).map_err(|e| e.to_string())
 }
 
-#[cfg(feature = "sqlite")]
 async fn open_existing_store(
     url: &str,
 ) -> Result<std::sync::Arc<dyn crate::credential::api_key::KeyStore>, String> {
-    use crate::credential::api_key::{OpenMode, SqliteKeyStore};
-    let store = SqliteKeyStore::open(url, OpenMode::MustExist)
+    use crate::credential::api_key::{StoreAccess, open_store};
+    open_store(url, StoreAccess::Gate)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(std::sync::Arc::new(store))
-}
-
-#[cfg(not(feature = "sqlite"))]
-#[allow(clippy::unused_async)] // the same signature as the SQLite build's
-async fn open_existing_store(
-    url: &str,
-) -> Result<std::sync::Arc<dyn crate::credential::api_key::KeyStore>, String> {
-    Err(format!(
-        "{url:?}: this build has no SQLite support (enable the `sqlite` feature)"
-    ))
+        .map_err(|e| e.to_string())
 }

@@ -703,16 +703,27 @@ impl GateFile {
     /// The `sqlite://PATH` URL of `[api_keys] store`, with a relative path resolved against the file's directory.
     pub fn store_url(&self) -> Option<Result<String, ConfigError>> {
         let section = self.api_keys.as_ref()?;
-        Some(match section.store.strip_prefix("sqlite://") {
+        let store = section.store.as_str();
+        Some(match store.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => Ok(format!(
                 "sqlite://{}",
                 self.resolve(Path::new(path)).display()
             )),
+            _ if store.starts_with("postgres://") || store.starts_with("postgresql://") => {
+                Ok(store.to_owned())
+            }
+            // The URL itself is not repeated: it may hold a password.
             _ => Err(ConfigError::invalid(
                 self.at("api_keys", "store"),
                 format!(
-                    "{:?} is not a supported store URL: expected sqlite://PATH",
-                    section.store
+                    "a store URL of scheme {:?} is not supported: expected sqlite://PATH or postgres://USER@HOST[:PORT]/DB",
+                    store
+                        .split("://")
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(20)
+                        .collect::<String>()
                 ),
             )),
         })

@@ -1162,3 +1162,76 @@ fn several_issuers_from_the_gate_file_never_share_keys() {
         (1, Some("invalid_credential"))
     );
 }
+
+/// The `keys` commands and `check` on PostgreSQL: a database without the schema is refused (naming `keys migrate`),
+/// `keys migrate` creates it and changes nothing the second time, then issue, check, revoke and check again.
+#[tokio::test]
+async fn keys_and_check_on_postgres() {
+    let Some(server) = crate::stores::postgres_server() else {
+        return;
+    };
+    let url = crate::stores::fresh_database(&server).await;
+    let cli = Cli::new();
+    let issue = || {
+        cli.run(&[
+            "keys",
+            "issue",
+            "--store",
+            &url,
+            "--name",
+            "pg",
+            "--scope",
+            "invoices:read",
+            "--attr",
+            "tenant=acme",
+            "--json",
+        ])
+    };
+    let line = usage_error(&issue());
+    assert!(line.contains("keys migrate"), "{line}");
+    for _ in 0..2 {
+        let out = cli.run(&["keys", "migrate", "--store", &url]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = issue();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let issued: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = issued["key"].as_str().unwrap();
+    let id = issued["id"].as_str().unwrap();
+    let gate = cli.gate_with("", "").to_str().unwrap().to_owned();
+    let text = std::fs::read_to_string(&gate).unwrap().replace(
+        "store = \"sqlite://keys.db\"",
+        &format!("store = \"{url}\""),
+    );
+    std::fs::write(&gate, text).unwrap();
+    let gate = PathBuf::from(gate);
+    let path = "/v1/tenants/acme/invoices/7";
+    let (code, out) = cli.check(&gate, path, Some(key), &["--tls"]);
+    assert_eq!(
+        (code, out["decision"].as_str()),
+        (0, Some("allow")),
+        "{out}"
+    );
+    let out = cli.run(&["keys", "revoke", "--store", &url, id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out) = cli.check(&gate, path, Some(key), &["--tls"]);
+    assert_eq!(
+        (code, out["reason"].as_str()),
+        (1, Some("revoked_credential"))
+    );
+    let listed = cli.json(&["keys", "list", "--store", &url, "--json"]);
+    assert_eq!(listed[0]["id"], id);
+    assert!(!listed.to_string().contains(&key[3..]));
+}

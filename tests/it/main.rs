@@ -22,6 +22,7 @@ mod live_keys;
 mod oidc_interop;
 mod policy_props;
 mod policy_vectors;
+mod stores;
 
 /// The token with one character of its signature changed (in the middle, so every bit of it is significant).
 fn tamper_signature(token: &str) -> String {

@@ -1,4 +1,4 @@
-//! `scopegate keys issue|list|revoke|rotate` on a SQLite key store.
+//! `scopegate keys issue|list|revoke|rotate|migrate` on a SQLite or PostgreSQL key store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use scopegate::SystemClock;
 use scopegate::credential::api_key::{
-    DEFAULT_PEPPER_ENV, DEFAULT_PREFIX, IssuedKey, KeyFormat, KeyId, KeyInfo, KeyIssuer, KeyStore,
-    NewKey, OpenMode, Pepper, Peppers, SqliteKeyStore,
+    DEFAULT_PEPPER_ENV, DEFAULT_PREFIX, IssuedKey, KeyFormat, KeyId, KeyInfo, KeyIssuer, NewKey,
+    Pepper, Peppers, StoreAccess, open_store,
 };
 use serde_json::{Value, json};
 
@@ -17,7 +17,8 @@ use crate::{Failure, env, load_gate_file, values};
 /// well overrides the file).
 #[derive(Debug, clap::Args)]
 pub(crate) struct StoreArgs {
-    /// Key store URL: sqlite://PATH (created if missing). Required without --config.
+    /// Key store URL: sqlite://PATH (created if missing) or postgres://USER@HOST[:PORT]/DB (migrated with
+    /// `keys migrate`). Required without --config.
     #[arg(long, value_name = "URL", required_unless_present = "config")]
     store: Option<String>,
     /// Gate file whose [api_keys] section gives the store, pepper_env, pepper_version, the older peppers and
@@ -75,6 +76,12 @@ pub(crate) enum KeysCommand {
         store: StoreArgs,
         /// The key's id.
         id: String,
+    },
+    /// Create or upgrade the key store's schema (running it again changes nothing).
+    Migrate {
+        /// Key store URL: sqlite://PATH or postgres://USER@HOST[:PORT]/DB.
+        #[arg(long, value_name = "URL")]
+        store: String,
     },
     /// Issue a replacement for an active key; the old key keeps working for the grace period.
     Rotate {
@@ -141,10 +148,9 @@ async fn issuer(args: &StoreArgs) -> Result<KeyIssuer, Failure> {
         ),
         _ => return Err(Failure::usage("--store or --config is required")),
     };
-    let store = SqliteKeyStore::open(&url, OpenMode::CreateIfMissing)
+    let store = open_store(&url, StoreAccess::Manage)
         .await
         .map_err(|e| Failure::usage(format!("{from}: {e}")))?;
-    let store: Arc<dyn KeyStore> = Arc::new(store);
     Ok(KeyIssuer::new(
         store,
         format,
@@ -291,6 +297,13 @@ pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
                     );
                 }
             }
+            Ok(())
+        }
+        KeysCommand::Migrate { store } => {
+            open_store(store, StoreAccess::Migrate)
+                .await
+                .map_err(|e| Failure::usage(format!("--store: {e}")))?;
+            println!("the key store's schema is current");
             Ok(())
         }
         KeysCommand::Revoke { store, id } => {

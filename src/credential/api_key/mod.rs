@@ -43,9 +43,11 @@ mod cache;
 mod format;
 mod hash;
 mod issuer;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod prepared_hmac;
 mod record;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -60,8 +62,10 @@ pub use format::{
 };
 pub use hash::{KeyHash, MIN_PEPPER_LEN, Pepper, PepperError, Peppers};
 pub use issuer::{IssuedKey, IssuerError, KeyIssuer, MAX_NAME_LEN, NewKey};
+#[cfg(feature = "postgres")]
+pub use postgres::PgKeyStore;
 pub use record::{KeyInfo, KeyRecord, KeyStatus};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{OpenMode, SqliteKeyStore};
-pub use store::{KeyStore, MemoryKeyStore, StoreError, StoreFuture};
+pub use store::{KeyStore, MemoryKeyStore, StoreAccess, StoreError, StoreFuture, open_store};
 pub use verify::{ApiKeyVerifier, ApiKeyVerifierBuilder};

@@ -1,8 +1,10 @@
 //! What the SQL key stores share: one schema (the same migration text runs on `SQLite` and PostgreSQL), the row's
 //! columns, and the checks that turn a stored row back into a record. Only binding and placeholders differ.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
+use sqlx::migrate::Migrator;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::format::KeyId;
@@ -13,6 +15,17 @@ use crate::Attributes;
 use crate::clock::unix_secs;
 use crate::network::{Cidr, CidrSet};
 use crate::policy::ScopeSet;
+
+/// The schema migrations, embedded at compile time; the same text runs on `SQLite` and PostgreSQL.
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("src/credential/api_key/migrations");
+
+/// The first migration of this version that `applied` lacks, described, if any.
+pub(super) fn missing_migration(applied: &HashSet<i64>) -> Option<String> {
+    MIGRATOR
+        .iter()
+        .find(|m| !applied.contains(&m.version))
+        .map(|m| format!("migration {} ({}) is not applied", m.version, m.description))
+}
 
 /// Every column, in the order of [`RowValues`].
 pub(super) const COLUMNS: &str = "id, name, scopes, allow_ips, attributes, pepper_version, key_hash, \

@@ -5,19 +5,15 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 
 use super::format::KeyId;
 use super::record::KeyRecord;
-use super::sql::{COLUMNS, RawRow, RowValues, backend};
+use super::sql::{COLUMNS, MIGRATOR, RawRow, RowValues, backend, missing_migration};
 use super::store::{KeyStore, StoreError, StoreFuture};
 use crate::clock::unix_secs;
-
-/// The schema migrations, embedded at compile time.
-static MIGRATOR: Migrator = sqlx::migrate!("src/credential/api_key/migrations");
 
 /// How [`SqliteKeyStore::open`] treats the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,21 +84,16 @@ async fn check_schema(pool: &SqlitePool, path: &str) -> Result<(), StoreError> {
         detail,
     };
     let applied: HashSet<i64> =
-        sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success = 1")
+        sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
             .await
             .map_err(|e| schema_error(format!("no migration table ({e})")))?
             .into_iter()
             .collect();
-    for migration in MIGRATOR.iter() {
-        if !applied.contains(&migration.version) {
-            return Err(schema_error(format!(
-                "migration {} ({}) is not applied",
-                migration.version, migration.description
-            )));
-        }
+    match missing_migration(&applied) {
+        Some(detail) => Err(schema_error(detail)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl fmt::Debug for SqliteKeyStore {

@@ -29,7 +29,9 @@ pub enum StoreError {
         path: String,
     },
     /// The store location is not a supported URL.
-    #[error("invalid key store URL {url:?}: expected sqlite://PATH")]
+    #[error(
+        "invalid key store URL {url:?}: expected sqlite://PATH or postgres://USER@HOST[:PORT]/DB (as this build supports)"
+    )]
     Url {
         /// The URL given.
         url: String,
@@ -55,6 +57,55 @@ pub enum StoreError {
     /// The backend failed (I/O, database, lock).
     #[error("the key store failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// What a store is opened for, by [`open_store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreAccess {
+    /// The `keys` commands: a missing `SQLite` file is created and migrated; a PostgreSQL database must already be
+    /// migrated (`keys migrate`), since it is shared.
+    Manage,
+    /// A gate (`check`, `serve`): the store must exist with a current schema; nothing is created or migrated.
+    Gate,
+    /// `keys migrate`: create or upgrade the schema; running it again changes nothing.
+    Migrate,
+}
+
+/// Opens the key store at `url`: `sqlite://PATH` (feature `sqlite`) or `postgres://…`/`postgresql://…` (feature
+/// `postgres`). A URL of another kind, or of a kind this build lacks, is [`StoreError::Url`].
+pub async fn open_store(
+    url: &str,
+    access: StoreAccess,
+) -> Result<std::sync::Arc<dyn KeyStore>, StoreError> {
+    let _ = access;
+    #[cfg(feature = "sqlite")]
+    if url.starts_with("sqlite://") {
+        let mode = match access {
+            StoreAccess::Gate => super::OpenMode::MustExist,
+            StoreAccess::Manage | StoreAccess::Migrate => super::OpenMode::CreateIfMissing,
+        };
+        return Ok(std::sync::Arc::new(
+            super::SqliteKeyStore::open(url, mode).await?,
+        ));
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = match access {
+            StoreAccess::Migrate => super::PgKeyStore::migrate(url).await?,
+            StoreAccess::Manage | StoreAccess::Gate => super::PgKeyStore::connect(url).await?,
+        };
+        return Ok(std::sync::Arc::new(store));
+    }
+    Err(StoreError::Url {
+        url: url
+            .split('@')
+            .next_back()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect(),
+    })
 }
 
 /// Storage for API key records. Implementations must be safe to share between tasks; every method is atomic.
