@@ -202,6 +202,121 @@ impl<'a> RowValues<'a> {
     }
 }
 
+/// The `KeyStore` implementation of a SQL store with a `pool` field: the same statements (`$n` placeholders, which
+/// `SQLite` reads as numbered parameters too), the same row checks; only the database types differ.
+macro_rules! sql_key_store {
+    ($store:ty, $db:ty, $row:ty) => {
+        fn read_row(row: &$row) -> Result<KeyRecord, StoreError> {
+            RawRow::read(row).map_err(backend)?.into_record()
+        }
+
+        async fn insert_with<'e, E>(executor: E, record: &KeyRecord) -> Result<(), StoreError>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            let v = RowValues::of(record)?;
+            let result = sqlx::query(&format!(
+                "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ))
+            .bind(v.id)
+            .bind(v.name)
+            .bind(v.scopes)
+            .bind(v.allow_ips)
+            .bind(v.attributes)
+            .bind(v.pepper_version)
+            .bind(v.key_hash)
+            .bind(v.created_at)
+            .bind(v.expires_at)
+            .bind(v.revoked_at)
+            .bind(v.replaces)
+            .execute(executor)
+            .await;
+            match result {
+                Ok(_) => Ok(()),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    Err(StoreError::Duplicate(record.info.id))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        }
+
+        impl KeyStore for $store {
+            fn insert(&self, record: KeyRecord) -> StoreFuture<'_, ()> {
+                Box::pin(async move { insert_with(&self.pool, &record).await })
+            }
+
+            fn get(&self, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>> {
+                Box::pin(async move {
+                    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
+                        .bind(id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(backend)?;
+                    row.as_ref().map(read_row).transpose()
+                })
+            }
+
+            fn list(&self) -> StoreFuture<'_, Vec<KeyRecord>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
+                    ))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                    rows.iter().map(read_row).collect()
+                })
+            }
+
+            fn revoke(&self, id: KeyId, at: SystemTime) -> StoreFuture<'_, Option<KeyRecord>> {
+                Box::pin(async move {
+                    let row = sqlx::query(&format!(
+                        "UPDATE api_keys SET revoked_at = CASE WHEN revoked_at IS NULL OR revoked_at > $1 THEN $1 \
+                         ELSE revoked_at END WHERE id = $2 RETURNING {COLUMNS}"
+                    ))
+                    .bind(unix_secs(at))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                    row.as_ref().map(read_row).transpose()
+                })
+            }
+
+            fn rotate(
+                &self,
+                old: KeyId,
+                old_ends_at: SystemTime,
+                now: SystemTime,
+                new: KeyRecord,
+            ) -> StoreFuture<'_, bool> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await.map_err(backend)?;
+                    // The old row is locked by the update: two rotations of one key cannot both succeed.
+                    let updated = sqlx::query(
+                        "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+                         AND (expires_at IS NULL OR expires_at > $3)",
+                    )
+                    .bind(unix_secs(old_ends_at))
+                    .bind(old.as_str())
+                    .bind(unix_secs(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                    if updated.rows_affected() != 1 {
+                        tx.rollback().await.map_err(backend)?;
+                        return Ok(false);
+                    }
+                    insert_with(&mut *tx, &new).await?;
+                    tx.commit().await.map_err(backend)?;
+                    Ok(true)
+                })
+            }
+        }
+    };
+}
+pub(super) use sql_key_store;
+
 #[cfg(test)]
 mod tests {
     use super::*;
