@@ -415,9 +415,15 @@ fn new_signer(kid: &str, issuer: &str, audience: &str) -> (TokenIssuer, Vec<u8>)
     )
 }
 
-/// A CA (`is_ca`), a server certificate for `localhost` and 127.0.0.1 signed by it, and a rustls config serving
-/// that certificate. Returns the config, the CA's PEM and the CA's DER.
-fn tls_config() -> (Arc<rustls::ServerConfig>, String, Vec<u8>) {
+/// A CA (`is_ca`), and a server certificate for `localhost` and 127.0.0.1 signed by it: the PEMs of the CA, the
+/// certificate and its key.
+pub(crate) struct Pki {
+    pub(crate) ca: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
+}
+
+pub(crate) fn pki() -> Pki {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
         IsCa, KeyPair, KeyUsagePurpose,
@@ -428,7 +434,7 @@ fn tls_config() -> (Arc<rustls::ServerConfig>, String, Vec<u8>) {
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "scopegate test IdP CA");
+        .push(DnType::CommonName, "scopegate test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
 
     let server_key = KeyPair::generate().unwrap();
@@ -441,13 +447,27 @@ fn tls_config() -> (Arc<rustls::ServerConfig>, String, Vec<u8>) {
     server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
+    Pki {
+        ca: ca.pem(),
+        cert: server_cert.pem(),
+        key: server_key.serialize_pem(),
+    }
+}
 
-    let key = rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap();
+/// A rustls config serving [`pki`]'s server certificate. Returns the config, the CA's PEM and the CA's DER.
+fn tls_config() -> (Arc<rustls::ServerConfig>, String, Vec<u8>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let pki = pki();
+    let cert = CertificateDer::from_pem_slice(pki.cert.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pki.key.as_bytes()).unwrap();
+    let ca_der = CertificateDer::from_pem_slice(pki.ca.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(vec![server_cert.der().clone()], key)
+        .with_single_cert(vec![cert], key)
         .unwrap();
-    (Arc::new(config), ca.pem(), ca.der().to_vec())
+    (Arc::new(config), pki.ca, ca_der.to_vec())
 }
 
 mod tests {

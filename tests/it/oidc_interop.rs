@@ -80,45 +80,6 @@ fn prerequisites_present() -> bool {
     false
 }
 
-/// A CA, and a server certificate for `localhost` and 127.0.0.1 signed by it (as `idp.rs` makes them): the PEMs
-/// of the CA, the certificate and its key.
-struct Pki {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "scopegate interop test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-    let server_key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    params.is_ca = IsCa::ExplicitNoCa;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&server_key, &ca).unwrap();
-    Pki {
-        ca: ca.pem(),
-        cert: cert.pem(),
-        key: server_key.serialize_pem(),
-    }
-}
-
 /// A child process that prints `listening on …` when ready. Killed when dropped; its stderr is collected.
 struct Process {
     name: &'static str,
@@ -243,7 +204,7 @@ async fn tokens_of_a_real_openid_provider_are_checked_through_discovery() {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let pki = pki();
+    let pki = crate::idp::pki();
     for (name, pem) in [
         ("ca.pem", &pki.ca),
         ("server.pem", &pki.cert),
