@@ -264,18 +264,20 @@ impl Issuer {
         }
     }
 
-    /// Forgets the fetched document, so that the next fetch replaces the set even if the provider's document did
-    /// not change (after a key set was put in by hand).
-    pub(super) fn forget_fetched(&self) -> bool {
-        match self.live().map(|live| live.gate.try_lock()) {
-            Some(Ok(mut attempts)) => {
-                attempts.digest = None;
-                true
-            }
-            // A fetch is running: it will replace the set itself.
-            Some(Err(_)) => false,
-            None => true,
-        }
+    /// Puts in a key set by hand. A live issuer forgets its fetched document, under the fetch lock, so that the
+    /// next fetch replaces this set even if the provider's document did not change; while a fetch runs, nothing is
+    /// replaced (false).
+    pub(super) fn replace_by_hand(&self, keys: KeySet) -> bool {
+        let Some(live) = self.live() else {
+            self.swap_keys(keys);
+            return true;
+        };
+        let Ok(mut attempts) = live.gate.try_lock() else {
+            return false;
+        };
+        attempts.digest = None;
+        self.swap_keys(keys);
+        true
     }
 
     /// One fetch if `why` calls for it, shared by concurrent callers. Returns whether the key set changed.

@@ -290,10 +290,7 @@ impl JwtAuthenticator {
     #[must_use = "false means nothing was replaced"]
     pub fn replace_key_set(&self, keys: KeySet) -> bool {
         match &self.0[..] {
-            [issuer] if issuer.forget_fetched() => {
-                issuer.swap_keys(keys);
-                true
-            }
+            [issuer] => issuer.replace_by_hand(keys),
             _ => false,
         }
     }
