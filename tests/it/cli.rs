@@ -777,30 +777,7 @@ async fn serve_over_tls_audits_without_secrets() {
     std::fs::write(cli.path("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(cli.path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
     let gate = cli.gate("[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n");
-    let mut child = cli
-        .command(&[
-            "serve",
-            "--config",
-            gate.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
+    let (server, addr, stderr) = start_serve(&cli, &gate);
     let client = super::axum_tls::client(&cert.cert.pem(), addr);
     let base = format!("https://localhost:{}", addr.port());
     let r = client
@@ -857,7 +834,7 @@ async fn serve_over_tls_audits_without_secrets() {
     );
 }
 
-/// `serve` over TLS with `path`, its address and its stderr (the audit stream).
+/// `serve` with the gate file `gate`: the process, its address and its stderr (the audit stream).
 fn start_serve(
     cli: &Cli,
     gate: &Path,
