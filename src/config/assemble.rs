@@ -108,10 +108,14 @@ impl GateFile {
         let store = open_existing_store(&url)
             .await
             .map_err(|problem| ConfigError::invalid(self.at("api_keys", "store"), problem))?;
-        let cache = std::sync::Arc::new(KeyCache::new(store, CacheConfig::default()));
+        let ttl = std::time::Duration::from_secs(section.cache_ttl_seconds);
+        let cache = std::sync::Arc::new(KeyCache::new(store, CacheConfig::default().ttl(ttl)));
         Ok(ApiKeyVerifier::builder(peppers, cache)
             .format(format)
             .clock(clock)
+            .last_used(Some(std::time::Duration::from_secs(
+                section.last_used_seconds,
+            )))
             .build())
     }
 

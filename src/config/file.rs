@@ -110,6 +110,37 @@ pub struct ApiKeysSection {
     /// Key prefix. Defaults to `sg`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// The longest a cached key is trusted without asking the store, in seconds: the bound on how late a revoke,
+    /// disable or rotation reaches this gate when it missed the store's change notification (0: no cache, every
+    /// request asks the store). Defaults to 30; at most 86,400.
+    #[serde(default = "default_cache_ttl_seconds")]
+    pub cache_ttl_seconds: u64,
+    /// How often each key's `last_used_at` is written at most, in seconds, behind the requests. Defaults to 60;
+    /// from 1 to 86,400.
+    #[serde(default = "default_last_used_seconds")]
+    pub last_used_seconds: u64,
+}
+
+/// The largest `cache_ttl_seconds` and `last_used_seconds` accepted.
+const MAX_API_KEYS_SECONDS: u64 = 86_400;
+
+impl ApiKeysSection {
+    /// The field at fault, and why, if a number is out of range.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.cache_ttl_seconds > MAX_API_KEYS_SECONDS {
+            return Err((
+                "cache_ttl_seconds",
+                format!("must be at most {MAX_API_KEYS_SECONDS}"),
+            ));
+        }
+        if !(1..=MAX_API_KEYS_SECONDS).contains(&self.last_used_seconds) {
+            return Err((
+                "last_used_seconds",
+                format!("must be from 1 to {MAX_API_KEYS_SECONDS}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One entry of `[api_keys] older_peppers`: `{ env = "NAME", version = N }`.
@@ -125,6 +156,12 @@ pub struct OlderPepper {
 
 fn default_pepper_version() -> u32 {
     1
+}
+fn default_cache_ttl_seconds() -> u64 {
+    30
+}
+fn default_last_used_seconds() -> u64 {
+    crate::credential::api_key::DEFAULT_LAST_USED_INTERVAL.as_secs()
 }
 fn default_pepper_env() -> String {
     crate::credential::api_key::DEFAULT_PEPPER_ENV.to_owned()
@@ -620,6 +657,8 @@ impl GateFile {
         }
         if let Some(keys) = &self.api_keys {
             self.key_header(keys)?;
+            keys.check()
+                .map_err(|(field, why)| ConfigError::invalid(self.at("api_keys", field), why))?;
         }
         self.throttle_config()?;
         // Compile the routes once now, so that a bad route fails at load time.

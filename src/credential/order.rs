@@ -50,7 +50,6 @@ impl<K: Copy> InsertionOrder<K> {
     }
 
     /// Forgets every record (the map was cleared).
-    #[cfg(feature = "jwt")]
     pub(crate) fn clear(&mut self) {
         self.records.clear();
     }

@@ -32,6 +32,8 @@ pub enum DenialKind {
     ExpiredCredential,
     /// A revoked credential (or an old key after its rotation grace).
     RevokedCredential,
+    /// A disabled API key (refused until it is enabled again).
+    DisabledCredential,
     /// The client IP is outside the credential's or the route's allowlist, or unknown when one applies.
     IpNotAllowed,
     /// The route (method + path) is not in the policy.
@@ -78,12 +80,13 @@ pub enum Challenge {
 
 impl DenialKind {
     /// Every kind, in the order of the table in the contract.
-    pub const ALL: [DenialKind; 12] = [
+    pub const ALL: [DenialKind; 13] = [
         DenialKind::MalformedRequest,
         DenialKind::MissingCredential,
         DenialKind::InvalidCredential,
         DenialKind::ExpiredCredential,
         DenialKind::RevokedCredential,
+        DenialKind::DisabledCredential,
         DenialKind::TlsRequired,
         DenialKind::IpNotAllowed,
         DenialKind::NoPolicy,
@@ -102,6 +105,7 @@ impl DenialKind {
             DenialKind::InvalidCredential => "invalid_credential",
             DenialKind::ExpiredCredential => "expired_credential",
             DenialKind::RevokedCredential => "revoked_credential",
+            DenialKind::DisabledCredential => "disabled_credential",
             DenialKind::IpNotAllowed => "ip_not_allowed",
             DenialKind::NoPolicy => "no_policy",
             DenialKind::InsufficientScope => "insufficient_scope",
@@ -118,7 +122,8 @@ impl DenialKind {
             DenialKind::MissingCredential => (401, Challenge::Realm, "unauthenticated", 16),
             DenialKind::InvalidCredential
             | DenialKind::ExpiredCredential
-            | DenialKind::RevokedCredential => {
+            | DenialKind::RevokedCredential
+            | DenialKind::DisabledCredential => {
                 (401, Challenge::InvalidToken, "unauthenticated", 16)
             }
             DenialKind::TlsRequired => (403, Challenge::None, "tls_required", 7),
@@ -244,7 +249,8 @@ impl Denial {
         match self.kind {
             DenialKind::InvalidCredential
             | DenialKind::ExpiredCredential
-            | DenialKind::RevokedCredential => true,
+            | DenialKind::RevokedCredential
+            | DenialKind::DisabledCredential => true,
             DenialKind::MalformedRequest => self.about_credentials,
             _ => false,
         }
@@ -359,6 +365,7 @@ mod tests {
                 ("invalid_credential", 401, "unauthenticated", 16),
                 ("expired_credential", 401, "unauthenticated", 16),
                 ("revoked_credential", 401, "unauthenticated", 16),
+                ("disabled_credential", 401, "unauthenticated", 16),
                 ("tls_required", 403, "tls_required", 7),
                 ("ip_not_allowed", 403, "forbidden", 7),
                 ("no_policy", 403, "forbidden", 7),

@@ -30,6 +30,10 @@ struct TestStore {
     gets: AtomicUsize,
     failing: AtomicBool,
     gate: Arc<tokio::sync::RwLock<()>>,
+    /// Each batch of `last_used_at` writes asked for.
+    last_used: std::sync::Mutex<Vec<Vec<(KeyId, SystemTime)>>>,
+    /// While set, `last_used_at` writes never finish.
+    stuck_last_used: AtomicBool,
 }
 
 impl TestStore {
@@ -39,6 +43,8 @@ impl TestStore {
             gets: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             gate: Arc::new(tokio::sync::RwLock::new(())),
+            last_used: std::sync::Mutex::new(Vec::new()),
+            stuck_last_used: AtomicBool::new(false),
         })
     }
 
@@ -90,6 +96,22 @@ impl KeyStore for TestStore {
     ) -> StoreFuture<'_, bool> {
         self.check()
             .unwrap_or_else(|| self.inner.rotate(old, old_ends_at, now, new))
+    }
+    fn set_disabled(
+        &self,
+        id: KeyId,
+        at: Option<SystemTime>,
+    ) -> StoreFuture<'_, Option<KeyRecord>> {
+        self.check()
+            .unwrap_or_else(|| self.inner.set_disabled(id, at))
+    }
+    fn record_last_used(&self, uses: Vec<(KeyId, SystemTime)>) -> StoreFuture<'_, ()> {
+        self.last_used.lock().unwrap().push(uses.clone());
+        if self.stuck_last_used.load(Ordering::SeqCst) {
+            return Box::pin(std::future::pending());
+        }
+        self.check()
+            .unwrap_or_else(|| self.inner.record_last_used(uses))
     }
 }
 

@@ -1,4 +1,4 @@
-//! `scopegate keys issue|list|revoke|rotate|migrate` on a SQLite or PostgreSQL key store.
+//! `scopegate keys issue|list|revoke|disable|enable|rotate|migrate` on a SQLite or PostgreSQL key store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use scopegate::SystemClock;
 use scopegate::credential::api_key::{
-    DEFAULT_PEPPER_ENV, DEFAULT_PREFIX, IssuedKey, KeyFormat, KeyId, KeyInfo, KeyIssuer, NewKey,
-    Pepper, Peppers, StoreAccess, open_store,
+    DEFAULT_PEPPER_ENV, DEFAULT_PREFIX, IssuedKey, KeyFormat, KeyId, KeyInfo, KeyIssuer, KeyStatus,
+    NewKey, Pepper, Peppers, RateLimit, StoreAccess, open_store,
 };
 use serde_json::{Value, json};
 
@@ -58,6 +58,9 @@ pub(crate) enum KeysCommand {
         /// Lifetime (90s, 15m, 12h, 30d); without it the key does not expire.
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         expires_in: Option<String>,
+        /// At most N allowed requests per UNIT (s, m or h), e.g. 100/m.
+        #[arg(long, value_name = "N/UNIT", allow_hyphen_values = true)]
+        rate_limit: Option<String>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -72,6 +75,20 @@ pub(crate) enum KeysCommand {
     },
     /// Revoke a key, for good.
     Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The key's id.
+        id: String,
+    },
+    /// Disable a key: refused (disabled_credential) until enabled again.
+    Disable {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The key's id.
+        id: String,
+    },
+    /// Enable a disabled key (a revoked key stays revoked).
+    Enable {
         #[command(flatten)]
         store: StoreArgs,
         /// The key's id.
@@ -95,6 +112,9 @@ pub(crate) enum KeysCommand {
         /// Lifetime of the new key; default: the old key's lifetime, counted from now.
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         expires_in: Option<String>,
+        /// The new key's rate limit, N/UNIT (s, m or h); default: the old key's.
+        #[arg(long, value_name = "N/UNIT", allow_hyphen_values = true)]
+        rate_limit: Option<String>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -176,7 +196,17 @@ fn shared_json(info: &KeyInfo) -> Value {
         "allow_ips": info.allow_ips.as_ref().map_or_else(Vec::new, |s| s.networks().iter().map(ToString::to_string).collect()),
         "attrs": info.attributes,
         "expires_at": time_or_null(info.expires_at),
+        "rate_limit": info.rate_limit.map(|r| r.to_string()),
     })
+}
+
+/// The status as the contract names it: `active` (a rotated key in its grace is still active; its `revoked_at`
+/// says until when), `disabled`, `revoked` or `expired`.
+fn contract_status(info: &KeyInfo, now: SystemTime) -> &'static str {
+    match info.status(now) {
+        KeyStatus::Retiring { .. } => "active",
+        status => status.as_str(),
+    }
 }
 
 fn key_json(key: &IssuedKey) -> Result<Value, Failure> {
@@ -194,7 +224,9 @@ fn info_json(info: &KeyInfo, pepper_version: u32, now: SystemTime) -> Value {
     value["created_at"] = Value::from(rfc3339(info.created_at));
     value["revoked_at"] = time_or_null(info.revoked_at);
     value["replaces"] = info.replaces.as_ref().map(KeyId::as_str).into();
-    value["status"] = Value::from(info.status(now).as_str());
+    value["status"] = Value::from(contract_status(info, now));
+    value["disabled_at"] = time_or_null(info.disabled_at);
+    value["last_used_at"] = time_or_null(info.last_used_at);
     value["pepper_version"] = Value::from(pepper_version);
     value
 }
@@ -217,6 +249,9 @@ fn print_issued(key: &IssuedKey, json_out: bool, replaces: Option<&KeyId>) -> Re
         if let Some(old) = replaces {
             println!("replaces:   {}", old.as_str());
         }
+        if let Some(limit) = info.rate_limit {
+            println!("rate_limit: {limit}");
+        }
         println!(
             "expires_at: {}",
             info.expires_at.map_or_else(|| "never".to_owned(), rfc3339)
@@ -232,6 +267,15 @@ fn parse_id(id: &str) -> Result<KeyId, Failure> {
         .map_err(|e| Failure::usage(format!("ID {id:?}: {e}")))
 }
 
+fn rate_limit(value: Option<&String>) -> Result<Option<RateLimit>, Failure> {
+    value
+        .map(|v| {
+            v.parse::<RateLimit>()
+                .map_err(|e| Failure::usage(format!("--rate-limit: {e}")))
+        })
+        .transpose()
+}
+
 fn optional_duration(
     flag: &str,
     value: Option<&String>,
@@ -240,6 +284,27 @@ fn optional_duration(
     value
         .map(|v| parse(flag, v).map_err(Failure::usage))
         .transpose()
+}
+
+/// What `keys revoke|disable|enable` do to a key.
+#[derive(Clone, Copy)]
+enum Change {
+    Revoke,
+    Disable,
+    Enable,
+}
+
+async fn change_status(store: &StoreArgs, id: &str, change: Change) -> Result<(), Failure> {
+    let id = parse_id(id)?;
+    let issuer = issuer(store).await?;
+    let (command, done, result) = match change {
+        Change::Revoke => ("revoke", "revoked", issuer.revoke(id).await),
+        Change::Disable => ("disable", "disabled", issuer.disable(id).await),
+        Change::Enable => ("enable", "enabled", issuer.enable(id).await),
+    };
+    result.map_err(|e| Failure::usage(format!("keys {command}: {e}")))?;
+    println!("{done} {}", id.as_str());
+    Ok(())
 }
 
 pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
@@ -251,6 +316,7 @@ pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
             allow_ips,
             attrs,
             expires_in,
+            rate_limit: limit,
             json,
         } => {
             let name = values::text("--name", name).map_err(Failure::usage)?;
@@ -262,8 +328,12 @@ pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
                 expires_in.as_ref(),
                 values::positive_duration,
             )?;
+            let limit = rate_limit(limit.as_ref())?;
             let issuer = issuer(store).await?;
             let mut request = NewKey::new(name, scopes).attributes(attrs);
+            if let Some(limit) = limit {
+                request = request.rate_limit(limit);
+            }
             if let Some(set) = allow_ips {
                 request = request.allow_ips(set);
             }
@@ -306,24 +376,19 @@ pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
             println!("the key store's schema is current");
             Ok(())
         }
-        KeysCommand::Revoke { store, id } => {
-            let id = parse_id(id)?;
-            let issuer = issuer(store).await?;
-            issuer
-                .revoke(id)
-                .await
-                .map_err(|e| Failure::usage(format!("keys revoke: {e}")))?;
-            println!("revoked {}", id.as_str());
-            Ok(())
-        }
+        KeysCommand::Revoke { store, id } => change_status(store, id, Change::Revoke).await,
+        KeysCommand::Disable { store, id } => change_status(store, id, Change::Disable).await,
+        KeysCommand::Enable { store, id } => change_status(store, id, Change::Enable).await,
         KeysCommand::Rotate {
             store,
             id,
             grace,
             expires_in,
+            rate_limit: limit,
             json,
         } => {
             let id = parse_id(id)?;
+            let limit = rate_limit(limit.as_ref())?;
             let grace =
                 optional_duration("--grace", grace.as_ref(), values::duration)?.unwrap_or_default();
             let expires_in = optional_duration(
@@ -333,7 +398,7 @@ pub(crate) async fn run(command: &KeysCommand) -> Result<(), Failure> {
             )?;
             let issuer = issuer(store).await?;
             let key = issuer
-                .rotate(id, grace, expires_in)
+                .rotate_with(id, grace, expires_in, limit)
                 .await
                 .map_err(|e| Failure::usage(format!("keys rotate: {e}")))?;
             print_issued(&key, *json, Some(&id))

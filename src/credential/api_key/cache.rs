@@ -1,9 +1,13 @@
 //! A bounded, TTL cache in front of any [`KeyStore`], on the verification path.
 //!
 //! - An entry is served for at most [`CacheConfig::ttl`] (defaults to 30 s) after it was read from the store. This
-//!   is the revocation latency bound for other replicas: a key revoked elsewhere is refused here at most one TTL
-//!   later. A revocation made through this cache (e.g. by a [`KeyIssuer`](super::KeyIssuer) given the cache as its
-//!   store) drops the local entry at once.
+//!   is the bound on how late a change made elsewhere is seen here when the store cannot tell (see below). A change
+//!   made through this cache (e.g. by a [`KeyIssuer`](super::KeyIssuer) given the cache as its store) drops the
+//!   local entry at once.
+//! - The cache watches its store ([`KeyStore::watch`]) from its first store read on: a store that announces
+//!   changes (PostgreSQL's `LISTEN`/`NOTIFY`, or writes made through the same store object) has the entries of a
+//!   changed key dropped when the change is announced, and every entry dropped when the store says it may have
+//!   missed some ([`StoreChange::All`]).
 //! - "Not found" is cached too, in its own bounded tier, so that a flood of unknown ids neither reaches the store
 //!   twice for the same id nor evicts the entries of real keys.
 //! - Store errors are never cached: the next request asks the store again.
@@ -22,7 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use foldhash::fast::RandomState;
@@ -30,7 +34,7 @@ use foldhash::fast::RandomState;
 use super::format::KeyId;
 use super::hash::lanes;
 use super::record::KeyRecord;
-use super::store::{KeyStore, StoreError, StoreFuture};
+use super::store::{ChangeWatcher, KeyStore, StoreChange, StoreError, StoreFuture};
 use super::table::{HotKey, HotTable};
 use crate::Grant;
 use crate::credential::order::InsertionOrder;
@@ -39,12 +43,13 @@ use crate::grant::Rights;
 const SHARDS: usize = 16;
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// The cache's bounds. Defaults: TTL 30 s, 100,000 keys, 100,000 unknown ids.
+/// The cache's bounds. Defaults: TTL 30 s, 100,000 keys, 100,000 unknown ids, store notifications on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
     ttl: Duration,
     max_entries: usize,
     max_negative_entries: usize,
+    store_notifications: bool,
 }
 
 impl Default for CacheConfig {
@@ -53,6 +58,7 @@ impl Default for CacheConfig {
             ttl: Duration::from_secs(30),
             max_entries: 100_000,
             max_negative_entries: 100_000,
+            store_notifications: true,
         }
     }
 }
@@ -81,6 +87,15 @@ impl CacheConfig {
         self
     }
 
+    /// Whether the cache watches its store's change announcements ([`KeyStore::watch`]). Defaults to on; off, the
+    /// TTL alone bounds how late a change made elsewhere is seen (for measuring that bound, or a store whose
+    /// notifications must not be used).
+    #[must_use]
+    pub fn store_notifications(mut self, on: bool) -> Self {
+        self.store_notifications = on;
+        self
+    }
+
     /// The configured TTL.
     pub fn ttl_value(&self) -> Duration {
         self.ttl
@@ -98,6 +113,8 @@ pub(crate) struct CachedKey {
     pub(crate) rights: Arc<Rights>,
     /// The expiry as recorded, for the grant.
     expiry: Option<SystemTime>,
+    /// Refused as `disabled_credential` (after the revocation check).
+    pub(crate) disabled: bool,
 }
 
 impl CachedKey {
@@ -113,6 +130,7 @@ impl CachedKey {
             pepper_version: record.hash.pepper_version(),
             revoked_at: info.revoked_at.map_or(u64::MAX, unix_nanos),
             expiry: info.expires_at,
+            disabled: info.disabled_at.is_some(),
             rights: interner
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -235,6 +253,11 @@ impl<V> Tier<V> {
     fn remove(&mut self, id: &KeyId) {
         self.map.remove(id);
     }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
 }
 
 struct Shard {
@@ -253,6 +276,61 @@ impl Shard {
         self.hot.remove(id);
         self.found.remove(id);
         self.missing.remove(id);
+    }
+
+    /// Drops everything, and makes reads in flight uncacheable.
+    fn forget_all(&mut self) {
+        self.hot.clear();
+        self.found.clear();
+        self.missing.clear();
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// Drops what any tier holds for `id`, and makes reads of it in flight uncacheable.
+    fn invalidate(&mut self, id: &KeyId) {
+        self.forget(id);
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+}
+
+/// The shard that holds `id`.
+fn shard_of<'a>(shards: &'a [RwLock<Shard>], hasher: RandomState, id: &KeyId) -> &'a RwLock<Shard> {
+    // The modulo keeps the index in range whatever the hash.
+    #[allow(clippy::cast_possible_truncation)]
+    let index = (hasher.hash_one(id) % shards.len() as u64) as usize;
+    &shards[index]
+}
+
+/// What a cache gives its store to be told of changes: a weak reference, so that the store's listener ends when
+/// the cache is dropped.
+struct ShardWatcher {
+    shards: Weak<[RwLock<Shard>]>,
+    hasher: RandomState,
+}
+
+impl ChangeWatcher for ShardWatcher {
+    fn changed(&self, change: StoreChange) {
+        let Some(shards) = self.shards.upgrade() else {
+            return;
+        };
+        match change {
+            StoreChange::Key(id) => shard_of(&shards, self.hasher, &id)
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .invalidate(&id),
+            StoreChange::All => {
+                for shard in shards.iter() {
+                    shard
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .forget_all();
+                }
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shards.strong_count() == 0
     }
 }
 
@@ -294,8 +372,10 @@ pub struct KeyCache {
     /// The TTL in whole seconds, rounded up.
     ttl_secs: u64,
     shard_hasher: RandomState,
-    shards: Box<[RwLock<Shard>]>,
+    shards: Arc<[RwLock<Shard>]>,
     interner: Mutex<Interner>,
+    /// Set by the first store read: whether the store announces its changes to this cache.
+    watching: OnceLock<bool>,
     /// The pepper version of every compact entry: the current version of the first verifier built over this cache.
     /// Keys under any other version are kept in full.
     compact_pepper: OnceLock<u32>,
@@ -328,7 +408,24 @@ impl KeyCache {
             shards,
             interner: Mutex::new(Interner::new()),
             compact_pepper: OnceLock::new(),
+            watching: OnceLock::new(),
         }
+    }
+
+    /// Asks the store, once, to announce its changes to this cache (see [`KeyStore::watch`]); whether it does.
+    fn watch_store(&self) -> bool {
+        *self.watching.get_or_init(|| {
+            self.config.store_notifications
+                && self.store.watch(Arc::new(ShardWatcher {
+                    shards: Arc::downgrade(&self.shards),
+                    hasher: self.shard_hasher,
+                }))
+        })
+    }
+
+    /// Whether the store announces its changes to this cache (known from the first store read on; `false` before).
+    pub fn is_watching_store(&self) -> bool {
+        self.watching.get().copied().unwrap_or(false)
     }
 
     /// Fixes the pepper version of compact entries to `version` (a verifier's current one) if no verifier has yet;
@@ -357,12 +454,20 @@ impl KeyCache {
 
     /// Drops what is cached about `id` (this replica only).
     pub fn invalidate(&self, id: KeyId) {
-        let mut shard = self
-            .shard(&id)
+        self.shard(&id)
             .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        shard.forget(&id);
-        shard.epoch = shard.epoch.wrapping_add(1);
+            .unwrap_or_else(PoisonError::into_inner)
+            .invalidate(&id);
+    }
+
+    /// Drops everything cached (this replica only): each key is read from the store again on its next use.
+    pub fn invalidate_all(&self) {
+        for shard in self.shards.iter() {
+            shard
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .forget_all();
+        }
     }
 
     /// Number of cached keys and cached unknown ids, including stale ones not yet replaced.
@@ -374,10 +479,7 @@ impl KeyCache {
     }
 
     fn shard(&self, id: &KeyId) -> &RwLock<Shard> {
-        // The modulo keeps the index in range whatever the hash.
-        #[allow(clippy::cast_possible_truncation)]
-        let index = (self.shard_hasher.hash_one(id) % SHARDS as u64) as usize;
-        &self.shards[index]
+        shard_of(&self.shards, self.shard_hasher, id)
     }
 
     fn fresh(&self, fetched_at: u64, now: u64) -> bool {
@@ -435,7 +537,7 @@ impl KeyCache {
     /// second after `now`.
     fn compact(&self, id: KeyId, key: &CachedKey, now: u64) -> Option<HotKey> {
         let pepper = *self.compact_pepper.get()?;
-        if key.pepper_version != pepper {
+        if key.pepper_version != pepper || key.disabled {
             return None;
         }
         let expires_at = key.expires_at();
@@ -466,6 +568,7 @@ impl KeyCache {
     /// Reads `id` from the store and caches the answer (found or not found; never an error). A read that raced
     /// with an invalidation of its shard is returned but not cached.
     pub(crate) async fn fetch(&self, id: KeyId, now: u64) -> Result<Option<CachedKey>, StoreError> {
+        self.watch_store();
         let shard = self.shard(&id);
         let epoch = shard.read().unwrap_or_else(PoisonError::into_inner).epoch;
         let record = self.store.get(id).await?;
@@ -550,6 +653,27 @@ impl KeyStore for KeyCache {
             self.invalidate(new_id);
             result
         })
+    }
+
+    fn set_disabled(
+        &self,
+        id: KeyId,
+        at: Option<SystemTime>,
+    ) -> StoreFuture<'_, Option<KeyRecord>> {
+        Box::pin(async move {
+            let result = self.store.set_disabled(id, at).await;
+            self.invalidate(id);
+            result
+        })
+    }
+
+    fn record_last_used(&self, uses: Vec<(KeyId, SystemTime)>) -> StoreFuture<'_, ()> {
+        // Changes no decision: nothing cached is dropped.
+        self.store.record_last_used(uses)
+    }
+
+    fn watch(&self, watcher: Arc<dyn ChangeWatcher>) -> bool {
+        self.store.watch(watcher)
     }
 }
 

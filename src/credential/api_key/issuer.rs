@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::format::{KeyFormat, KeyId};
 use super::hash::Peppers;
+use super::rate_limit::RateLimit;
 use super::record::{KeyInfo, KeyRecord, KeyStatus};
 use super::store::{KeyStore, StoreError};
 use crate::network::CidrSet;
@@ -52,9 +53,12 @@ pub enum IssuerError {
     NotActive {
         /// The key.
         id: KeyId,
-        /// `revoked`, `expired` or `retiring` (already rotated).
+        /// `revoked`, `disabled`, `expired` or `retiring` (already rotated).
         status: &'static str,
     },
+    /// Revocation is final: a revoked key cannot be enabled.
+    #[error("API key {0} is revoked, and revocation is final: it cannot be enabled")]
+    Revoked(KeyId),
     /// The operating system's random generator failed.
     #[error("the operating system's random number generator failed: {0}")]
     Randomness(#[from] rand::rand_core::OsError),
@@ -71,6 +75,7 @@ pub struct NewKey {
     allow_ips: Option<CidrSet>,
     attributes: Attributes,
     expires_in: Option<Duration>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl NewKey {
@@ -82,7 +87,15 @@ impl NewKey {
             allow_ips: None,
             attributes: Attributes::new(),
             expires_in: None,
+            rate_limit: None,
         }
+    }
+
+    /// Limits the key to this many allowed requests per unit (stored with the key, copied by rotation).
+    #[must_use]
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
     }
 
     /// Restricts the key to these networks.
@@ -225,6 +238,9 @@ impl KeyIssuer {
             expires_at,
             revoked_at: None,
             replaces: None,
+            disabled_at: None,
+            rate_limit: request.rate_limit,
+            last_used_at: None,
         })?;
         let info = record.info.clone();
         self.store.insert(record).await?;
@@ -295,17 +311,63 @@ impl KeyIssuer {
         }
     }
 
-    /// Replaces an active key with a new one that copies its name, scopes, allow-list and attributes.
+    /// Disables a key: it is refused as `disabled_credential` until [`enable`](Self::enable)d. Disabling a disabled
+    /// key keeps its first `disabled_at`; disabling a revoked key changes nothing that matters (it stays revoked).
+    pub async fn disable(&self, id: KeyId) -> Result<KeyInfo, IssuerError> {
+        let now = self.now();
+        match self.store.set_disabled(id, Some(now)).await? {
+            Some(record) => {
+                tracing::info!(key_id = %id, "API key disabled");
+                Ok(record.info)
+            }
+            None => Err(IssuerError::UnknownKey(id)),
+        }
+    }
+
+    /// Enables a disabled key again. A revoked key is [`IssuerError::Revoked`]: revocation is final.
+    pub async fn enable(&self, id: KeyId) -> Result<KeyInfo, IssuerError> {
+        let now = self.now();
+        let current = self
+            .store
+            .get(id)
+            .await?
+            .ok_or(IssuerError::UnknownKey(id))?;
+        if current.info.status(now) == KeyStatus::Revoked {
+            return Err(IssuerError::Revoked(id));
+        }
+        match self.store.set_disabled(id, None).await? {
+            Some(record) => {
+                tracing::info!(key_id = %id, "API key enabled");
+                Ok(record.info)
+            }
+            None => Err(IssuerError::UnknownKey(id)),
+        }
+    }
+
+    /// Replaces an active key with a new one that copies its name, scopes, allow-list, attributes and rate limit.
     ///
     /// The new key expires after `expires_in` if given, else after the old key's lifetime counted from now (never,
     /// if the old key never expired). The old key keeps working for `grace` (zero: it stops now) but never past its
     /// own expiry; after the grace it is refused as revoked. Only an active key can be rotated: a revoked,
-    /// expired or already rotated key is [`IssuerError::NotActive`], an unknown id [`IssuerError::UnknownKey`].
+    /// disabled, expired or already rotated key is [`IssuerError::NotActive`], an unknown id
+    /// [`IssuerError::UnknownKey`].
     pub async fn rotate(
         &self,
         id: KeyId,
         grace: Duration,
         expires_in: Option<Duration>,
+    ) -> Result<IssuedKey, IssuerError> {
+        self.rotate_with(id, grace, expires_in, None).await
+    }
+
+    /// [`rotate`](Self::rotate), with the new key's rate limit set to `rotated_limit` rather than copied (`None`
+    /// copies the old key's).
+    pub async fn rotate_with(
+        &self,
+        id: KeyId,
+        grace: Duration,
+        expires_in: Option<Duration>,
+        rotated_limit: Option<RateLimit>,
     ) -> Result<IssuedKey, IssuerError> {
         let now = self.now();
         let old = self
@@ -348,6 +410,9 @@ impl KeyIssuer {
             expires_at,
             revoked_at: None,
             replaces: Some(id),
+            disabled_at: None,
+            rate_limit: rotated_limit.or(old.info.rate_limit),
+            last_used_at: None,
         })?;
         let info = record.info.clone();
         if !self.store.rotate(id, old_ends_at, now, record).await? {

@@ -43,9 +43,11 @@ mod cache;
 mod format;
 mod hash;
 mod issuer;
+mod last_used;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod prepared_hmac;
+mod rate_limit;
 mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
@@ -63,9 +65,13 @@ pub use format::{
 pub use hash::{KeyHash, MIN_PEPPER_LEN, Pepper, PepperError, Peppers};
 pub use issuer::{IssuedKey, IssuerError, KeyIssuer, MAX_NAME_LEN, NewKey};
 #[cfg(feature = "postgres")]
-pub use postgres::PgKeyStore;
+pub use postgres::{CHANGE_CHANNEL, PgKeyStore};
+pub use rate_limit::{MAX_RATE_LIMIT, RateLimit, RateLimitError, RateUnit};
 pub use record::{KeyInfo, KeyRecord, KeyStatus};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{OpenMode, SqliteKeyStore};
-pub use store::{KeyStore, MemoryKeyStore, StoreAccess, StoreError, StoreFuture, open_store};
-pub use verify::{ApiKeyVerifier, ApiKeyVerifierBuilder};
+pub use store::{
+    ChangeWatcher, KeyStore, MemoryKeyStore, StoreAccess, StoreChange, StoreError, StoreFuture,
+    open_store,
+};
+pub use verify::{ApiKeyVerifier, ApiKeyVerifierBuilder, DEFAULT_LAST_USED_INTERVAL};

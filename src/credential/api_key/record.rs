@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use super::format::KeyId;
 use super::hash::KeyHash;
+use super::rate_limit::RateLimit;
 use crate::Attributes;
 use crate::network::CidrSet;
 use crate::policy::ScopeSet;
@@ -32,6 +33,14 @@ pub struct KeyInfo {
     pub revoked_at: Option<SystemTime>,
     /// The key this one replaced by rotation.
     pub replaces: Option<KeyId>,
+    /// When the key was disabled: it is refused as `disabled_credential` until it is enabled again (which clears
+    /// this). `None`: not disabled.
+    pub disabled_at: Option<SystemTime>,
+    /// At most this many allowed requests per unit; `None` for no limit. Copied by rotation.
+    pub rate_limit: Option<RateLimit>,
+    /// When the key was last allowed, as written behind the request (at most once per key per interval, so up to
+    /// that interval late); `None` if never recorded. Never read by verification.
+    pub last_used_at: Option<SystemTime>,
 }
 
 /// The state of a key at some moment.
@@ -47,27 +56,31 @@ pub enum KeyStatus {
     },
     /// Refused as revoked.
     Revoked,
+    /// Refused as disabled, until enabled again.
+    Disabled,
     /// Refused as expired.
     Expired,
 }
 
 impl KeyStatus {
-    /// `active`, `retiring`, `revoked` or `expired`.
+    /// `active`, `retiring`, `revoked`, `disabled` or `expired`.
     pub fn as_str(self) -> &'static str {
         match self {
             KeyStatus::Active => "active",
             KeyStatus::Retiring { .. } => "retiring",
             KeyStatus::Revoked => "revoked",
+            KeyStatus::Disabled => "disabled",
             KeyStatus::Expired => "expired",
         }
     }
 }
 
 impl KeyInfo {
-    /// The key's status at `now`. Revocation is checked before expiry, as verification does.
+    /// The key's status at `now`, in verification's order: revoked, then disabled, then expired.
     pub fn status(&self, now: SystemTime) -> KeyStatus {
         match (self.revoked_at, self.expires_at) {
             (Some(r), _) if r <= now => KeyStatus::Revoked,
+            _ if self.disabled_at.is_some() => KeyStatus::Disabled,
             (_, Some(e)) if e <= now => KeyStatus::Expired,
             (Some(until), _) => KeyStatus::Retiring { until },
             _ => KeyStatus::Active,
@@ -106,6 +119,9 @@ mod tests {
             expires_at: expires.map(at),
             revoked_at: revoked.map(at),
             replaces: None,
+            disabled_at: None,
+            rate_limit: None,
+            last_used_at: None,
         }
     }
 
@@ -121,6 +137,15 @@ mod tests {
         assert_eq!(info(None, Some(10)).status(at(10)), KeyStatus::Revoked);
         assert_eq!(info(Some(5), Some(5)).status(at(5)), KeyStatus::Revoked);
         assert_eq!(info(Some(5), Some(20)).status(at(6)), KeyStatus::Expired);
+        // Disabled: after revocation, before expiry.
+        let disabled = |expires, revoked| KeyInfo {
+            disabled_at: Some(at(1)),
+            ..info(expires, revoked)
+        };
+        assert_eq!(disabled(None, None).status(at(9)), KeyStatus::Disabled);
+        assert_eq!(disabled(Some(5), None).status(at(9)), KeyStatus::Disabled);
+        assert_eq!(disabled(None, Some(5)).status(at(9)), KeyStatus::Revoked);
+        assert_eq!(disabled(None, Some(50)).status(at(9)), KeyStatus::Disabled);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What the SQL key stores share: one schema (the same migration text runs on `SQLite` and PostgreSQL), the row's
-//! columns, and the checks that turn a stored row back into a record. Only binding and placeholders differ.
+//! What the SQL key stores share: one table (each database has its own migrations, with the same columns: text,
+//! JSON as text and 64-bit integers), the row's columns, the statements, and the checks that turn a stored row back
+//! into a record. PostgreSQL's migrations also announce changes (see `PgKeyStore`).
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -16,12 +17,9 @@ use crate::clock::unix_secs;
 use crate::network::{Cidr, CidrSet};
 use crate::policy::ScopeSet;
 
-/// The schema migrations, embedded at compile time; the same text runs on `SQLite` and PostgreSQL.
-pub(super) static MIGRATOR: Migrator = sqlx::migrate!("src/credential/api_key/migrations");
-
-/// The first migration of this version that `applied` lacks, described, if any.
-pub(super) fn missing_migration(applied: &HashSet<i64>) -> Option<String> {
-    MIGRATOR
+/// The first migration of `migrator` that `applied` lacks, described, if any.
+pub(super) fn missing_migration(migrator: &Migrator, applied: &HashSet<i64>) -> Option<String> {
+    migrator
         .iter()
         .find(|m| !applied.contains(&m.version))
         .map(|m| format!("migration {} ({}) is not applied", m.version, m.description))
@@ -29,7 +27,8 @@ pub(super) fn missing_migration(applied: &HashSet<i64>) -> Option<String> {
 
 /// Every column, in the order of [`RowValues`].
 pub(super) const COLUMNS: &str = "id, name, scopes, allow_ips, attributes, pepper_version, key_hash, \
-                                  created_at, expires_at, revoked_at, replaces";
+                                  created_at, expires_at, revoked_at, replaces, disabled_at, rate_limit, \
+                                  last_used_at";
 
 pub(super) fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(error))
@@ -73,6 +72,9 @@ pub(super) struct RawRow {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     replaces: Option<String>,
+    disabled_at: Option<i64>,
+    rate_limit: Option<String>,
+    last_used_at: Option<i64>,
 }
 
 impl RawRow {
@@ -96,6 +98,9 @@ impl RawRow {
             expires_at: row.try_get("expires_at")?,
             revoked_at: row.try_get("revoked_at")?,
             replaces: row.try_get("replaces")?,
+            disabled_at: row.try_get("disabled_at")?,
+            rate_limit: row.try_get("rate_limit")?,
+            last_used_at: row.try_get("last_used_at")?,
         })
     }
 
@@ -139,6 +144,10 @@ impl RawRow {
             None => None,
             Some(text) => Some(text.parse().map_err(|_| corrupt("bad replaces id"))?),
         };
+        let rate_limit = match &self.rate_limit {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| corrupt("invalid rate_limit"))?),
+        };
         Ok(KeyRecord {
             info: KeyInfo {
                 id,
@@ -150,6 +159,9 @@ impl RawRow {
                 expires_at: self.expires_at.map(time).transpose()?,
                 revoked_at: self.revoked_at.map(time).transpose()?,
                 replaces,
+                disabled_at: self.disabled_at.map(time).transpose()?,
+                rate_limit,
+                last_used_at: self.last_used_at.map(time).transpose()?,
             },
             hash: KeyHash::from_parts(pepper_version, digest),
         })
@@ -169,6 +181,9 @@ pub(super) struct RowValues<'a> {
     pub(super) expires_at: Option<i64>,
     pub(super) revoked_at: Option<i64>,
     pub(super) replaces: Option<&'a str>,
+    pub(super) disabled_at: Option<i64>,
+    pub(super) rate_limit: Option<String>,
+    pub(super) last_used_at: Option<i64>,
 }
 
 impl<'a> RowValues<'a> {
@@ -198,12 +213,16 @@ impl<'a> RowValues<'a> {
             expires_at: info.expires_at.map(unix_secs),
             revoked_at: info.revoked_at.map(unix_secs),
             replaces: info.replaces.as_ref().map(KeyId::as_str),
+            disabled_at: info.disabled_at.map(unix_secs),
+            rate_limit: info.rate_limit.map(|r| r.to_string()),
+            last_used_at: info.last_used_at.map(unix_secs),
         })
     }
 }
 
 /// The `KeyStore` implementation of a SQL store with a `pool` field: the same statements (`$n` placeholders, which
-/// `SQLite` reads as numbered parameters too), the same row checks; only the database types differ.
+/// `SQLite` reads as numbered parameters too), the same row checks; only the database types differ, and the batched
+/// write of `last_used_at`, which each store defines as `Self::write_last_used`.
 macro_rules! sql_key_store {
     ($store:ty, $db:ty, $row:ty) => {
         fn read_row(row: &$row) -> Result<KeyRecord, StoreError> {
@@ -216,7 +235,8 @@ macro_rules! sql_key_store {
         {
             let v = RowValues::of(record)?;
             let result = sqlx::query(&format!(
-                "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                "INSERT INTO api_keys ({COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ))
             .bind(v.id)
             .bind(v.name)
@@ -229,6 +249,9 @@ macro_rules! sql_key_store {
             .bind(v.expires_at)
             .bind(v.revoked_at)
             .bind(v.replaces)
+            .bind(v.disabled_at)
+            .bind(v.rate_limit)
+            .bind(v.last_used_at)
             .execute(executor)
             .await;
             match result {
@@ -242,7 +265,11 @@ macro_rules! sql_key_store {
 
         impl KeyStore for $store {
             fn insert(&self, record: KeyRecord) -> StoreFuture<'_, ()> {
-                Box::pin(async move { insert_with(&self.pool, &record).await })
+                Box::pin(async move {
+                    insert_with(&self.pool, &record).await?;
+                    self.watchers.announce(StoreChange::Key(record.info.id));
+                    Ok(())
+                })
             }
 
             fn get(&self, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>> {
@@ -279,7 +306,55 @@ macro_rules! sql_key_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(backend)?;
+                    self.watchers.announce(StoreChange::Key(id));
                     row.as_ref().map(read_row).transpose()
+                })
+            }
+
+            fn set_disabled(
+                &self,
+                id: KeyId,
+                at: Option<SystemTime>,
+            ) -> StoreFuture<'_, Option<KeyRecord>> {
+                Box::pin(async move {
+                    // Disabling keeps the first time; enabling clears it.
+                    let (sql, at) = match at {
+                        Some(at) => (
+                            format!(
+                                "UPDATE api_keys SET disabled_at = COALESCE(disabled_at, $1) WHERE id = $2 \
+                                 RETURNING {COLUMNS}"
+                            ),
+                            Some(unix_secs(at)),
+                        ),
+                        None => (
+                            format!("UPDATE api_keys SET disabled_at = NULL WHERE id = $1 RETURNING {COLUMNS}"),
+                            None,
+                        ),
+                    };
+                    let mut query = sqlx::query(&sql);
+                    if let Some(at) = at {
+                        query = query.bind(at);
+                    }
+                    let row = query
+                        .bind(id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(backend)?;
+                    self.watchers.announce(StoreChange::Key(id));
+                    row.as_ref().map(read_row).transpose()
+                })
+            }
+
+            fn record_last_used(&self, uses: Vec<(KeyId, SystemTime)>) -> StoreFuture<'_, ()> {
+                Box::pin(async move {
+                    if uses.is_empty() {
+                        return Ok(());
+                    }
+                    let (ids, times): (Vec<String>, Vec<i64>) = uses
+                        .iter()
+                        .map(|(id, at)| (id.as_str().to_owned(), unix_secs(*at)))
+                        .unzip();
+                    Self::write_last_used(&self.pool, ids, times).await
                 })
             }
 
@@ -295,7 +370,7 @@ macro_rules! sql_key_store {
                     // The old row is locked by the update: two rotations of one key cannot both succeed.
                     let updated = sqlx::query(
                         "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
-                         AND (expires_at IS NULL OR expires_at > $3)",
+                         AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > $3)",
                     )
                     .bind(unix_secs(old_ends_at))
                     .bind(old.as_str())
@@ -307,10 +382,17 @@ macro_rules! sql_key_store {
                         tx.rollback().await.map_err(backend)?;
                         return Ok(false);
                     }
+                    let new_id = new.info.id;
                     insert_with(&mut *tx, &new).await?;
                     tx.commit().await.map_err(backend)?;
+                    self.watchers.announce(StoreChange::Key(old));
+                    self.watchers.announce(StoreChange::Key(new_id));
                     Ok(true)
                 })
+            }
+
+            fn watch(&self, watcher: std::sync::Arc<dyn ChangeWatcher>) -> bool {
+                self.start_watching(watcher)
             }
         }
     };

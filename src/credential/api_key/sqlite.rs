@@ -9,11 +9,16 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 
+use sqlx::migrate::Migrator;
+
 use super::format::KeyId;
 use super::record::KeyRecord;
-use super::sql::{COLUMNS, MIGRATOR, RawRow, RowValues, backend, missing_migration};
-use super::store::{KeyStore, StoreError, StoreFuture};
+use super::sql::{COLUMNS, RawRow, RowValues, backend, missing_migration};
+use super::store::{ChangeWatcher, KeyStore, StoreChange, StoreError, StoreFuture, Watchers};
 use crate::clock::unix_secs;
+
+/// The `SQLite` schema's migrations, embedded at compile time.
+static MIGRATOR: Migrator = sqlx::migrate!("src/credential/api_key/migrations/sqlite");
 
 /// How [`SqliteKeyStore::open`] treats the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +32,14 @@ pub enum OpenMode {
 }
 
 /// API keys in a `SQLite` file (`sqlite://PATH`), through `sqlx`.
+///
+/// A file has no change notifications: the writes made through this store are announced to its watchers (see
+/// [`KeyStore::watch`]), but those of another process (the `scopegate keys` command, another gate) reach a gate's
+/// cache at the end of its TTL. Several gates that must agree sooner share a PostgreSQL store.
 pub struct SqliteKeyStore {
     pool: SqlitePool,
     path: String,
+    watchers: Watchers,
 }
 
 impl SqliteKeyStore {
@@ -64,7 +74,34 @@ impl SqliteKeyStore {
         Ok(SqliteKeyStore {
             pool,
             path: path.to_owned(),
+            watchers: Watchers::default(),
         })
+    }
+
+    /// One transaction of single-row updates: local, and cheap on `SQLite`.
+    async fn write_last_used(
+        pool: &SqlitePool,
+        ids: Vec<String>,
+        times: Vec<i64>,
+    ) -> Result<(), StoreError> {
+        let mut tx = pool.begin().await.map_err(backend)?;
+        for (id, at) in ids.iter().zip(times) {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 \
+                 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    fn start_watching(&self, watcher: std::sync::Arc<dyn ChangeWatcher>) -> bool {
+        self.watchers.add(watcher);
+        true
     }
 
     /// Closes every connection (waits for them). The store answers nothing afterwards.
@@ -90,7 +127,7 @@ async fn check_schema(pool: &SqlitePool, path: &str) -> Result<(), StoreError> {
             .map_err(|e| schema_error(format!("no migration table ({e})")))?
             .into_iter()
             .collect();
-    match missing_migration(&applied) {
+    match missing_migration(&MIGRATOR, &applied) {
         Some(detail) => Err(schema_error(detail)),
         None => Ok(()),
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use super::format::KeyId;
@@ -108,6 +108,52 @@ pub async fn open_store(
     })
 }
 
+/// A change that a store announces to its watchers (see [`KeyStore::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreChange {
+    /// The record with this id was added, changed or removed.
+    Key(KeyId),
+    /// Anything may have changed: announcements may have been missed (a lost notification connection, now back),
+    /// or every record changed. Forget everything.
+    All,
+}
+
+/// Where a store delivers its changes: a [`KeyCache`](super::KeyCache) drops what it holds for them.
+pub trait ChangeWatcher: Send + Sync {
+    /// Called for each change, from the task or thread that learned of it. Must not block.
+    fn changed(&self, change: StoreChange);
+
+    /// Whether the watcher is gone (its cache dropped): the store then stops delivering, and ends any task it
+    /// started for it.
+    fn is_closed(&self) -> bool;
+}
+
+/// The watchers of one store, told of the writes made through it (in this process). Closed watchers are dropped.
+#[derive(Default)]
+pub(super) struct Watchers(RwLock<Vec<Arc<dyn ChangeWatcher>>>);
+
+impl Watchers {
+    pub(super) fn add(&self, watcher: Arc<dyn ChangeWatcher>) {
+        let mut list = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        list.retain(|w| !w.is_closed());
+        list.push(watcher);
+    }
+
+    pub(super) fn announce(&self, change: StoreChange) {
+        for watcher in self.0.read().unwrap_or_else(PoisonError::into_inner).iter() {
+            watcher.changed(change);
+        }
+    }
+}
+
+impl fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.read().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_tuple("Watchers").field(&count).finish()
+    }
+}
+
 /// Storage for API key records. Implementations must be safe to share between tasks; every method is atomic.
 ///
 /// Object safe: a gate holds an `Arc<dyn KeyStore>` chosen at run time.
@@ -125,8 +171,8 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// Returns the updated record, or `None` when no record has this id.
     fn revoke(&self, id: KeyId, at: SystemTime) -> StoreFuture<'_, Option<KeyRecord>>;
 
-    /// Atomically: if `old` exists and is active at `now` (no `revoked_at`, and no `expires_at` at or before
-    /// `now`), sets its `revoked_at` to `old_ends_at` and inserts `new`, returning `true`. Otherwise changes
+    /// Atomically: if `old` exists and is active at `now` (no `revoked_at`, not disabled, and no `expires_at` at or
+    /// before `now`), sets its `revoked_at` to `old_ends_at` and inserts `new`, returning `true`. Otherwise changes
     /// nothing and returns `false`.
     fn rotate(
         &self,
@@ -135,12 +181,35 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
         now: SystemTime,
         new: KeyRecord,
     ) -> StoreFuture<'_, bool>;
+
+    /// `Some(at)`: disables the key from now on, keeping the first `disabled_at` if it already is. `None`: enables
+    /// it (clears `disabled_at`). Returns the updated record, or `None` when no record has this id. Revocation is
+    /// untouched: a revoked key stays revoked whatever this says.
+    fn set_disabled(&self, id: KeyId, at: Option<SystemTime>)
+    -> StoreFuture<'_, Option<KeyRecord>>;
+
+    /// Records when keys were last allowed, in one batch: each `last_used_at` only moves later. Ids without a
+    /// record are skipped. Called behind requests, never on their path.
+    fn record_last_used(&self, uses: Vec<(KeyId, SystemTime)>) -> StoreFuture<'_, ()>;
+
+    /// Starts telling `watcher` of changes to the records, made by anyone, so that a cache can drop them at once
+    /// rather than at the end of its TTL. Returns `false` when this store cannot (the default): the cache's TTL is
+    /// then the only bound on how late a change made elsewhere is seen.
+    ///
+    /// The memory and `SQLite` stores tell of the writes made through them in this process; the PostgreSQL store
+    /// listens to the database (`LISTEN`/`NOTIFY`), so it tells of every writer's changes, and announces
+    /// [`StoreChange::All`] each time it starts listening (again).
+    fn watch(&self, watcher: Arc<dyn ChangeWatcher>) -> bool {
+        let _ = watcher;
+        false
+    }
 }
 
 /// A store in memory: for tests, examples, and gates whose keys are loaded at start.
 #[derive(Default)]
 pub struct MemoryKeyStore {
     records: RwLock<HashMap<KeyId, KeyRecord>>,
+    watchers: Watchers,
 }
 
 impl MemoryKeyStore {
@@ -169,7 +238,23 @@ impl MemoryKeyStore {
             return Err(StoreError::Duplicate(id));
         }
         records.insert(id, record);
+        drop(records);
+        self.watchers.announce(StoreChange::Key(id));
         Ok(())
+    }
+
+    /// Applies `change` to the record with this id, announcing it; the updated record.
+    fn update(&self, id: KeyId, change: impl FnOnce(&mut KeyRecord)) -> Option<KeyRecord> {
+        let mut records = self.records.write().unwrap_or_else(PoisonError::into_inner);
+        let updated = records.get_mut(&id).map(|record| {
+            change(record);
+            record.clone()
+        });
+        drop(records);
+        if updated.is_some() {
+            self.watchers.announce(StoreChange::Key(id));
+        }
+        updated
     }
 }
 
@@ -209,13 +294,40 @@ impl KeyStore for MemoryKeyStore {
     }
 
     fn revoke(&self, id: KeyId, at: SystemTime) -> StoreFuture<'_, Option<KeyRecord>> {
-        let mut records = self.records.write().unwrap_or_else(PoisonError::into_inner);
-        let updated = records.get_mut(&id).map(|record| {
+        let updated = self.update(id, |record| {
             let revoked = &mut record.info.revoked_at;
             *revoked = Some(revoked.map_or(at, |r| r.min(at)));
-            record.clone()
         });
         Box::pin(std::future::ready(Ok(updated)))
+    }
+
+    fn set_disabled(
+        &self,
+        id: KeyId,
+        at: Option<SystemTime>,
+    ) -> StoreFuture<'_, Option<KeyRecord>> {
+        let updated = self.update(id, |record| {
+            let disabled = &mut record.info.disabled_at;
+            *disabled = at.map(|at| disabled.unwrap_or(at));
+        });
+        Box::pin(std::future::ready(Ok(updated)))
+    }
+
+    fn record_last_used(&self, uses: Vec<(KeyId, SystemTime)>) -> StoreFuture<'_, ()> {
+        // Not a change that can alter a decision: nothing is announced.
+        let mut records = self.records.write().unwrap_or_else(PoisonError::into_inner);
+        for (id, at) in uses {
+            if let Some(record) = records.get_mut(&id) {
+                let last = &mut record.info.last_used_at;
+                *last = Some(last.map_or(at, |l| l.max(at)));
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn watch(&self, watcher: Arc<dyn ChangeWatcher>) -> bool {
+        self.watchers.add(watcher);
+        true
     }
 
     fn rotate(
@@ -232,7 +344,11 @@ impl KeyStore for MemoryKeyStore {
             match records.get_mut(&old) {
                 Some(record) if record.info.status(now) == KeyStatus::Active => {
                     record.info.revoked_at = Some(old_ends_at);
-                    records.insert(new.info.id, new);
+                    let new_id = new.info.id;
+                    records.insert(new_id, new);
+                    drop(records);
+                    self.watchers.announce(StoreChange::Key(old));
+                    self.watchers.announce(StoreChange::Key(new_id));
                     Ok(true)
                 }
                 _ => Ok(false),

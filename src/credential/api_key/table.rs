@@ -183,6 +183,13 @@ impl HotTable {
         }
     }
 
+    /// Forgets every entry (the table keeps its size).
+    pub(crate) fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|slot| *slot = None);
+        self.len = 0;
+        self.order.clear();
+    }
+
     fn grow(&mut self) {
         let doubled = empty_slots(2 * self.slots.len());
         let old = std::mem::replace(&mut self.slots, doubled);
@@ -252,6 +259,20 @@ mod tests {
         }
         assert!(t.order.len() <= 2 * 3 + 64 + 1);
         assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn clearing_forgets_everything_and_the_table_still_works() {
+        let mut t = HotTable::new(8, RandomState::default());
+        for n in 0..6 {
+            t.insert(entry(n, 100));
+        }
+        t.clear();
+        assert_eq!(t.len(), 0);
+        assert!((0..6).all(|n| t.get(&id(n)).is_none()));
+        t.insert(entry(3, 7));
+        assert_eq!(t.get(&id(3)).map(|e| e.until), Some(7));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! Verification: parse → checksum → lookup (through the cache) → constant-time compare → revoked? → expired? →
-//! grant.
+//! Verification: parse → checksum → lookup (through the cache) → constant-time compare → revoked? → disabled? →
+//! expired? → grant (and a note for `last_used_at`, written behind the request).
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::cache::{Cached, KeyCache, KeyView, unix_nanos};
 use super::format::{KeyFormat, ParsedKey};
 use super::hash::Peppers;
+use super::last_used::LastUsed;
 use crate::policy::{Denial, DenialKind};
 use crate::{Clock, Grant, Secret};
 
@@ -17,8 +19,12 @@ use crate::{Clock, Grant, Secret};
 /// | wrong prefix, length, character, checksum (no store call) | `invalid_credential` |
 /// | unknown id, wrong secret, digest under a pepper version not configured | `invalid_credential` |
 /// | revoked, or a rotated key past its grace | `revoked_credential` |
+/// | disabled | `disabled_credential` |
 /// | past its expiry | `expired_credential` |
 /// | the store failed | `unavailable` (fail closed) |
+///
+/// An allowed key is noted, and its `last_used_at` written behind the request, in one batch per interval (see
+/// [`ApiKeyVerifierBuilder::last_used`]); nothing about it can change a decision.
 ///
 /// Cheap to clone (an `Arc` inside), so that a future that must not borrow it can own a clone.
 #[derive(Clone)]
@@ -29,7 +35,11 @@ struct Inner {
     peppers: Peppers,
     cache: Arc<KeyCache>,
     clock: Arc<dyn Clock>,
+    last_used: Option<LastUsed>,
 }
+
+/// How often `last_used_at` is written per key by default.
+pub const DEFAULT_LAST_USED_INTERVAL: Duration = Duration::from_secs(60);
 
 impl ApiKeyVerifier {
     /// Starts a verifier for keys hashed under any of `peppers`, looked up through `cache`. Defaults: keys of the
@@ -40,6 +50,15 @@ impl ApiKeyVerifier {
             peppers,
             cache,
             clock: Arc::new(crate::SystemClock),
+            last_used: Some(DEFAULT_LAST_USED_INTERVAL),
+        }
+    }
+
+    /// Writes the `last_used_at` notes taken so far now, rather than at the end of the interval (e.g. before the
+    /// gate stops). A failing write is logged, as behind requests.
+    pub async fn flush_last_used(&self) {
+        if let Some(last_used) = &self.0.last_used {
+            last_used.flush().await;
         }
     }
 
@@ -148,6 +167,12 @@ impl Inner {
                         "API key is revoked",
                     ));
                 }
+                if key.disabled {
+                    return Err(Denial::new(
+                        DenialKind::DisabledCredential,
+                        "API key is disabled",
+                    ));
+                }
                 if key.expires_at() <= now {
                     return Err(Denial::new(
                         DenialKind::ExpiredCredential,
@@ -157,6 +182,11 @@ impl Inner {
                 Ok(key.grant(parsed.id))
             }
         }
+        .inspect(|_| {
+            if let Some(last_used) = &self.last_used {
+                last_used.note(parsed.id, now);
+            }
+        })
     }
 
     /// The constant-time compare of the presented secret's digest with the stored one.
@@ -194,6 +224,7 @@ pub struct ApiKeyVerifierBuilder {
     peppers: Peppers,
     cache: Arc<KeyCache>,
     clock: Arc<dyn Clock>,
+    last_used: Option<Duration>,
 }
 
 impl ApiKeyVerifierBuilder {
@@ -209,15 +240,31 @@ impl ApiKeyVerifierBuilder {
         self
     }
 
+    /// How often each key's `last_used_at` is written at most (rounded up to whole seconds, at least one), behind
+    /// the requests, in one batch per interval; `None` records nothing. Defaults to
+    /// [`DEFAULT_LAST_USED_INTERVAL`] (60 s). Recording needs a tokio runtime (the writer is a task started by the
+    /// first allowed key); without one nothing is recorded. A failing write is logged and never changes a
+    /// decision.
+    pub fn last_used(mut self, interval: Option<Duration>) -> Self {
+        self.last_used = interval;
+        self
+    }
+
     /// The verifier. The cache keeps its compact entries for the current pepper.
     pub fn build(self) -> ApiKeyVerifier {
         self.cache
             .claim_compact_pepper(self.peppers.current_version());
+        let last_used = self.last_used.map(|interval| {
+            let whole =
+                Duration::from_secs(interval.as_secs() + u64::from(interval.subsec_nanos() > 0));
+            LastUsed::new(Arc::clone(self.cache.store()), whole)
+        });
         ApiKeyVerifier(Arc::new(Inner {
             format: self.format,
             peppers: self.peppers,
             cache: self.cache,
             clock: self.clock,
+            last_used,
         }))
     }
 }
@@ -245,6 +292,10 @@ impl fmt::Debug for ApiKeyVerifier {
             .field("format", &self.0.format)
             .field("peppers", &self.0.peppers)
             .field("cache", &self.0.cache)
+            .field(
+                "last_used_interval",
+                &self.0.last_used.as_ref().map(LastUsed::interval),
+            )
             .finish_non_exhaustive()
     }
 }
