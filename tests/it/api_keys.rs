@@ -34,6 +34,8 @@ struct TestStore {
     last_used: std::sync::Mutex<Vec<Vec<(KeyId, SystemTime)>>>,
     /// While set, `last_used_at` writes never finish.
     stuck_last_used: AtomicBool,
+    /// While set, `last_used_at` writes fail.
+    failing_last_used: AtomicBool,
 }
 
 impl TestStore {
@@ -45,6 +47,7 @@ impl TestStore {
             gate: Arc::new(tokio::sync::RwLock::new(())),
             last_used: std::sync::Mutex::new(Vec::new()),
             stuck_last_used: AtomicBool::new(false),
+            failing_last_used: AtomicBool::new(false),
         })
     }
 
@@ -109,6 +112,10 @@ impl KeyStore for TestStore {
         self.last_used.lock().unwrap().push(uses.clone());
         if self.stuck_last_used.load(Ordering::SeqCst) {
             return Box::pin(std::future::pending());
+        }
+        if self.failing_last_used.load(Ordering::SeqCst) {
+            let error = StoreError::Backend("disk full".into());
+            return Box::pin(std::future::ready(Err(error)));
         }
         self.check()
             .unwrap_or_else(|| self.inner.record_last_used(uses))
@@ -1197,4 +1204,76 @@ proptest! {
         // Twin: the key itself still verifies.
         prop_assert!(verify_blocking(r, key).is_ok());
     }
+}
+
+/// `last_used_at`: nothing is written on the request path; one batch per interval, each key at most once per
+/// interval; a failing or hanging write changes no decision and holds up no request.
+#[tokio::test(start_paused = true)]
+async fn last_use_is_written_behind_the_request_and_never_decides() {
+    let r = replica();
+    let (a, a_key) = issue(&r).await;
+    let (b, b_key) = issue(&r).await;
+    let batches = || r.store.last_used.lock().unwrap().clone();
+    for _ in 0..10 {
+        assert!(r.verifier.verify(&a_key).await.is_ok());
+    }
+    assert!(r.verifier.verify(&b_key).await.is_ok());
+    assert!(batches().is_empty(), "written on the request path");
+
+    // The interval (60 s by default) passes: one batch, each key once, at the time of use.
+    let used_at = r.clock.now();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let mut first = batches().concat();
+    first.sort_by_key(|(id, _)| *id);
+    let mut want = vec![(a.id(), used_at), (b.id(), used_at)];
+    want.sort_by_key(|(id, _)| *id);
+    assert_eq!(batches().len(), 1);
+    assert_eq!(first, want);
+    assert_eq!(
+        r.issuer.get(a.id()).await.unwrap().last_used_at,
+        Some(used_at)
+    );
+
+    // Used again within its interval: not written again. After it: written again, alone.
+    r.clock.advance(Duration::from_secs(10));
+    assert!(r.verifier.verify(&a_key).await.is_ok());
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(batches().len(), 1);
+    r.clock.advance(Duration::from_secs(60));
+    let again = r.clock.now();
+    assert!(r.verifier.verify(&a_key).await.is_ok());
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(batches().last().unwrap(), &vec![(a.id(), again)]);
+
+    // The write fails: the decision is the same.
+    r.store.failing_last_used.store(true, Ordering::SeqCst);
+    r.clock.advance(Duration::from_secs(61));
+    assert!(r.verifier.verify(&a_key).await.is_ok());
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(batches().len(), 3);
+    assert!(r.verifier.verify(&a_key).await.is_ok());
+    r.store.failing_last_used.store(false, Ordering::SeqCst);
+
+    // The write hangs: requests go on, allowed and refused as before.
+    r.store.stuck_last_used.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        r.clock.advance(Duration::from_secs(61));
+        let verified =
+            tokio::time::timeout(Duration::from_secs(1), r.verifier.verify(&b_key)).await;
+        assert!(verified.unwrap().is_ok());
+        tokio::time::sleep(Duration::from_secs(61)).await;
+    }
+    r.issuer.revoke(b.id()).await.unwrap();
+    assert_eq!(denial(&r, &b_key).await, DenialKind::RevokedCredential);
+    // A verifier told to record nothing writes nothing.
+    let quiet = ApiKeyVerifier::builder(Peppers::single(pepper(1, 7)), r.cache.clone())
+        .clock(r.clock.clone())
+        .last_used(None)
+        .build();
+    let written = batches().len();
+    assert!(quiet.verify(&a_key).await.is_ok());
+    r.clock.advance(Duration::from_secs(61));
+    assert!(quiet.verify(&a_key).await.is_ok());
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(batches().len(), written);
 }

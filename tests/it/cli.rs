@@ -1212,3 +1212,114 @@ async fn keys_and_check_on_postgres() {
     assert_eq!(listed[0]["id"], id);
     assert!(!listed.to_string().contains(&key[3..]));
 }
+
+/// `keys disable|enable`, `--rate-limit`, and the status, rate limit and last use that `keys list --json` shows.
+#[test]
+fn disable_enable_and_rate_limits() {
+    let cli = Cli::new();
+    let store = cli.store();
+    let issued = cli.issue(&[
+        "--scope",
+        "invoices:read",
+        "--attr",
+        "tenant=acme",
+        "--rate-limit",
+        "100/m",
+    ]);
+    assert_eq!(issued["rate_limit"], "100/m");
+    let id = issued["id"].as_str().unwrap().to_owned();
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let gate = cli.gate("");
+    let own = "/v1/tenants/acme/invoices/7";
+    let listed = |id: &str| {
+        let list = cli.json(&["keys", "list", "--store", &store, "--json"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let entry = listed(&id);
+    assert_eq!(
+        (
+            &entry["status"],
+            &entry["rate_limit"],
+            &entry["last_used_at"]
+        ),
+        (&Value::from("active"), &Value::from("100/m"), &Value::Null)
+    );
+
+    // Disabled: refused as disabled_credential (401); enabled: allowed again.
+    assert!(
+        cli.run(&["keys", "disable", "--store", &store, &id])
+            .status
+            .success()
+    );
+    assert_eq!(listed(&id)["status"], "disabled");
+    let (code, out) = cli.check(&gate, own, Some(&key), &["--tls"]);
+    assert_eq!(
+        (code, out["reason"].as_str(), out["status"].as_u64()),
+        (1, Some("disabled_credential"), Some(401))
+    );
+    // A disabled key cannot be rotated.
+    let refused = usage_error(&cli.run(&["keys", "rotate", "--store", &store, &id]));
+    assert!(refused.contains("disabled"), "{refused}");
+    assert!(
+        cli.run(&["keys", "enable", "--store", &store, &id])
+            .status
+            .success()
+    );
+    assert_eq!(listed(&id)["status"], "active");
+    let (code, _) = cli.check(&gate, own, Some(&key), &["--tls"]);
+    assert_eq!(code, 0);
+
+    // Rotation copies the limit, or sets the one given.
+    let copied = cli.json(&["keys", "rotate", "--store", &store, &id, "--json"]);
+    assert_eq!(copied["rate_limit"], "100/m");
+    let copied_id = copied["id"].as_str().unwrap().to_owned();
+    let replaced = cli.json(&[
+        "keys",
+        "rotate",
+        "--store",
+        &store,
+        &copied_id,
+        "--rate-limit",
+        "5/s",
+        "--json",
+    ]);
+    assert_eq!(replaced["rate_limit"], "5/s");
+    // Rotated with no grace: the old key is revoked, and revocation is final.
+    assert_eq!(listed(&id)["status"], "revoked");
+    let refused = usage_error(&cli.run(&["keys", "enable", "--store", &store, &id]));
+    assert!(refused.contains("revocation is final"), "{refused}");
+    let (_, out) = cli.check(&gate, own, Some(&key), &["--tls"]);
+    assert_eq!(out["reason"], "revoked_credential");
+    // A key without a limit lists null.
+    let plain = cli.issue(&["--scope", "invoices:read"]);
+    assert_eq!(
+        listed(plain["id"].as_str().unwrap())["rate_limit"],
+        Value::Null
+    );
+
+    // Bad values: exit 2, one line naming the flag or the id.
+    for bad in ["0/m", "10/d", "ten/m", "", "5/m/s", "-1/s"] {
+        let err = usage_error(&cli.run(&[
+            "keys",
+            "issue",
+            "--store",
+            &store,
+            "--name",
+            "x",
+            "--scope",
+            "a:read",
+            "--rate-limit",
+            bad,
+        ]));
+        assert!(err.contains("--rate-limit"), "{bad:?}: {err}");
+    }
+    let err = usage_error(&cli.run(&["keys", "disable", "--store", &store, "nope"]));
+    assert!(err.contains("nope"), "{err}");
+    let err = usage_error(&cli.run(&["keys", "enable", "--store", &store, "0000000000000000"]));
+    assert!(err.contains("0000000000000000"), "{err}");
+}

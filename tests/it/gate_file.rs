@@ -263,6 +263,22 @@ fn section_errors_name_the_section_and_field() {
             &["[jwt]", "`issuer`", "empty list"],
         ),
         ("[api_keys]\nstore = 5\n", &["line 2"]),
+        (
+            "[api_keys]\nstore = \"sqlite://k.db\"\ncache_ttl_seconds = 86401\n",
+            &["[api_keys]", "`cache_ttl_seconds`", "at most 86400"],
+        ),
+        (
+            "[api_keys]\nstore = \"sqlite://k.db\"\ncache_ttl_seconds = -1\n",
+            &["line 3"],
+        ),
+        (
+            "[api_keys]\nstore = \"sqlite://k.db\"\nlast_used_seconds = 0\n",
+            &["[api_keys]", "`last_used_seconds`", "from 1"],
+        ),
+        (
+            "[api_keys]\nstore = \"sqlite://k.db\"\nlast_used_seconds = \"60s\"\n",
+            &["line 3"],
+        ),
     ];
     for (text, needles) in cases {
         let msg = error_for(text);
@@ -270,6 +286,24 @@ fn section_errors_name_the_section_and_field() {
             assert!(msg.contains(needle), "{text:?}: {msg:?} lacks {needle:?}");
         }
     }
+    // The twins: the bounds themselves are accepted, and the defaults are 30 s and 60 s.
+    let keys = |extra: &str| {
+        GateFile::from_toml_str(&format!("[api_keys]\nstore = \"sqlite://k.db\"\n{extra}"))
+            .unwrap()
+            .api_keys
+            .unwrap()
+    };
+    let defaults = keys("");
+    assert_eq!(
+        (defaults.cache_ttl_seconds, defaults.last_used_seconds),
+        (30, 60)
+    );
+    let bounds = keys("cache_ttl_seconds = 86400\nlast_used_seconds = 1\n");
+    assert_eq!(
+        (bounds.cache_ttl_seconds, bounds.last_used_seconds),
+        (86_400, 1)
+    );
+    assert_eq!(keys("cache_ttl_seconds = 0\n").cache_ttl_seconds, 0);
     // The twin: plaintext with the loudly named option is accepted.
     let gate = GateFile::from_toml_str(
         "[transport]\nrequire_tls = false\ndanger_allow_plaintext = true\n",

@@ -22,6 +22,8 @@ mod live_keys;
 mod oidc_interop;
 mod policy_props;
 mod policy_vectors;
+#[cfg(feature = "cli")]
+mod shared_store;
 mod stores;
 
 /// The token with one character of its signature changed (in the middle, so every bit of it is significant).

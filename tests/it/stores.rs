@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use scopegate::credential::api_key::{
-    ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStatus, KeyStore,
-    MemoryKeyStore, NewKey, Pepper, Peppers, StoreAccess, StoreError, open_store,
+    ApiKeyVerifier, CacheConfig, IssuerError, KeyCache, KeyFormat, KeyIssuer, KeyStatus, KeyStore,
+    MemoryKeyStore, NewKey, Pepper, Peppers, RateLimit, StoreAccess, StoreError, open_store,
 };
 use scopegate::policy::{DenialKind, ScopeSet};
 use scopegate::{Clock, ManualClock};
@@ -143,10 +143,173 @@ async fn contract(store: Arc<dyn KeyStore>) {
             ("c", true, KeyStatus::Active),
         ]
     );
-    // An unknown id: nothing, and nothing to revoke.
+    // An unknown id: nothing, and nothing to revoke, disable or enable.
     let unknown = "0000000000000000".parse().unwrap();
     assert!(store.get(unknown).await.unwrap().is_none());
     assert!(store.revoke(unknown, now).await.unwrap().is_none());
+    assert!(
+        store
+            .set_disabled(unknown, Some(now))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        issuer.enable(unknown).await,
+        Err(IssuerError::UnknownKey(_))
+    ));
+
+    disable_and_enable(&store, &issuer, &verifier, &clock).await;
+    limits_and_last_use(&store, &issuer, &clock).await;
+    changes_are_announced(&store, &issuer, &clock).await;
+}
+
+/// Disabled until enabled; the first time kept; a disabled key cannot be rotated; a revoked key cannot be enabled.
+async fn disable_and_enable(
+    store: &Arc<dyn KeyStore>,
+    issuer: &KeyIssuer,
+    verifier: &ApiKeyVerifier,
+    clock: &ManualClock,
+) {
+    let scopes = ScopeSet::parse(["invoices:read"]).unwrap();
+    let e = issuer
+        .issue(NewKey::new("e", scopes.clone()))
+        .await
+        .unwrap();
+    let e_key = e.key().expose_str().unwrap().to_owned();
+    assert!(verifier.verify(&e_key).await.is_ok());
+    let disabled = issuer.disable(e.id()).await.unwrap();
+    let first = disabled.disabled_at.expect("disabled_at is set");
+    assert_eq!(disabled.status(clock.now()), KeyStatus::Disabled);
+    clock.advance(Duration::from_secs(2)); // past the verifier's cache TTL
+    assert_eq!(
+        verifier.verify(&e_key).await.unwrap_err().kind(),
+        DenialKind::DisabledCredential
+    );
+    // Again: the first time stays.
+    assert_eq!(
+        issuer.disable(e.id()).await.unwrap().disabled_at,
+        Some(first)
+    );
+    assert!(matches!(
+        issuer.rotate(e.id(), Duration::ZERO, None).await,
+        Err(IssuerError::NotActive {
+            status: "disabled",
+            ..
+        })
+    ));
+    let enabled = issuer.enable(e.id()).await.unwrap();
+    assert_eq!(enabled.disabled_at, None);
+    clock.advance(Duration::from_secs(2));
+    assert!(verifier.verify(&e_key).await.is_ok());
+
+    // Revoked, then disabled and enabled: still revoked, and enabling is refused.
+    let f = issuer.issue(NewKey::new("f", scopes)).await.unwrap();
+    let f_key = f.key().expose_str().unwrap().to_owned();
+    issuer.disable(f.id()).await.unwrap();
+    issuer.revoke(f.id()).await.unwrap();
+    assert!(matches!(
+        issuer.enable(f.id()).await,
+        Err(IssuerError::Revoked(id)) if id == f.id()
+    ));
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        verifier.verify(&f_key).await.unwrap_err().kind(),
+        DenialKind::RevokedCredential
+    );
+    let status = issuer.get(f.id()).await.unwrap().status(clock.now());
+    assert_eq!(status, KeyStatus::Revoked);
+    // The store's enable does not undo the revocation either.
+    store.set_disabled(f.id(), None).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        verifier.verify(&f_key).await.unwrap_err().kind(),
+        DenialKind::RevokedCredential
+    );
+}
+
+/// A rate limit is stored and copied by rotation (or replaced); `last_used_at` only moves later.
+async fn limits_and_last_use(store: &Arc<dyn KeyStore>, issuer: &KeyIssuer, clock: &ManualClock) {
+    let limit: RateLimit = "100/m".parse().unwrap();
+    let scopes = ScopeSet::parse(["invoices:read"]).unwrap();
+    let g = issuer
+        .issue(NewKey::new("g", scopes.clone()).rate_limit(limit))
+        .await
+        .unwrap();
+    assert_eq!(issuer.get(g.id()).await.unwrap().rate_limit, Some(limit));
+    let h = issuer.rotate(g.id(), Duration::ZERO, None).await.unwrap();
+    assert_eq!(issuer.get(h.id()).await.unwrap().rate_limit, Some(limit));
+    let other: RateLimit = "5/s".parse().unwrap();
+    let i = issuer
+        .rotate_with(h.id(), Duration::ZERO, None, Some(other))
+        .await
+        .unwrap();
+    assert_eq!(issuer.get(i.id()).await.unwrap().rate_limit, Some(other));
+    let plain = issuer.issue(NewKey::new("plain", scopes)).await.unwrap();
+    assert_eq!(issuer.get(plain.id()).await.unwrap().rate_limit, None);
+
+    let t = clock.now();
+    assert_eq!(issuer.get(i.id()).await.unwrap().last_used_at, None);
+    let unknown = "1111111111111111".parse().unwrap();
+    store
+        .record_last_used(vec![(i.id(), t), (unknown, t)])
+        .await
+        .unwrap();
+    assert_eq!(issuer.get(i.id()).await.unwrap().last_used_at, Some(t));
+    store
+        .record_last_used(vec![(i.id(), t - Duration::from_secs(60))])
+        .await
+        .unwrap();
+    assert_eq!(issuer.get(i.id()).await.unwrap().last_used_at, Some(t));
+    let later = t + Duration::from_secs(60);
+    store.record_last_used(vec![(i.id(), later)]).await.unwrap();
+    assert_eq!(issuer.get(i.id()).await.unwrap().last_used_at, Some(later));
+    assert!(store.get(unknown).await.unwrap().is_none());
+}
+
+/// A cache that watches the store drops a key changed behind its back (not through the cache) without waiting for
+/// its TTL, here an hour: at once for the memory and `SQLite` stores (the write went through the same object), as
+/// soon as the notification arrives for PostgreSQL.
+async fn changes_are_announced(store: &Arc<dyn KeyStore>, issuer: &KeyIssuer, clock: &ManualClock) {
+    let peppers = Peppers::single(Pepper::new(1, vec![9; 32]).unwrap());
+    let watching = Arc::new(KeyCache::new(
+        Arc::clone(store),
+        CacheConfig::default().ttl(Duration::from_secs(3600)),
+    ));
+    let verifier = ApiKeyVerifier::builder(peppers, Arc::clone(&watching))
+        .clock(clock.clone())
+        .last_used(None)
+        .build();
+    let scopes = ScopeSet::parse(["invoices:read"]).unwrap();
+    let j = issuer.issue(NewKey::new("j", scopes)).await.unwrap();
+    let j_key = j.key().expose_str().unwrap().to_owned();
+    assert!(verifier.verify(&j_key).await.is_ok());
+    assert!(watching.is_watching_store());
+    // Straight to the store: the watching cache is not the writer.
+    store.set_disabled(j.id(), Some(clock.now())).await.unwrap();
+    let disabled = Some(DenialKind::DisabledCredential);
+    assert_eq!(until(&verifier, &j_key, disabled).await, disabled);
+    store.set_disabled(j.id(), None).await.unwrap();
+    assert_eq!(until(&verifier, &j_key, None).await, None);
+    store.revoke(j.id(), clock.now()).await.unwrap();
+    let revoked = Some(DenialKind::RevokedCredential);
+    assert_eq!(until(&verifier, &j_key, revoked).await, revoked);
+}
+
+/// Verifies `key` until the outcome is `want` (`None`: allowed), for at most 2 s; the last outcome.
+async fn until(
+    verifier: &ApiKeyVerifier,
+    key: &str,
+    want: Option<DenialKind>,
+) -> Option<DenialKind> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let outcome = verifier.verify(key).await.err().map(|d| d.kind());
+        if outcome == want || std::time::Instant::now() > deadline {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]

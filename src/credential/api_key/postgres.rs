@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 
 use super::format::KeyId;
 use super::record::KeyRecord;
-use super::sql::{COLUMNS, RawRow, RowValues, backend, missing_migration};
+use super::sql::{Breaker, COLUMNS, RawRow, RowValues, backend, missing_migration};
 use super::store::{ChangeWatcher, KeyStore, StoreChange, StoreError, StoreFuture, Watchers};
 use crate::clock::unix_secs;
 
@@ -46,6 +46,7 @@ pub struct PgKeyStore {
     /// The URL without its password, for messages.
     shown: String,
     watchers: Watchers,
+    breaker: Breaker,
 }
 
 impl fmt::Debug for PgKeyStore {
@@ -98,7 +99,7 @@ impl PgKeyStore {
             PgConnectOptions::from_str(url).map_err(|_| StoreError::Url { url: shown.clone() })?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await
             .map_err(backend)?;
@@ -106,6 +107,7 @@ impl PgKeyStore {
             pool,
             shown,
             watchers: Watchers::default(),
+            breaker: Breaker::default(),
         })
     }
 

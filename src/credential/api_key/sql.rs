@@ -3,7 +3,9 @@
 //! into a record. PostgreSQL's migrations also announce changes (see `PgKeyStore`).
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use sqlx::migrate::Migrator;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -32,6 +34,77 @@ pub(super) const COLUMNS: &str = "id, name, scopes, allow_ips, attributes, peppe
 
 pub(super) fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(error))
+}
+
+/// Fails lookups fast while the database is unreachable. A pool keeps trying to connect until its acquire timeout,
+/// so without this every request of an outage would wait that long before its 503. After a lookup fails to reach
+/// the database, lookups fail at once for [`Breaker::OPEN`]; then one lookup tries again (the others still fail at
+/// once while it waits), and its success closes the breaker.
+#[derive(Debug, Default)]
+pub(super) struct Breaker {
+    /// Milliseconds since [`epoch`] until which lookups fail at once; 0: closed.
+    open_until: AtomicU64,
+}
+
+/// The breaker's time base: the first use in this process (a monotonic clock, so a wall clock step cannot hold it
+/// open).
+fn epoch_millis() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl Breaker {
+    /// How long lookups fail at once after the database could not be reached.
+    pub(super) const OPEN: Duration = Duration::from_secs(1);
+
+    /// Whether a lookup may go to the database now; the error to answer at once if not.
+    pub(super) fn admit(&self, probe_for: Duration) -> Result<(), StoreError> {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Ok(());
+        }
+        let now = epoch_millis();
+        let probe_until =
+            now.saturating_add(u64::try_from(probe_for.as_millis()).unwrap_or(u64::MAX));
+        // Past the window, one lookup (the one that moves the window on) tries the database.
+        if now >= until
+            && self
+                .open_until
+                .compare_exchange(until, probe_until, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        Err(StoreError::Backend(Box::new(std::io::Error::other(
+            "the key store's database was unreachable moments ago; trying again shortly",
+        ))))
+    }
+
+    /// Closes the breaker after a lookup reached the database, or opens it after one could not.
+    pub(super) fn record<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+        match result {
+            Ok(value) => {
+                if self.open_until.load(Ordering::Relaxed) != 0 {
+                    self.open_until.store(0, Ordering::Release);
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                if matches!(
+                    error,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+                ) {
+                    let open = u64::try_from(Self::OPEN.as_millis()).unwrap_or(u64::MAX);
+                    self.open_until
+                        .store(epoch_millis().saturating_add(open), Ordering::Release);
+                }
+                Err(backend(error))
+            }
+        }
+    }
 }
 
 fn hex(bytes: &[u8; 32]) -> String {
@@ -274,11 +347,14 @@ macro_rules! sql_key_store {
 
             fn get(&self, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>> {
                 Box::pin(async move {
-                    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
-                        .bind(id.as_str())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(backend)?;
+                    // The lookup of the request path: failing fast through an outage.
+                    self.breaker.admit(self.pool.options().get_acquire_timeout())?;
+                    let row = self.breaker.record(
+                        sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
+                            .bind(id.as_str())
+                            .fetch_optional(&self.pool)
+                            .await,
+                    )?;
                     row.as_ref().map(read_row).transpose()
                 })
             }
@@ -402,6 +478,31 @@ pub(super) use sql_key_store;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_breaker_fails_fast_then_lets_one_lookup_try() {
+        let breaker = Breaker::default();
+        let probe = Duration::from_secs(2);
+        assert!(breaker.admit(probe).is_ok());
+        // A database error that is not about reaching it leaves the breaker closed.
+        assert!(breaker.record::<()>(Err(sqlx::Error::RowNotFound)).is_err());
+        assert!(breaker.admit(probe).is_ok());
+        // Unreachable: lookups fail at once for the window.
+        assert!(
+            breaker
+                .record::<()>(Err(sqlx::Error::PoolTimedOut))
+                .is_err()
+        );
+        assert!(breaker.admit(probe).is_err());
+        // Past the window: one lookup tries, the next still fails at once.
+        let past = epoch_millis().saturating_sub(1);
+        breaker.open_until.store(past.max(1), Ordering::Release);
+        assert!(breaker.admit(probe).is_ok());
+        assert!(breaker.admit(probe).is_err());
+        // It reached the database: closed.
+        assert!(breaker.record(Ok(())).is_ok());
+        assert!(breaker.admit(probe).is_ok());
+    }
 
     #[test]
     fn hex_round_trips_and_is_strict() {

@@ -13,7 +13,7 @@ use sqlx::migrate::Migrator;
 
 use super::format::KeyId;
 use super::record::KeyRecord;
-use super::sql::{COLUMNS, RawRow, RowValues, backend, missing_migration};
+use super::sql::{Breaker, COLUMNS, RawRow, RowValues, backend, missing_migration};
 use super::store::{ChangeWatcher, KeyStore, StoreChange, StoreError, StoreFuture, Watchers};
 use crate::clock::unix_secs;
 
@@ -40,6 +40,7 @@ pub struct SqliteKeyStore {
     pool: SqlitePool,
     path: String,
     watchers: Watchers,
+    breaker: Breaker,
 }
 
 impl SqliteKeyStore {
@@ -75,6 +76,7 @@ impl SqliteKeyStore {
             pool,
             path: path.to_owned(),
             watchers: Watchers::default(),
+            breaker: Breaker::default(),
         })
     }
 
