@@ -394,3 +394,82 @@ async fn a_postgres_password_never_reaches_an_error() {
         "{err}"
     );
 }
+
+/// A store at the previous schema version (the first migration only) holding a key: a gate refuses it, naming the
+/// missing migration; `keys migrate` (or, for `SQLite`, a `keys` command) upgrades it in place, and the key still
+/// verifies.
+async fn an_older_schema_is_refused_then_upgraded(url: &str, previous: sqlx::migrate::Migrator) {
+    use sqlx::Connection as _;
+    // The first version's schema, and a key row written the way that version wrote it.
+    let insert = "INSERT INTO api_keys (id, name, scopes, allow_ips, attributes, pepper_version, key_hash, \
+                  created_at, expires_at, revoked_at, replaces) \
+                  VALUES ($1, 'old', '[\"invoices:read\"]', NULL, '{}', 1, $2, 1800000000, NULL, NULL, NULL)";
+    let peppers = Peppers::single(Pepper::new(1, vec![9; 32]).unwrap());
+    // Mint a key with today's issuer into a memory store, then copy its row by hand.
+    let memory: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+    let clock: Arc<dyn Clock> = Arc::new(scopegate::SystemClock);
+    let minted = KeyIssuer::new(memory.clone(), KeyFormat::default(), peppers.clone(), clock)
+        .issue(NewKey::new("old", ScopeSet::parse(["invoices:read"]).unwrap()))
+        .await
+        .unwrap();
+    let hex = hash_hex(&memory.get(minted.id()).await.unwrap().unwrap().hash);
+    if url.starts_with("sqlite://") {
+        let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
+        let mut db = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        previous.run(&mut db).await.unwrap();
+        sqlx::query(insert).bind(minted.id().as_str()).bind(&hex).execute(&mut db).await.unwrap();
+    } else {
+        let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+        previous.run(&mut db).await.unwrap();
+        sqlx::query(insert).bind(minted.id().as_str()).bind(&hex).execute(&mut db).await.unwrap();
+    }
+    let refused = open_store(url, StoreAccess::Gate).await.unwrap_err().to_string();
+    assert!(refused.contains("20261201000000"), "{refused}");
+    open_store(url, StoreAccess::Migrate).await.unwrap();
+    let store = open_store(url, StoreAccess::Gate).await.unwrap();
+    let cache = Arc::new(KeyCache::new(Arc::clone(&store), CacheConfig::default()));
+    let verifier = ApiKeyVerifier::builder(peppers, cache).last_used(None).build();
+    assert!(verifier.verify(minted.key().expose_str().unwrap()).await.is_ok());
+    let info = store.get(minted.id()).await.unwrap().unwrap().info;
+    assert_eq!((info.disabled_at, info.rate_limit, info.last_used_at), (None, None, None));
+}
+
+/// The 64 hex digits the stores keep for a digest.
+fn hash_hex(hash: &scopegate::credential::api_key::KeyHash) -> String {
+    use std::fmt::Write as _;
+    hash.digest().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A migrator of the first migration of `database` (`sqlite` or `postgres`) alone.
+async fn previous_version(database: &str) -> (tempfile::TempDir, sqlx::migrate::Migrator) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "20261123000000_api_keys.sql";
+    let source = format!(
+        "{}/src/credential/api_key/migrations/{database}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::copy(source, dir.path().join(name)).unwrap();
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    (dir, migrator)
+}
+
+#[tokio::test]
+async fn an_older_sqlite_schema_is_refused_then_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+    let (_keep, previous) = previous_version("sqlite").await;
+    an_older_schema_is_refused_then_upgraded(&url, previous).await;
+}
+
+#[tokio::test]
+async fn an_older_postgres_schema_is_refused_then_upgraded() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let url = fresh_database(&server).await;
+    let (_keep, previous) = previous_version("postgres").await;
+    an_older_schema_is_refused_then_upgraded(&url, previous).await;
+}
