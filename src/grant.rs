@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::credential::api_key::KeyId;
+use crate::credential::api_key::{KeyId, RateLimit};
 use crate::network::CidrSet;
 use crate::policy::{Denial, Scope, ScopeSet};
 
@@ -81,6 +81,8 @@ pub(crate) struct Rights {
     scopes: ScopeSet,
     allow_ips: Option<CidrSet>,
     attributes: Attributes,
+    /// An API key's rate limit, enforced by the gate after authorization.
+    rate_limit: Option<RateLimit>,
 }
 
 impl Rights {
@@ -93,7 +95,14 @@ impl Rights {
             scopes,
             allow_ips,
             attributes,
+            rate_limit: None,
         }
+    }
+
+    /// The same rights, limited to `limit` allowed requests per unit.
+    pub(crate) fn rate_limited(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
     }
 }
 
@@ -103,6 +112,7 @@ impl Hash for Rights {
         self.scopes.hash(state);
         self.attributes.hash(state);
         self.allow_ips.as_ref().map(CidrSet::len).hash(state);
+        self.rate_limit.hash(state);
     }
 }
 
@@ -166,6 +176,19 @@ impl Grant {
     /// minted from this grant never outlive it.
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.expires_at
+    }
+
+    /// The API key's id, for a grant of an API key.
+    pub(crate) fn key_id(&self) -> Option<KeyId> {
+        match self.principal {
+            Principal::Key(id) => Some(id),
+            Principal::Named(_) => None,
+        }
+    }
+
+    /// The API key's rate limit, if it has one (the gate enforces it after authorization).
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rights.rate_limit
     }
 
     /// All attributes.

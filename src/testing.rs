@@ -351,6 +351,7 @@ impl Policy {
             method: &probe.method,
             path: &probe.path,
             tls: probe.tls,
+            client_ip: probe.client_ip,
             forwarding: None,
         };
         match self.start(facts, true, || None, || Ok(probe.credential.as_ref())) {

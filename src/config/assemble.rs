@@ -48,6 +48,9 @@ impl GateFile {
             }
             gate = gate.protected_resource(metadata);
         }
+        if let Some(shadow) = self.shadow_policy()? {
+            gate = gate.shadow(shadow);
+        }
         Ok(gate)
     }
 

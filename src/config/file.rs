@@ -34,6 +34,12 @@ pub struct GateFile {
     /// `[resource]`: RFC 9728 protected resource metadata.
     #[serde(default)]
     pub resource: Option<ResourceSection>,
+    /// `[metrics]`: only read by `scopegate serve`.
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
+    /// `[shadow]`: a candidate policy, decided beside the enforced one and only audited.
+    #[serde(default)]
+    pub shadow: Option<ShadowSection>,
     #[serde(default, rename = "route")]
     routes: Vec<toml::Spanned<RouteTable>>,
     #[serde(skip)]
@@ -51,6 +57,32 @@ pub struct ServerSection {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsSection {
+    /// Where `serve` answers `GET /metrics` (Prometheus text format), e.g. `127.0.0.1:9464`.
+    pub listen: std::net::SocketAddr,
+}
+
+/// `[shadow]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ShadowSection {
+    /// A file of `[[route]]` tables (nothing else), relative to the gate file: the candidate policy.
+    pub routes_file: PathBuf,
+}
+
+/// A shadow routes file: `[[route]]` tables only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesFile {
+    #[serde(default, rename = "route")]
+    routes: Vec<toml::Spanned<RouteTable>>,
 }
 
 /// `[transport]`.
@@ -530,6 +562,56 @@ struct RouteTable {
     bind: BTreeMap<String, String>,
     #[serde(default)]
     allow_ips: Option<Vec<String>>,
+    #[serde(default)]
+    auth: AuthField,
+}
+
+/// `auth = "required" | "optional"` of a route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AuthField {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// The route rules of `[[route]]` tables, as builder values; `text` is the file they were read from (for lines).
+fn routes_of(tables: &[toml::Spanned<RouteTable>], text: &str) -> Result<Vec<Route>, ConfigError> {
+    let mut routes = Vec::with_capacity(tables.len());
+    for (i, spanned) in tables.iter().enumerate() {
+        let table = spanned.get_ref();
+        let line = line_of(text, spanned.span().start);
+        let mut route = Route::new(table.methods.clone(), table.path.clone());
+        route.line = Some(line);
+        if table.public {
+            route = route.public();
+        }
+        if table.auth == AuthField::Optional {
+            route = route.optional_auth();
+        }
+        if let Some(require) = &table.require {
+            let requirement = require.compile().map_err(|problem| {
+                ConfigError::invalid(
+                    Location {
+                        line: Some(line),
+                        section: Some(format!("route #{} ({})", i + 1, route.label())),
+                        field: Some("require".to_owned()),
+                        ..Location::default()
+                    },
+                    problem,
+                )
+            })?;
+            route = route.require(requirement);
+        }
+        for (param, attribute) in &table.bind {
+            route = route.bind(param.clone(), attribute.clone());
+        }
+        if let Some(list) = &table.allow_ips {
+            route = route.allow_ips(list.clone());
+        }
+        routes.push(route);
+    }
+    Ok(routes)
 }
 
 /// `{ all = [...] }` or `{ any = [...] }`, members being scopes or nested tables.
@@ -585,12 +667,57 @@ impl GateFile {
         })?;
         let mut gate = Self::parse(&text).map_err(|e| e.in_file(path))?;
         gate.source = Some(path.to_path_buf());
+        // The shadow routes file is relative to this one: read and compiled now that its place is known.
+        gate.shadow_policy()?;
         Ok(gate)
     }
 
-    /// Parses and validates a gate file's text.
+    /// Parses and validates a gate file's text. A `[shadow] routes_file` is read relative to the working
+    /// directory.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        Self::parse(text)
+        let gate = Self::parse(text)?;
+        gate.shadow_policy()?;
+        Ok(gate)
+    }
+
+    /// The candidate policy of `[shadow] routes_file`, compiled; `None` without `[shadow]`. Errors name the
+    /// routes file, its line and route.
+    pub fn shadow_policy(&self) -> Result<Option<Policy>, ConfigError> {
+        let Some(shadow) = &self.shadow else {
+            return Ok(None);
+        };
+        let path = self.resolve(&shadow.routes_file);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            file: path.clone(),
+            source,
+        })?;
+        let file: RoutesFile = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| line_of(&text, s.start));
+            ConfigError::invalid(
+                Location {
+                    line,
+                    ..Location::default()
+                },
+                e.message(),
+            )
+            .in_file(&path)
+        })?;
+        if file.routes.is_empty() {
+            return Err(ConfigError::invalid(
+                Location {
+                    line: None,
+                    ..Location::default()
+                },
+                "no [[route]] table: a shadow policy of no routes would deny everything",
+            )
+            .in_file(&path));
+        }
+        let routes = routes_of(&file.routes, &text).map_err(|e| e.in_file(&path))?;
+        Policy::builder()
+            .routes(routes)
+            .build()
+            .map(Some)
+            .map_err(|e| e.in_file(&path))
     }
 
     fn parse(text: &str) -> Result<Self, ConfigError> {
@@ -672,38 +799,7 @@ impl GateFile {
 
     /// The route rules as builder values.
     fn routes(&self) -> Result<Vec<Route>, ConfigError> {
-        let mut routes = Vec::with_capacity(self.routes.len());
-        for (i, spanned) in self.routes.iter().enumerate() {
-            let table = spanned.get_ref();
-            let line = line_of(&self.text, spanned.span().start);
-            let mut route = Route::new(table.methods.clone(), table.path.clone());
-            route.line = Some(line);
-            if table.public {
-                route = route.public();
-            }
-            if let Some(require) = &table.require {
-                let requirement = require.compile().map_err(|problem| {
-                    ConfigError::invalid(
-                        Location {
-                            line: Some(line),
-                            section: Some(format!("route #{} ({})", i + 1, route.label())),
-                            field: Some("require".to_owned()),
-                            ..Location::default()
-                        },
-                        problem,
-                    )
-                })?;
-                route = route.require(requirement);
-            }
-            for (param, attribute) in &table.bind {
-                route = route.bind(param.clone(), attribute.clone());
-            }
-            if let Some(list) = &table.allow_ips {
-                route = route.allow_ips(list.clone());
-            }
-            routes.push(route);
-        }
-        Ok(routes)
+        routes_of(&self.routes, &self.text)
     }
 
     /// Compiles the `[[route]]` tables into a [`Policy`].

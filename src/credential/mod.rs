@@ -8,7 +8,7 @@ mod order;
 pub(crate) use order::InsertionOrder;
 
 pub use header::DEFAULT_MAX_CREDENTIAL_LEN;
-pub(crate) use header::{CredentialSource, extract_credential};
+pub(crate) use header::{CredentialSource, PresentedCredential, extract_credential};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -72,6 +72,6 @@ impl IntoResponse for crate::policy::Denial {
             status = self.answer().status,
             "authorization decision in a handler"
         );
-        crate::layer::render_denial(&self, false).map(axum_core::body::Body::new)
+        crate::layer::render_denial(&self).map(axum_core::body::Body::new)
     }
 }

@@ -44,6 +44,12 @@ pub struct AuditEvent<'a> {
     pub route: Option<&'a str>,
     /// Time spent deciding, in microseconds.
     pub latency_us: u64,
+    /// With a shadow policy: what it would have decided (`allow` or `deny`), never enforced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_decision: Option<&'static str>,
+    /// With a shadow policy: its reason (`granted`, `insufficient_scope`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_reason: Option<&'static str>,
 }
 
 impl AuditEvent<'_> {
@@ -129,6 +135,8 @@ impl AuditSink for TracingAudit {
                     path = %e.path,
                     route = e.route,
                     latency_us = e.latency_us,
+                    shadow_decision = e.shadow_decision,
+                    shadow_reason = e.shadow_reason,
                     "authorization decision"
                 )
             };

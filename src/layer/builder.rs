@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 
+use super::metrics::DecisionMetrics;
+use super::rate_limit::KeyRateLimits;
 use super::render::DenialBodyHook;
 use super::resource::ProtectedResource;
 use super::service::{Gate, ScopeGateLayer};
@@ -32,6 +34,7 @@ pub struct ScopeGateBuilder {
     realm: String,
     body_hook: Option<DenialBodyHook>,
     resource: Option<ProtectedResource>,
+    shadow: Option<Policy>,
 }
 
 impl fmt::Debug for ScopeGateBuilder {
@@ -64,6 +67,7 @@ impl ScopeGateLayer {
             realm: DEFAULT_REALM.to_owned(),
             body_hook: None,
             resource: None,
+            shadow: None,
         }
     }
 }
@@ -150,6 +154,18 @@ impl ScopeGateBuilder {
         self
     }
 
+    /// Decides every request with `candidate` as well, beside the enforced policy, and audits what it would have
+    /// decided (`shadow_decision`, `shadow_reason` in each [`AuditEvent`](super::AuditEvent)). The candidate never
+    /// changes a response, a status or a header. It sees the same facts and, when the enforced policy authenticated
+    /// the credential, the same outcome: the store is never asked twice. When only the candidate needs a credential
+    /// authenticated (the enforced route is public, say), a cached answer is used and the store is never asked; then
+    /// without one the shadow decision is `unavailable`. For rolling out a stricter policy: watch the shadow denials,
+    /// then enforce it.
+    pub fn shadow(mut self, candidate: Policy) -> Self {
+        self.shadow = Some(candidate);
+        self
+    }
+
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<ScopeGateLayer, ConfigError> {
         let at = |field: &str| Location {
@@ -227,6 +243,9 @@ impl ScopeGateBuilder {
                 realm: self.realm,
                 body_hook: self.body_hook,
                 resource,
+                shadow: self.shadow,
+                rate_limits: KeyRateLimits::default(),
+                metrics: DecisionMetrics::default(),
             }),
         })
     }

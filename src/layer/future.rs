@@ -12,7 +12,8 @@ use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::render::render;
+use super::rate_limit::{RateHeaders, RateOutcome};
+use super::render::{GrpcFlavor, render};
 use super::service::{Gate, RequestContext};
 use super::{Allowed, DEFAULT_REALM, GateBody};
 use crate::credential::AuthFuture;
@@ -31,7 +32,7 @@ impl<S, B> AwaitingAuth<S, B>
 where
     S: Service<Request<B>>,
 {
-    /// Steps 7–9 once authentication has an outcome: deny, or call the inner service with the grant attached.
+    /// Steps 7–10 once authentication has an outcome: deny, or call the inner service with the grant attached.
     pub(super) fn decide(self, outcome: Result<Grant, Denial>) -> ResponseFuture<S, B> {
         let AwaitingAuth {
             inner,
@@ -43,18 +44,32 @@ where
         let route = gate.policy.route_of(&lookup);
         // 7–8.
         let decision = gate.policy.finish(&lookup, &outcome, ctx.client.client_ip);
-        let (decision, grant) = match (decision, outcome) {
-            (Decision::Deny(denial), outcome) => {
-                let grant = outcome.ok();
-                return ResponseFuture::ready(gate.deny(&req, &ctx, denial, grant.as_ref(), route));
+        let grant = match (&decision, &outcome) {
+            (Decision::Deny(denial), _) | (Decision::Allow { .. }, Err(denial)) => {
+                // (`finish` denies every failed authentication; were it not to, this still refuses.)
+                let denial = denial.clone();
+                return ResponseFuture::ready(gate.deny(&req, &ctx, denial, Some(&outcome), route));
             }
-            (Decision::Allow { .. }, Err(denial)) => {
-                // `finish` denies every failed authentication; were it not to, this still refuses.
-                return ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route));
-            }
-            (decision @ Decision::Allow { .. }, Ok(grant)) => (decision, grant),
+            (Decision::Allow { .. }, Ok(grant)) => grant,
         };
-        // 9. Allow.
+        // 9. Rate: a key with a limit, past it, is refused (and the refusal consumes nothing).
+        let rate = match (grant.rate_limit(), grant.key_id()) {
+            (Some(limit), Some(id)) => match gate.rate_limits.check(id, limit) {
+                RateOutcome::Allowed(headers) => Some(headers),
+                RateOutcome::Limited(wait, headers) => {
+                    let denial = Denial::rate_limited(wait);
+                    let mut response = gate.deny(&req, &ctx, denial, Some(&outcome), route);
+                    headers.apply(response.headers_mut());
+                    return ResponseFuture::ready(response);
+                }
+            },
+            _ => None,
+        };
+        // 10. Allow.
+        let shadow = gate.shadow_decision(&req, &ctx, Some(&outcome));
+        let Ok(grant) = outcome else {
+            return ResponseFuture::ready(polled_after_completion());
+        };
         gate.audit(
             &req,
             &ctx,
@@ -62,9 +77,10 @@ where
             decision.status(),
             Some(&grant),
             route,
+            shadow.as_ref(),
         );
         req.extensions_mut().insert(grant);
-        ResponseFuture::inner(inner, req, &gate, &ctx, decision)
+        ResponseFuture::inner(inner, req, &gate, &ctx, decision, rate)
     }
 }
 
@@ -90,7 +106,7 @@ pin_project! {
         // Waiting for authentication (a store lookup, a key set).
         Authenticating { auth: AuthFuture, pending: Option<AwaitingAuth<S, B>> },
         // Allowed: the inner service is answering.
-        Inner { #[pin] future: S::Future, hsts: Option<HeaderValue> },
+        Inner { #[pin] future: S::Future, hsts: Option<HeaderValue>, rate: Option<RateHeaders> },
     }
 }
 
@@ -112,6 +128,7 @@ where
         gate: &Gate,
         ctx: &RequestContext,
         decision: Decision,
+        rate: Option<RateHeaders>,
     ) -> Self {
         if let Decision::Allow { route, kind } = decision {
             req.extensions_mut().insert(Allowed {
@@ -130,6 +147,7 @@ where
             state: State::Inner {
                 future: inner.call(req),
                 hsts,
+                rate,
             },
         }
     }
@@ -141,7 +159,7 @@ fn polled_after_completion() -> Response<Full<Bytes>> {
         DenialKind::Unavailable,
         "response future polled after completion",
     );
-    render(&denial, false, DEFAULT_REALM, None)
+    render(&denial, GrpcFlavor::None, DEFAULT_REALM, None)
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
@@ -157,12 +175,15 @@ where
                     let response = response.take().unwrap_or_else(polled_after_completion);
                     return Poll::Ready(Ok(response.map(Either::Right)));
                 }
-                Projected::Inner { future, hsts } => {
+                Projected::Inner { future, hsts, rate } => {
                     let mut response = ready!(future.poll(cx))?;
                     if let Some(value) = hsts.take() {
                         response
                             .headers_mut()
                             .insert(STRICT_TRANSPORT_SECURITY, value);
+                    }
+                    if let Some(headers) = rate.take() {
+                        headers.apply(response.headers_mut());
                     }
                     return Poll::Ready(Ok(response.map(Either::Left)));
                 }

@@ -31,6 +31,8 @@
 mod audit;
 mod builder;
 mod future;
+mod metrics;
+mod rate_limit;
 mod render;
 mod resource;
 mod service;
@@ -44,6 +46,7 @@ use http_body_util::{Either, Full};
 pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, JsonLinesAudit, KeySetEvent, TracingAudit};
 pub use builder::ScopeGateBuilder;
 pub use future::ResponseFuture;
+pub use metrics::{DECISION_DURATION_SECONDS, DECISIONS_TOTAL};
 pub use render::DenialBodyHook;
 pub use resource::{PROTECTED_RESOURCE_PATH, ProtectedResource};
 pub use service::{ScopeGateLayer, ScopeGateService};
@@ -88,11 +91,10 @@ impl Allowed {
     }
 }
 
-/// Renders a denial the way the gate does (HTTP, or gRPC when `grpc`), with the default realm: for in-handler
-/// refusals.
+/// Renders a denial the way the gate does for an HTTP request, with the default realm: for in-handler refusals.
 #[cfg(feature = "axum")]
-pub(crate) fn render_denial(denial: &Denial, grpc: bool) -> http::Response<Full<Bytes>> {
-    render::render(denial, grpc, DEFAULT_REALM, None)
+pub(crate) fn render_denial(denial: &Denial) -> http::Response<Full<Bytes>> {
+    render::render(denial, render::GrpcFlavor::None, DEFAULT_REALM, None)
 }
 
 /// The response body of a gated service: the inner service's body, or a denial's.

@@ -1,5 +1,5 @@
-//! Denials on the wire: HTTP (RFC 6750 challenge + RFC 9457 problem body) and gRPC (trailers-only status), both
-//! read from the one table, `DenialKind::answer`.
+//! Denials on the wire: HTTP (RFC 6750 challenge + RFC 9457 problem body), gRPC (trailers-only status) and
+//! gRPC-web (the status in a trailer frame in the body), all read from the one table, `DenialKind::answer`.
 
 use std::sync::Arc;
 
@@ -15,14 +15,52 @@ use crate::policy::{Challenge, Denial, DenialKind};
 /// cannot change the status, the headers or the decision.
 pub type DenialBodyHook = Arc<dyn Fn(DenialKind) -> Option<(HeaderValue, Bytes)> + Send + Sync>;
 
-/// Whether a request is gRPC (its content type is `application/grpc` or `application/grpc+…`).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.len() >= 16
-            && v[..16].eq_ignore_ascii_case(b"application/grpc")
-            && (v.len() == 16 || matches!(v[16], b'+' | b';'))
-    })
+/// How a request wants its denial: as HTTP, gRPC, or gRPC-web (binary or base64 text), from its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrpcFlavor {
+    /// Not gRPC: an HTTP problem body.
+    None,
+    /// `application/grpc`, `application/grpc+…`: a trailers-only response.
+    Grpc,
+    /// `application/grpc-web`, `application/grpc-web+…`: the status in a trailer frame of the body.
+    Web,
+    /// `application/grpc-web-text`, `application/grpc-web-text+…`: the same frame, base64.
+    WebText,
+}
+
+impl GrpcFlavor {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let Some(value) = headers.get(CONTENT_TYPE) else {
+            return GrpcFlavor::None;
+        };
+        let v = value.as_bytes();
+        // The type, up to a `+` subtype or `;` parameters, compared without case.
+        let end = v
+            .iter()
+            .position(|b| matches!(b, b'+' | b';'))
+            .unwrap_or(v.len());
+        let base = &v[..end];
+        if base.eq_ignore_ascii_case(b"application/grpc") {
+            GrpcFlavor::Grpc
+        } else if base.eq_ignore_ascii_case(b"application/grpc-web") {
+            GrpcFlavor::Web
+        } else if base.eq_ignore_ascii_case(b"application/grpc-web-text") {
+            GrpcFlavor::WebText
+        } else {
+            GrpcFlavor::None
+        }
+    }
+}
+
+/// A gRPC-web trailer frame: the flag byte 0x80, the length (4 bytes, big-endian), then the trailers as HTTP/1
+/// header lines.
+fn web_trailer_frame(grpc_code: u8, message: &str) -> Vec<u8> {
+    let trailers = format!("grpc-status:{grpc_code}\r\ngrpc-message:{message}\r\n");
+    let mut frame = Vec::with_capacity(5 + trailers.len());
+    frame.push(0x80);
+    frame.extend_from_slice(&u32::try_from(trailers.len()).unwrap_or(0).to_be_bytes());
+    frame.extend_from_slice(trailers.as_bytes());
+    frame
 }
 
 fn title(code: &str) -> &'static str {
@@ -32,6 +70,7 @@ fn title(code: &str) -> &'static str {
         "tls_required" => "TLS required",
         "insufficient_scope" => "Insufficient scope",
         "throttled" => "Too many failed attempts",
+        "rate_limited" => "Rate limit exceeded",
         "unavailable" => "Service unavailable",
         _ => "Forbidden",
     }
@@ -62,26 +101,47 @@ fn challenge(denial: &Denial, realm: &str) -> Option<String> {
 /// Renders a denial. `realm` was validated at build time (quoted-string safe).
 pub(crate) fn render(
     denial: &Denial,
-    grpc: bool,
+    flavor: GrpcFlavor,
     realm: &str,
     hook: Option<&DenialBodyHook>,
 ) -> Response<Full<Bytes>> {
+    use base64::Engine as _;
     let answer = denial.answer();
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if grpc {
-        // Trailers-only response: HTTP 200 with the gRPC status in the headers.
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from(u16::from(answer.grpc_code)),
-        );
-        headers.insert(
-            "grpc-message",
-            HeaderValue::from_static(answer.problem_code),
-        );
-        return response;
+    match flavor {
+        GrpcFlavor::None => {}
+        GrpcFlavor::Grpc => {
+            // Trailers-only response: HTTP 200 with the gRPC status in the headers.
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            headers.insert(
+                "grpc-status",
+                HeaderValue::from(u16::from(answer.grpc_code)),
+            );
+            headers.insert(
+                "grpc-message",
+                HeaderValue::from_static(answer.problem_code),
+            );
+            return response;
+        }
+        GrpcFlavor::Web | GrpcFlavor::WebText => {
+            // gRPC-web: HTTP 200, no message, the status in the body's trailer frame.
+            let frame = web_trailer_frame(answer.grpc_code, answer.problem_code);
+            let (content_type, body) = if flavor == GrpcFlavor::Web {
+                ("application/grpc-web+proto", frame)
+            } else {
+                (
+                    "application/grpc-web-text+proto",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(frame)
+                        .into_bytes(),
+                )
+            };
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            *response.body_mut() = Full::new(Bytes::from(body));
+            return response;
+        }
     }
     *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::FORBIDDEN);
     let headers = response.headers_mut();
@@ -133,7 +193,7 @@ mod tests {
     #[test]
     fn http_denials_follow_the_table() {
         for kind in DenialKind::ALL {
-            let r = render(&Denial::new(kind, "x"), false, "api", None);
+            let r = render(&Denial::new(kind, "x"), GrpcFlavor::None, "api", None);
             assert_eq!(r.status().as_u16(), kind.answer().status, "{kind}");
             assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
             let json = body(r);
@@ -151,14 +211,14 @@ mod tests {
     fn challenges() {
         let r = render(
             &Denial::new(DenialKind::MissingCredential, "x"),
-            false,
+            GrpcFlavor::None,
             "api",
             None,
         );
         assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"api\"");
         let r = render(
             &Denial::new(DenialKind::RevokedCredential, "x"),
-            false,
+            GrpcFlavor::None,
             "api",
             None,
         );
@@ -167,12 +227,22 @@ mod tests {
             "Bearer realm=\"api\", error=\"invalid_token\""
         );
         let hint = vec![Scope::parse("a:read").unwrap(), Scope::parse("b").unwrap()];
-        let r = render(&Denial::insufficient_scope(hint), false, "api", None);
+        let r = render(
+            &Denial::insufficient_scope(hint),
+            GrpcFlavor::None,
+            "api",
+            None,
+        );
         assert_eq!(
             r.headers()[WWW_AUTHENTICATE],
             "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"a:read b\""
         );
-        let r = render(&Denial::malformed_credentials("two"), false, "api", None);
+        let r = render(
+            &Denial::malformed_credentials("two"),
+            GrpcFlavor::None,
+            "api",
+            None,
+        );
         assert_eq!(
             r.headers()[WWW_AUTHENTICATE],
             "Bearer realm=\"api\", error=\"invalid_request\""
@@ -183,7 +253,7 @@ mod tests {
             DenialKind::NoPolicy,
             DenialKind::Unavailable,
         ] {
-            let r = render(&Denial::new(kind, "x"), false, "api", None);
+            let r = render(&Denial::new(kind, "x"), GrpcFlavor::None, "api", None);
             assert!(r.headers().get(WWW_AUTHENTICATE).is_none(), "{kind}");
         }
     }
@@ -192,7 +262,7 @@ mod tests {
     fn throttled_has_retry_after() {
         let r = render(
             &Denial::throttled(std::time::Duration::from_millis(1500)),
-            false,
+            GrpcFlavor::None,
             "api",
             None,
         );
@@ -203,7 +273,7 @@ mod tests {
     #[test]
     fn grpc_denials_are_trailers_only() {
         for kind in DenialKind::ALL {
-            let r = render(&Denial::new(kind, "x"), true, "api", None);
+            let r = render(&Denial::new(kind, "x"), GrpcFlavor::Grpc, "api", None);
             assert_eq!(r.status(), 200);
             assert_eq!(
                 r.headers()["grpc-status"],
@@ -216,15 +286,54 @@ mod tests {
     #[test]
     fn grpc_detection() {
         let mut h = HeaderMap::new();
-        for (ct, grpc) in [
-            ("application/grpc", true),
-            ("application/grpc+proto", true),
-            ("Application/GRPC", true),
-            ("application/grpc-web", false),
-            ("application/json", false),
+        for (ct, flavor) in [
+            ("application/grpc", GrpcFlavor::Grpc),
+            ("application/grpc+proto", GrpcFlavor::Grpc),
+            ("Application/GRPC", GrpcFlavor::Grpc),
+            ("application/grpc;charset=utf-8", GrpcFlavor::Grpc),
+            ("application/grpc-web", GrpcFlavor::Web),
+            ("application/grpc-web+proto", GrpcFlavor::Web),
+            ("application/grpc-web-text", GrpcFlavor::WebText),
+            ("application/grpc-web-text+proto", GrpcFlavor::WebText),
+            ("application/grpcx", GrpcFlavor::None),
+            ("application/grpc-webx", GrpcFlavor::None),
+            ("application/json", GrpcFlavor::None),
         ] {
             h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-            assert_eq!(is_grpc(&h), grpc, "{ct}");
+            assert_eq!(GrpcFlavor::of(&h), flavor, "{ct}");
+        }
+        assert_eq!(GrpcFlavor::of(&HeaderMap::new()), GrpcFlavor::None);
+    }
+
+    #[test]
+    fn grpc_web_denials_carry_the_status_in_a_trailer_frame() {
+        use base64::Engine as _;
+        for kind in DenialKind::ALL {
+            let code = kind.answer().grpc_code;
+            let trailers = format!(
+                "grpc-status:{code}\r\ngrpc-message:{}\r\n",
+                kind.answer().problem_code
+            );
+            let r = render(&Denial::new(kind, "x"), GrpcFlavor::Web, "api", None);
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()[CONTENT_TYPE], "application/grpc-web+proto");
+            assert!(r.headers().get("grpc-status").is_none());
+            let bytes = futures_executor(r.into_body().collect())
+                .unwrap()
+                .to_bytes();
+            assert_eq!(bytes[0], 0x80, "a trailer frame");
+            let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+            assert_eq!(&bytes[5..], trailers.as_bytes());
+            assert_eq!(len, trailers.len());
+            let r = render(&Denial::new(kind, "x"), GrpcFlavor::WebText, "api", None);
+            assert_eq!(r.headers()[CONTENT_TYPE], "application/grpc-web-text+proto");
+            let text = futures_executor(r.into_body().collect())
+                .unwrap()
+                .to_bytes();
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(&text)
+                .unwrap();
+            assert_eq!(&decoded[5..], trailers.as_bytes());
         }
     }
 
@@ -238,7 +347,7 @@ mod tests {
         });
         let r = render(
             &Denial::new(DenialKind::NoPolicy, "x"),
-            false,
+            GrpcFlavor::None,
             "api",
             Some(&hook),
         );

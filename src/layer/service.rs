@@ -13,14 +13,18 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::future::{AwaitingAuth, ResponseFuture, State};
-use super::render::{DenialBodyHook, is_grpc, render};
+use super::metrics::DecisionMetrics;
+use super::rate_limit::KeyRateLimits;
+use super::render::{DenialBodyHook, render};
 use super::resource::ResourceDocument;
 use super::throttle::Throttle;
 use super::{AuditEvent, AuditSink, GateBody};
-use crate::credential::{Authentication, Authenticator, CredentialSource, extract_credential};
+use crate::credential::{
+    Authentication, Authenticator, CredentialSource, PresentedCredential, extract_credential,
+};
 use crate::grant::Grant;
 use crate::network::{CidrSet, ClientFacts, ConnectionInfo, resolve_client};
-use crate::policy::{Decision, Denial, Lookup, Policy, RequestFacts, Started};
+use crate::policy::{Decision, Denial, DenialKind, Lookup, Policy, RequestFacts, Started};
 
 pub(super) struct Gate {
     pub(super) policy: Policy,
@@ -36,6 +40,10 @@ pub(super) struct Gate {
     pub(super) realm: String,
     pub(super) body_hook: Option<DenialBodyHook>,
     pub(super) resource: Option<ResourceDocument>,
+    /// A candidate policy, decided beside the enforced one and only audited.
+    pub(super) shadow: Option<Policy>,
+    pub(super) rate_limits: KeyRateLimits,
+    pub(super) metrics: DecisionMetrics,
 }
 
 /// The layer: cheap to clone, holds the compiled configuration.
@@ -80,8 +88,12 @@ impl<S> fmt::Debug for ScopeGateService<S> {
 pub(super) struct RequestContext {
     pub(super) started: Instant,
     pub(super) client: ClientFacts,
-    pub(super) grpc: bool,
+    pub(super) grpc: GrpcFlavor,
+    /// Step 0's refusal, kept for the shadow policy (only when there is one).
+    pub(super) forwarding: Option<Denial>,
 }
+
+pub(super) use super::render::GrpcFlavor;
 
 /// The request's connection facts: the acceptor's marker, else a framework's connect info (`integrations`), else
 /// plaintext from an unknown peer.
@@ -117,6 +129,7 @@ impl Gate {
             method: req.method(),
             path: req.uri().path(),
             tls: client.tls,
+            client_ip: client.client_ip,
             forwarding,
         };
         let locked_out = || {
@@ -132,19 +145,67 @@ impl Gate {
         {
             Started::Decided(decision, lookup) => Progress::Decided(decision, lookup),
             Started::Authenticate(presented, lookup) => {
-                // 6. Authenticate: choose the authenticator by shape.
-                let is_jwt = presented.source() == CredentialSource::Authorization
-                    && presented.secret().expose().contains(&b'.');
-                let authenticator = if is_jwt { &self.jwt } else { &self.api_keys };
-                let authentication = match authenticator {
-                    Some(a) => a.authenticate(presented.into_secret()),
-                    None => Authentication::Ready(Err(Denial::invalid_credential(
-                        "no authenticator for this kind of credential",
-                    ))),
-                };
-                Progress::Authenticating(authentication, lookup)
+                Progress::Authenticating(self.authenticate(presented), lookup)
             }
         }
+    }
+
+    /// 6. Authenticate: choose the authenticator by the credential's shape.
+    fn authenticate(&self, presented: PresentedCredential) -> Authentication {
+        let is_jwt = presented.source() == CredentialSource::Authorization
+            && presented.secret().expose().contains(&b'.');
+        let authenticator = if is_jwt { &self.jwt } else { &self.api_keys };
+        match authenticator {
+            Some(a) => a.authenticate(presented.into_secret()),
+            None => Authentication::Ready(Err(Denial::invalid_credential(
+                "no authenticator for this kind of credential",
+            ))),
+        }
+    }
+
+    /// The shadow policy's decision of steps 0–8 for this request, on the same facts and, when the enforced policy
+    /// authenticated, the same outcome (`outcome`); `None` without a shadow policy. The store is never asked for
+    /// the shadow: when only the shadow needs a credential authenticated, a cached answer is used, and without one
+    /// the shadow decision is `unavailable`.
+    pub(super) fn shadow_decision<B>(
+        &self,
+        req: &Request<B>,
+        ctx: &RequestContext,
+        outcome: Option<&Result<Grant, Denial>>,
+    ) -> Option<Decision> {
+        let shadow = self.shadow.as_ref()?;
+        let facts = RequestFacts {
+            method: req.method(),
+            path: req.uri().path(),
+            tls: ctx.client.tls,
+            client_ip: ctx.client.client_ip,
+            forwarding: ctx.forwarding.clone(),
+        };
+        let locked_out = || {
+            self.throttle
+                .as_ref()
+                .and_then(|throttle| throttle.locked_out(ctx.client.throttle_ip()))
+        };
+        let credential =
+            || extract_credential(req.headers(), &self.key_header, self.max_credential_len);
+        Some(
+            match shadow.start(facts, self.require_tls, locked_out, credential) {
+                Started::Decided(decision, _) => decision,
+                Started::Authenticate(presented, lookup) => match outcome {
+                    Some(outcome) => shadow.finish(&lookup, outcome, ctx.client.client_ip),
+                    None => match self.authenticate(presented) {
+                        Authentication::Ready(outcome) => {
+                            shadow.finish(&lookup, &outcome, ctx.client.client_ip)
+                        }
+                        // Dropped unpolled: no store read, no key set fetch.
+                        Authentication::Pending(_) => Decision::Deny(Denial::new(
+                            DenialKind::Unavailable,
+                            "the shadow policy needed a credential that only a store read could authenticate",
+                        )),
+                    },
+                },
+            },
+        )
     }
 
     fn count_failure(&self, denial: &Denial, client: &ClientFacts) {
@@ -153,6 +214,8 @@ impl Gate {
         }
     }
 
+    /// Audits and counts one decision. `shadow` is the shadow policy's, when there is one.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn audit<B>(
         &self,
         req: &Request<B>,
@@ -161,11 +224,14 @@ impl Gate {
         status: u16,
         grant: Option<&Grant>,
         route: Option<&str>,
+        shadow: Option<&Decision>,
     ) {
         let (verdict, detail) = match decision {
             Decision::Allow { .. } => ("allow", "allowed"),
             Decision::Deny(d) => ("deny", d.detail()),
         };
+        let elapsed = ctx.started.elapsed();
+        self.metrics.record(decision, elapsed);
         self.audit.record(&AuditEvent {
             decision: verdict,
             reason: decision.reason(),
@@ -178,19 +244,27 @@ impl Gate {
             method: req.method().as_str(),
             path: req.uri().path(),
             route,
-            latency_us: AuditEvent::latency_of(ctx.started.elapsed()),
+            latency_us: AuditEvent::latency_of(elapsed),
+            shadow_decision: shadow.map(|d| match d {
+                Decision::Allow { .. } => "allow",
+                Decision::Deny(_) => "deny",
+            }),
+            shadow_reason: shadow.map(Decision::reason),
         });
     }
 
-    /// Answers a denial: throttle, render, audit.
+    /// Answers a denial: shadow (before the throttle counts this failure), throttle, render, audit. `outcome` is
+    /// authentication's, when it ran.
     pub(super) fn deny<B>(
         &self,
         req: &Request<B>,
         ctx: &RequestContext,
         denial: Denial,
-        grant: Option<&Grant>,
+        outcome: Option<&Result<Grant, Denial>>,
         route: Option<&str>,
     ) -> Response<Full<Bytes>> {
+        let shadow = self.shadow_decision(req, ctx, outcome);
+        let grant = outcome.and_then(|o| o.as_ref().ok());
         self.count_failure(&denial, &ctx.client);
         let mut response = render(&denial, ctx.grpc, &self.realm, self.body_hook.as_ref());
         if let Some(resource) = &self.resource {
@@ -198,7 +272,8 @@ impl Gate {
         }
         // The status as sent (a gRPC denial travels in HTTP 200 with trailers).
         let status = response.status().as_u16();
-        self.audit(req, ctx, &Decision::Deny(denial), status, grant, route);
+        let decision = Decision::Deny(denial);
+        self.audit(req, ctx, &decision, status, grant, route, shadow.as_ref());
         response
     }
 }
@@ -246,7 +321,7 @@ where
         let started = Instant::now();
         let gate = self.gate.clone();
         mark_sensitive(&mut req, &gate.key_header);
-        let grpc = is_grpc(req.headers());
+        let grpc = GrpcFlavor::of(req.headers());
         let connection = connection(req.extensions());
         // 0. The client, from the connection and a trusted proxy's forwarding headers.
         let (client, forwarding) =
@@ -259,6 +334,7 @@ where
             started,
             client,
             grpc,
+            forwarding: gate.shadow.as_ref().and(forwarding.clone()),
         };
         // The protected resource metadata: public, but only where the gate would serve anything (TLS).
         if let Some(resource) = &gate.resource
@@ -270,7 +346,17 @@ where
                 route: path.to_owned(),
                 kind: crate::policy::AllowKind::Public,
             };
-            gate.audit(&req, &ctx, &decision, 200, None, Some(path));
+            // Served whatever either policy says.
+            let shadow = gate.shadow.as_ref().map(|_| decision.clone());
+            gate.audit(
+                &req,
+                &ctx,
+                &decision,
+                200,
+                None,
+                Some(path),
+                shadow.as_ref(),
+            );
             return ResponseFuture::ready(resource.response());
         }
         // Take the service that was driven to readiness; leave a clone behind.
@@ -286,8 +372,10 @@ where
                     Decision::Allow { route, .. } => Some(route.as_str()),
                     Decision::Deny(_) => None,
                 };
-                gate.audit(&req, &ctx, &decision, decision.status(), None, route);
-                ResponseFuture::inner(inner, req, &gate, &ctx, decision)
+                let shadow = gate.shadow_decision(&req, &ctx, None);
+                let status = decision.status();
+                gate.audit(&req, &ctx, &decision, status, None, route, shadow.as_ref());
+                ResponseFuture::inner(inner, req, &gate, &ctx, decision, None)
             }
             Progress::Authenticating(auth, lookup) => {
                 let pending = AwaitingAuth {

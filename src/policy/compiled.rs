@@ -62,6 +62,8 @@ struct Protection {
     requirement: Requirement,
     allow_ips: Option<CidrSet>,
     bind: Vec<(String, String)>,
+    /// `auth = "optional"`: no credential is an anonymous allow.
+    optional: bool,
 }
 
 /// Builds a [`Policy`]; every problem is reported by [`build`](PolicyBuilder::build).
@@ -189,6 +191,12 @@ fn compile_access(
     at: &dyn Fn(&str) -> Location,
 ) -> Result<Access, ConfigError> {
     if route.public {
+        if route.optional {
+            return Err(ConfigError::invalid(
+                at("auth"),
+                "a public route looks at no credential: optional authentication is for protected routes",
+            ));
+        }
         let extra = if route.require.is_some() {
             Some("require")
         } else if !route.bind.is_empty() {
@@ -253,10 +261,18 @@ fn compile_access(
         }
         bind.push((param.clone(), attribute.clone()));
     }
+    if route.optional && !bind.is_empty() {
+        return Err(ConfigError::invalid(
+            at("bind"),
+            "a route with optional authentication takes no binding: an anonymous request has no attribute to \
+             bind, and would reach every value of the parameter",
+        ));
+    }
     Ok(Access::Protected(Box::new(Protection {
         requirement,
         allow_ips,
         bind,
+        optional: route.optional,
     })))
 }
 
@@ -352,6 +368,38 @@ impl Policy {
             }),
             _ => None,
         }
+    }
+
+    /// Step 5 without a credential, on a route whose authentication is optional: the anonymous allow (or the
+    /// route's network refusal); `None` on any other route.
+    pub(super) fn anonymous_decision(
+        &self,
+        lookup: &Lookup,
+        client_ip: Option<IpAddr>,
+    ) -> Option<Decision> {
+        let Lookup::Protected(m) = lookup else {
+            return None;
+        };
+        let rule = &self.0.rules[m.rule];
+        let Access::Protected(protection) = &rule.access else {
+            return None;
+        };
+        if !protection.optional {
+            return None;
+        }
+        Some(
+            match check_network(
+                protection.allow_ips.as_ref(),
+                client_ip,
+                "client IP outside the route's allowlist",
+            ) {
+                Ok(()) => Decision::Allow {
+                    route: rule.pattern.clone(),
+                    kind: AllowKind::Anonymous,
+                },
+                Err(denial) => Decision::Deny(denial),
+            },
+        )
     }
 
     /// Every scope some route's requirement names, sorted, each once (e.g. the default `scopes_supported` of the

@@ -44,6 +44,8 @@ pub enum DenialKind {
     ResourceNotPermitted,
     /// Too many failed authentications from this client.
     Throttled,
+    /// The API key is past its rate limit.
+    RateLimited,
     /// A store or key set did not answer: fail closed.
     Unavailable,
 }
@@ -80,7 +82,7 @@ pub enum Challenge {
 
 impl DenialKind {
     /// Every kind, in the order of the table in the contract.
-    pub const ALL: [DenialKind; 13] = [
+    pub const ALL: [DenialKind; 14] = [
         DenialKind::MalformedRequest,
         DenialKind::MissingCredential,
         DenialKind::InvalidCredential,
@@ -93,6 +95,7 @@ impl DenialKind {
         DenialKind::ResourceNotPermitted,
         DenialKind::InsufficientScope,
         DenialKind::Throttled,
+        DenialKind::RateLimited,
         DenialKind::Unavailable,
     ];
 
@@ -111,6 +114,7 @@ impl DenialKind {
             DenialKind::InsufficientScope => "insufficient_scope",
             DenialKind::ResourceNotPermitted => "resource_not_permitted",
             DenialKind::Throttled => "throttled",
+            DenialKind::RateLimited => "rate_limited",
             DenialKind::Unavailable => "unavailable",
         }
     }
@@ -134,6 +138,7 @@ impl DenialKind {
                 (403, Challenge::InsufficientScope, "insufficient_scope", 7)
             }
             DenialKind::Throttled => (429, Challenge::None, "throttled", 8),
+            DenialKind::RateLimited => (429, Challenge::None, "rate_limited", 8),
             DenialKind::Unavailable => (503, Challenge::None, "unavailable", 14),
         };
         Answer {
@@ -204,6 +209,17 @@ impl Denial {
             ..Denial::new(
                 DenialKind::Throttled,
                 "too many failed authentications from this client",
+            )
+        }
+    }
+
+    /// Past the key's rate limit: 429 `rate_limited`, with `Retry-After`.
+    pub(crate) fn rate_limited(retry_after: Duration) -> Self {
+        Denial {
+            retry_after: Some(retry_after),
+            ..Denial::new(
+                DenialKind::RateLimited,
+                "the API key is past its rate limit",
             )
         }
     }
@@ -287,14 +303,17 @@ pub enum AllowKind {
     Public,
     /// A credential was authenticated and its grant satisfied the route.
     Granted,
+    /// No credential, on a route whose authentication is optional.
+    Anonymous,
 }
 
 impl AllowKind {
-    /// The stable reason string: `public` or `granted`.
+    /// The stable reason string: `public`, `granted` or `anonymous`.
     pub fn as_str(self) -> &'static str {
         match self {
             AllowKind::Public => "public",
             AllowKind::Granted => "granted",
+            AllowKind::Anonymous => "anonymous",
         }
     }
 }
@@ -372,6 +391,7 @@ mod tests {
                 ("resource_not_permitted", 403, "forbidden", 7),
                 ("insufficient_scope", 403, "insufficient_scope", 7),
                 ("throttled", 429, "throttled", 8),
+                ("rate_limited", 429, "rate_limited", 8),
                 ("unavailable", 503, "unavailable", 14),
             ]
         );

@@ -25,6 +25,8 @@ pub(crate) struct RequestFacts<'r> {
     pub(crate) path: &'r str,
     /// Whether TLS is proven (by the connection, or by a trusted proxy).
     pub(crate) tls: bool,
+    /// The client's address, when known (for an anonymous request on a route with optional authentication).
+    pub(crate) client_ip: Option<IpAddr>,
     /// Step 0's refusal: a malformed forwarding header from a trusted proxy.
     pub(crate) forwarding: Option<Denial>,
 }
@@ -77,8 +79,15 @@ impl Policy {
         match credential() {
             Ok(Some(presented)) => Started::Authenticate(presented, lookup),
             Ok(None) => {
-                let denial = Denial::new(DenialKind::MissingCredential, "no credential presented");
-                Started::Decided(Decision::Deny(denial), Some(lookup))
+                let decision = self
+                    .anonymous_decision(&lookup, facts.client_ip)
+                    .unwrap_or_else(|| {
+                        Decision::Deny(Denial::new(
+                            DenialKind::MissingCredential,
+                            "no credential presented",
+                        ))
+                    });
+                Started::Decided(decision, Some(lookup))
             }
             Err(denial) => Started::Decided(Decision::Deny(denial), Some(lookup)),
         }

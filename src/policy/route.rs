@@ -31,6 +31,7 @@ pub struct Route {
     pub(crate) methods: Vec<String>,
     pub(crate) path: String,
     pub(crate) public: bool,
+    pub(crate) optional: bool,
     pub(crate) require: Option<RequireSpec>,
     pub(crate) bind: BTreeMap<String, String>,
     pub(crate) allow_ips: Option<Vec<String>>,
@@ -57,6 +58,7 @@ impl Route {
             methods: methods.into_iter().map(Into::into).collect(),
             path: path.into(),
             public: false,
+            optional: false,
             require: None,
             bind: BTreeMap::new(),
             allow_ips: None,
@@ -93,6 +95,17 @@ impl Route {
     /// bindings and allowlists.
     pub fn public(mut self) -> Self {
         self.public = true;
+        self
+    }
+
+    /// Makes authentication optional (gate file: `auth = "optional"`): a request without any credential is allowed
+    /// as anonymous (no scopes; handlers read `Option<Grant>`), and the route's allowlist still applies to it. A
+    /// request that presents a credential goes through every step as on any protected route: a bad credential is
+    /// 401 (and counts towards the throttle), a missing scope 403. The route still needs a requirement (for
+    /// credentials), and takes no `bind` (an anonymous request has no attribute to bind: it would see every
+    /// tenant's resources).
+    pub fn optional_auth(mut self) -> Self {
+        self.optional = true;
         self
     }
 

@@ -27,7 +27,7 @@ const BROKEN_STORE: &str = "sg_storedown";
 const JWT: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln";
 
 #[derive(Default, Clone)]
-struct Captured(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<String>>>);
 
 impl AuditSink for Captured {
     fn record(&self, event: &AuditEvent<'_>) {
@@ -39,7 +39,7 @@ impl AuditSink for Captured {
 }
 
 impl Captured {
-    fn events(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn events(&self) -> Vec<serde_json::Value> {
         self.0
             .lock()
             .unwrap()
@@ -52,7 +52,7 @@ impl Captured {
     }
 }
 
-fn policy() -> Policy {
+pub(crate) fn policy() -> Policy {
     Policy::builder()
         .route(Route::get("/health").public())
         .route(Route::get("/v1/invoices/{id}").require_all(["invoices:read"]))
@@ -71,7 +71,7 @@ fn policy() -> Policy {
         .unwrap()
 }
 
-fn credentials() -> StaticCredentials {
+pub(crate) fn credentials() -> StaticCredentials {
     StaticCredentials::new()
         .with(
             GOOD,
@@ -100,9 +100,9 @@ fn credentials() -> StaticCredentials {
         .with_denial(BROKEN_STORE, DenialKind::Unavailable)
 }
 
-struct Harness {
+pub(crate) struct Harness {
     calls: Arc<AtomicUsize>,
-    audit: Captured,
+    pub(crate) audit: Captured,
     service: tower::util::BoxCloneService<
         Request<String>,
         Response<scopegate::layer::GateBody<String>>,
@@ -115,10 +115,18 @@ fn cidrs(list: &[&str]) -> Vec<scopegate::network::Cidr> {
 }
 
 fn harness(configure: impl FnOnce(ScopeGateBuilder) -> ScopeGateBuilder) -> Harness {
+    harness_with(policy(), configure)
+}
+
+/// A harness for `policy`: the test credentials, the audit captured, the inner service counting its calls.
+pub(crate) fn harness_with(
+    policy: Policy,
+    configure: impl FnOnce(ScopeGateBuilder) -> ScopeGateBuilder,
+) -> Harness {
     let calls = Arc::new(AtomicUsize::new(0));
     let audit = Captured::default();
     let gate = configure(
-        ScopeGateLayer::builder(policy())
+        ScopeGateLayer::builder(policy)
             .api_keys(credentials())
             .jwt(
                 StaticCredentials::new()
@@ -149,14 +157,14 @@ fn harness(configure: impl FnOnce(ScopeGateBuilder) -> ScopeGateBuilder) -> Harn
     }
 }
 
-struct Req {
+pub(crate) struct Req {
     builder: http::request::Builder,
     /// `None`: an acceptor that gives no peer.
     peer: Option<SocketAddr>,
     tls: bool,
 }
 
-fn get(path: &str) -> Req {
+pub(crate) fn get(path: &str) -> Req {
     Req {
         builder: Request::get(path),
         peer: Some("198.51.100.20:40000".parse().unwrap()),
@@ -165,17 +173,17 @@ fn get(path: &str) -> Req {
 }
 
 impl Req {
-    fn header(mut self, name: &str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
         self.builder = self.builder.header(name, value);
         self
     }
-    fn key(self, key: &str) -> Self {
+    pub(crate) fn key(self, key: &str) -> Self {
         self.header("x-api-key", key)
     }
     fn bearer(self, token: &str) -> Self {
         self.header("authorization", &format!("Bearer {token}"))
     }
-    fn from(mut self, peer: &str) -> Self {
+    pub(crate) fn from(mut self, peer: &str) -> Self {
         self.peer = Some(peer.parse().unwrap());
         self
     }
@@ -193,14 +201,16 @@ impl Req {
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: String,
+    /// The body as sent (`body` is its text, lossily).
+    pub(crate) bytes: Bytes,
 }
 
 impl Harness {
-    async fn send(&mut self, req: Req) -> Answer {
+    pub(crate) async fn send(&mut self, req: Req) -> Answer {
         let mut request = req.builder.body(String::new()).unwrap();
         request.extensions_mut().insert(ConnectionInfo {
             peer: req.peer.map(|p| p.ip()),
@@ -219,17 +229,18 @@ impl Harness {
         Answer {
             status: parts.status,
             headers: parts.headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
         }
     }
 
-    fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 }
 
 impl Answer {
-    fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         let json: serde_json::Value = serde_json::from_str(&self.body).unwrap();
         json["code"].as_str().unwrap().to_owned()
     }

@@ -22,6 +22,7 @@ mod live_keys;
 mod oidc_interop;
 mod policy_props;
 mod policy_vectors;
+mod route_modes;
 #[cfg(feature = "cli")]
 mod shared_store;
 mod stores;

@@ -409,29 +409,60 @@ async fn an_older_schema_is_refused_then_upgraded(url: &str, previous: sqlx::mig
     let memory: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
     let clock: Arc<dyn Clock> = Arc::new(scopegate::SystemClock);
     let minted = KeyIssuer::new(memory.clone(), KeyFormat::default(), peppers.clone(), clock)
-        .issue(NewKey::new("old", ScopeSet::parse(["invoices:read"]).unwrap()))
+        .issue(NewKey::new(
+            "old",
+            ScopeSet::parse(["invoices:read"]).unwrap(),
+        ))
         .await
         .unwrap();
     let hex = hash_hex(&memory.get(minted.id()).await.unwrap().unwrap().hash);
     if url.starts_with("sqlite://") {
-        let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
-        let mut db = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        let options = url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .unwrap()
+            .create_if_missing(true);
+        let mut db = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
         previous.run(&mut db).await.unwrap();
-        sqlx::query(insert).bind(minted.id().as_str()).bind(&hex).execute(&mut db).await.unwrap();
+        sqlx::query(insert)
+            .bind(minted.id().as_str())
+            .bind(&hex)
+            .execute(&mut db)
+            .await
+            .unwrap();
     } else {
         let mut db = sqlx::PgConnection::connect(url).await.unwrap();
         previous.run(&mut db).await.unwrap();
-        sqlx::query(insert).bind(minted.id().as_str()).bind(&hex).execute(&mut db).await.unwrap();
+        sqlx::query(insert)
+            .bind(minted.id().as_str())
+            .bind(&hex)
+            .execute(&mut db)
+            .await
+            .unwrap();
     }
-    let refused = open_store(url, StoreAccess::Gate).await.unwrap_err().to_string();
+    let refused = open_store(url, StoreAccess::Gate)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("20261201000000"), "{refused}");
     open_store(url, StoreAccess::Migrate).await.unwrap();
     let store = open_store(url, StoreAccess::Gate).await.unwrap();
     let cache = Arc::new(KeyCache::new(Arc::clone(&store), CacheConfig::default()));
-    let verifier = ApiKeyVerifier::builder(peppers, cache).last_used(None).build();
-    assert!(verifier.verify(minted.key().expose_str().unwrap()).await.is_ok());
+    let verifier = ApiKeyVerifier::builder(peppers, cache)
+        .last_used(None)
+        .build();
+    assert!(
+        verifier
+            .verify(minted.key().expose_str().unwrap())
+            .await
+            .is_ok()
+    );
     let info = store.get(minted.id()).await.unwrap().unwrap().info;
-    assert_eq!((info.disabled_at, info.rate_limit, info.last_used_at), (None, None, None));
+    assert_eq!(
+        (info.disabled_at, info.rate_limit, info.last_used_at),
+        (None, None, None)
+    );
 }
 
 /// The 64 hex digits the stores keep for a digest.

@@ -124,7 +124,8 @@ impl CachedKey {
             info.scopes.clone(),
             info.allow_ips.clone(),
             info.attributes.clone(),
-        );
+        )
+        .rate_limited(info.rate_limit);
         CachedKey {
             digest: lanes(record.hash.digest()),
             pepper_version: record.hash.pepper_version(),

@@ -1,0 +1,167 @@
+//! Per-key rate limits (decision step 9): an API key with a rate limit (`N/UNIT`, stored with the key) may make at
+//! most N allowed requests per unit, counted with `governor`'s GCRA (burst N) keyed by key id. Only requests that
+//! passed every other step count; a refused one (429 `rate_limited`) consumes nothing. Limits are per key, never per
+//! client, and per gate: each replica counts on its own.
+//!
+//! Memory: one limiter per distinct limit (keys are issued from a handful), each holding a state for the keys that
+//! used it recently; a key's state is dropped once its quota has fully replenished (swept every 4,096 checks). Only
+//! keys that authenticated reach it, so a client cannot grow it with made-up ids.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use http::{HeaderName, HeaderValue};
+
+use crate::credential::api_key::{KeyId, RateLimit};
+
+type KeyLimiter =
+    RateLimiter<KeyId, DefaultKeyedStateStore<KeyId>, DefaultClock, StateInformationMiddleware>;
+
+/// The `RateLimit-Policy` and `RateLimit` header values of one answer (draft-ietf-httpapi-ratelimit-headers).
+#[derive(Debug, Clone)]
+pub(crate) struct RateHeaders {
+    pub(crate) policy: HeaderValue,
+    pub(crate) state: HeaderValue,
+}
+
+impl RateHeaders {
+    /// Sets both headers on a response.
+    pub(crate) fn apply(self, headers: &mut http::HeaderMap) {
+        headers.insert(HeaderName::from_static("ratelimit-policy"), self.policy);
+        headers.insert(HeaderName::from_static("ratelimit"), self.state);
+    }
+}
+
+/// A key's check: allowed (with the headers), or limited for this long (with the headers).
+#[derive(Debug)]
+pub(crate) enum RateOutcome {
+    Allowed(RateHeaders),
+    Limited(Duration, RateHeaders),
+}
+
+/// The limiters of one gate.
+#[derive(Default)]
+pub(crate) struct KeyRateLimits {
+    by_limit: RwLock<HashMap<RateLimit, Arc<KeyLimiter>>>,
+    clock: DefaultClock,
+    checks: AtomicU64,
+}
+
+/// Whole seconds, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl KeyRateLimits {
+    fn limiter(&self, limit: RateLimit) -> Arc<KeyLimiter> {
+        if let Some(found) = self
+            .by_limit
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&limit)
+        {
+            return Arc::clone(found);
+        }
+        let mut all = self
+            .by_limit
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(all.entry(limit).or_insert_with(|| {
+            // N per unit, all N at once at most: one cell every unit/N.
+            let quota = Quota::with_period(limit.unit().period() / limit.count().get())
+                .unwrap_or_else(|| Quota::per_second(limit.count()))
+                .allow_burst(limit.count());
+            Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
+        }))
+    }
+
+    /// Counts one allowed request of key `id` against `limit`.
+    pub(crate) fn check(&self, id: KeyId, limit: RateLimit) -> RateOutcome {
+        let limiter = self.limiter(limit);
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            limiter.retain_recent();
+        }
+        let count = limit.count().get();
+        let window = limit.unit().period().as_secs();
+        let policy = HeaderValue::from_str(&format!("\"key\";q={count};w={window}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"key\""));
+        // One cell every window/count: the time until `missing` cells are back.
+        let refill = |missing: u32| ceil_secs(limit.unit().period() * missing / count);
+        match limiter.check_key(&id) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let reset = refill(count.saturating_sub(remaining));
+                RateOutcome::Allowed(RateHeaders {
+                    policy,
+                    state: state_value(remaining, reset),
+                })
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                let headers = RateHeaders {
+                    policy,
+                    state: state_value(0, ceil_secs(wait).max(1)),
+                };
+                RateOutcome::Limited(wait, headers)
+            }
+        }
+    }
+}
+
+fn state_value(remaining: u32, reset_secs: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"key\";r={remaining};t={reset_secs}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"key\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> KeyId {
+        format!("{n:0>16}").parse().unwrap()
+    }
+
+    #[test]
+    fn a_key_gets_its_burst_then_waits_and_other_keys_are_untouched() {
+        let limits = KeyRateLimits::default();
+        let limit: RateLimit = "3/m".parse().unwrap();
+        for expected_remaining in [2, 1, 0] {
+            match limits.check(id(1), limit) {
+                RateOutcome::Allowed(h) => {
+                    assert_eq!(h.policy, "\"key\";q=3;w=60");
+                    let state = h.state.to_str().unwrap().to_owned();
+                    assert!(
+                        state.starts_with(&format!("\"key\";r={expected_remaining};t=")),
+                        "{state}"
+                    );
+                }
+                RateOutcome::Limited(..) => panic!("limited within the burst"),
+            }
+        }
+        match limits.check(id(1), limit) {
+            RateOutcome::Limited(wait, h) => {
+                assert!(
+                    wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
+                    "{wait:?}"
+                );
+                assert!(h.state.to_str().unwrap().starts_with("\"key\";r=0;t="));
+            }
+            RateOutcome::Allowed(_) => panic!("allowed past the burst"),
+        }
+        // Another key with the same limit, and the same key under another limit, count apart.
+        assert!(matches!(
+            limits.check(id(2), limit),
+            RateOutcome::Allowed(_)
+        ));
+        assert!(matches!(
+            limits.check(id(1), "1/s".parse().unwrap()),
+            RateOutcome::Allowed(_)
+        ));
+    }
+}
