@@ -65,7 +65,19 @@ pub struct ServerSection {
 #[non_exhaustive]
 pub struct MetricsSection {
     /// Where `serve` answers `GET /metrics` (Prometheus text format), e.g. `127.0.0.1:9464`.
+    #[serde(deserialize_with = "socket_address")]
     pub listen: std::net::SocketAddr,
+}
+
+fn socket_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::net::SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "[metrics] listen {text:?}: expected IP:PORT, e.g. \"127.0.0.1:9464\""
+        ))
+    })
 }
 
 /// `[shadow]`.

@@ -1323,3 +1323,193 @@ fn disable_enable_and_rate_limits() {
     let err = usage_error(&cli.run(&["keys", "enable", "--store", &store, "0000000000000000"]));
     assert!(err.contains("0000000000000000"), "{err}");
 }
+
+/// A free loopback port (bound and released: another process could take it in between, which the test would show
+/// as a failure to start, never as a pass).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `serve` with an optional route, a rate-limited key, a shadow policy and the metrics endpoint, all read back
+/// over HTTP: the limit's headers and its 429, the anonymous allow, the shadow fields in every audit line (and no
+/// change to any response), and the Prometheus counters and histogram, whose labels hold no path and no key id.
+#[tokio::test]
+async fn serve_with_rate_limits_shadow_policy_and_metrics() {
+    let cli = Cli::new();
+    let limited = cli.issue(&[
+        "--scope",
+        "invoices:read",
+        "--attr",
+        "tenant=acme",
+        "--rate-limit",
+        "2/m",
+    ]);
+    let key = limited["key"].as_str().unwrap().to_owned();
+    let id = limited["id"].as_str().unwrap().to_owned();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(cli.path("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(cli.path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    // The candidate policy: invoices need a scope the key lacks; the catalog is not listed.
+    std::fs::write(
+        cli.path("next-routes.toml"),
+        "[[route]]\npath = \"/v1/tenants/{tenant}/invoices/{id}\"\nmethods = [\"GET\"]\n\
+         require = { all = [\"invoices:admin\"] }\n",
+    )
+    .unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let gate = cli.gate(&format!(
+        "[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n\
+         [shadow]\nroutes_file = \"next-routes.toml\"\n\n\
+         [[route]]\npath = \"/v1/catalog\"\nmethods = [\"GET\"]\nauth = \"optional\"\nrequire = {{ all = [\"catalog:read\"] }}\n"
+    ));
+    let (server, addr, stderr) = start_serve(&cli, &gate);
+    let client = super::axum_tls::client(&cert.cert.pem(), addr);
+    let base = format!("https://localhost:{}", addr.port());
+    let invoice = format!("{base}/v1/tenants/acme/invoices/7");
+    for remaining in [1, 0] {
+        let r = client
+            .get(&invoice)
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["ratelimit-policy"], "\"key\";q=2;w=60");
+        let state = r.headers()["ratelimit"].to_str().unwrap().to_owned();
+        assert!(
+            state.starts_with(&format!("\"key\";r={remaining};t=")),
+            "{state}"
+        );
+    }
+    let r = client
+        .get(&invoice)
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after") && r.headers().contains_key("ratelimit"));
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    // Optional authentication: anonymous is allowed; the key lacks catalog:read, so with it: 403.
+    let r = client
+        .get(format!("{base}/v1/catalog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["kind"], "anonymous");
+    let r = client
+        .get(format!("{base}/v1/catalog"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // The metrics endpoint, over plain HTTP on its own address.
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "scopegate_decisions_total{decision=\"allow\",reason=\"granted\"} 2",
+        "scopegate_decisions_total{decision=\"deny\",reason=\"rate_limited\"} 1",
+        "scopegate_decisions_total{decision=\"allow\",reason=\"anonymous\"} 1",
+        "scopegate_decisions_total{decision=\"deny\",reason=\"insufficient_scope\"} 1",
+        "scopegate_decision_duration_seconds_count 5",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        text.contains("scopegate_decision_duration_seconds_bucket{le=\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&id) && !text.contains("/v1/") && !text.contains(&key[3..]),
+        "{text}"
+    );
+
+    drop(server);
+    let mut audit = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut audit).unwrap();
+    let events: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let shadow: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap(),
+                e["shadow_decision"].as_str().unwrap(),
+                e["shadow_reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shadow,
+        [
+            ("granted", "deny", "insufficient_scope"),
+            ("granted", "deny", "insufficient_scope"),
+            ("rate_limited", "deny", "insufficient_scope"),
+            ("anonymous", "deny", "missing_credential"),
+            ("insufficient_scope", "deny", "no_policy"),
+        ]
+    );
+}
+
+/// `[metrics]` and `[shadow]` refuse what they cannot use, naming the file, section and field.
+#[test]
+fn metrics_and_shadow_settings_are_checked_at_load() {
+    let cli = Cli::new();
+    cli.issue(&["--scope", "ops:read"]); // the store exists: only the sections under test can fail
+    let gate = cli.gate("[metrics]\nlisten = \"localhost\"\n");
+    let err = cli.check_fails(&gate, "/health", &[]);
+    assert!(err.contains("gate.toml") && err.contains("listen"), "{err}");
+    let gate = cli.gate("[shadow]\nroutes_file = \"missing.toml\"\n");
+    let err = cli.check_fails(&gate, "/health", &[]);
+    assert!(err.contains("missing.toml"), "{err}");
+    std::fs::write(
+        cli.path("bad.toml"),
+        "[[route]]\npath = \"/x\"\nmethods = [\"get\"]\npublic = true\n",
+    )
+    .unwrap();
+    let gate = cli.gate("[shadow]\nroutes_file = \"bad.toml\"\n");
+    let err = cli.check_fails(&gate, "/health", &[]);
+    assert!(err.contains("bad.toml") && err.contains("methods"), "{err}");
+    std::fs::write(
+        cli.path("other.toml"),
+        "[api_keys]\nstore = \"sqlite://k.db\"\n",
+    )
+    .unwrap();
+    let gate = cli.gate("[shadow]\nroutes_file = \"other.toml\"\n");
+    let err = cli.check_fails(&gate, "/health", &[]);
+    assert!(
+        err.contains("other.toml") && err.contains("api_keys"),
+        "{err}"
+    );
+    std::fs::write(cli.path("empty.toml"), "").unwrap();
+    let gate = cli.gate("[shadow]\nroutes_file = \"empty.toml\"\n");
+    let err = cli.check_fails(&gate, "/health", &[]);
+    assert!(
+        err.contains("empty.toml") && err.contains("[[route]]"),
+        "{err}"
+    );
+    // The twin: a good routes file loads, and `check` still decides with the enforced policy.
+    std::fs::write(
+        cli.path("good.toml"),
+        "[[route]]\npath = \"/health\"\nmethods = [\"GET\"]\nrequire = { all = [\"ops:read\"] }\n",
+    )
+    .unwrap();
+    let gate = cli.gate("[shadow]\nroutes_file = \"good.toml\"\n");
+    let (code, out) = cli.check(&gate, "/health", None, &["--tls"]);
+    assert_eq!((code, out["reason"].as_str()), (0, Some("public")));
+}
