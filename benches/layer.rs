@@ -18,7 +18,10 @@
 //!   `jwt_authenticate_only`;
 //! - `deny_missing_credential`: a protected route without a credential (401, rendered);
 //! - `api_key_cached_random_1M_tracing_audit`: the API-key variant with the default `TracingAudit` and no
-//!   `tracing` subscriber installed.
+//!   `tracing` subscriber installed;
+//! - `api_key_one_key` and `api_key_one_key_rate_limited_metrics`: one key, a cache hit, through a gate without a
+//!   metrics recorder and a key without a rate limit, then through a gate recording metrics into the Prometheus
+//!   recorder (`serve`'s) with a key under a rate limit it never reaches: what rate limiting and metrics add.
 //!
 //! `cargo bench --bench layer -- --warm-up-time 1 --measurement-time 3`
 #![allow(
@@ -141,6 +144,41 @@ fn jwt() -> (HeaderValue, String, JwtAuthenticator) {
     (header, token, authenticator)
 }
 
+/// Two keys in a memory store of their own, one without a limit and one limited to a billion requests a second (a
+/// limit it never reaches, so that every request pays the check and none is refused), and a verifier over a warm
+/// cache.
+fn limited_keys() -> (HeaderValue, HeaderValue, ApiKeyVerifier) {
+    use std::sync::Arc;
+    use scopegate::credential::api_key::{
+        CacheConfig, KeyCache, KeyFormat, KeyIssuer, MemoryKeyStore, NewKey, Pepper, Peppers, RateLimit,
+    };
+    let store = Arc::new(MemoryKeyStore::new());
+    let peppers = Peppers::single(Pepper::new(1, vec![7; 32]).unwrap());
+    let issuer = KeyIssuer::new(
+        store.clone(),
+        KeyFormat::default(),
+        peppers.clone(),
+        Arc::new(scopegate::SystemClock),
+    );
+    let scopes = ScopeSet::parse(["orders:read"]).unwrap();
+    let issue = |request: NewKey| {
+        let issued = ready(issuer.issue(request)).unwrap();
+        HeaderValue::from_str(issued.key().expose_str().unwrap()).unwrap()
+    };
+    let plain = issue(NewKey::new("plain", scopes.clone()));
+    let limit: RateLimit = "1000000000/s".parse().unwrap();
+    let limited = issue(NewKey::new("limited", scopes).rate_limit(limit));
+    let cache = Arc::new(KeyCache::new(
+        store,
+        CacheConfig::default().ttl(Duration::from_secs(3600)),
+    ));
+    let verifier = ApiKeyVerifier::builder(peppers, cache).build();
+    for key in [&plain, &limited] {
+        ready(verifier.verify(key.to_str().unwrap())).unwrap();
+    }
+    (plain, limited, verifier)
+}
+
 fn gate(keys: &ApiKeys, jwt: &JwtAuthenticator, audit: impl AuditSink) -> ScopeGateLayer {
     ScopeGateLayer::builder(policy())
         .api_keys(keys.verifier.clone())
@@ -244,6 +282,53 @@ fn bench(c: &mut Criterion) {
 
     group.bench_function("api_key_cached_random_1M_tracing_audit", |b| {
         b.iter(|| call(&mut traced, keyed(&order)));
+    });
+
+    // Rate limits and metrics: one key each, in a store of their own, so that both are cache hits on a hot line.
+    let (plain_key, limited_key, small) = limited_keys();
+    let mut plain = ScopeGateLayer::builder(policy())
+        .api_keys(small.clone())
+        .audit(NoAudit)
+        .build()
+        .unwrap()
+        .layer(service_fn(hello));
+    let one = |key: &HeaderValue| request(&order, peer, Some((key_header.clone(), key.clone())));
+    let answer = call(&mut plain, one(&plain_key)).unwrap();
+    assert!(answer.headers().get("ratelimit").is_none());
+    // Each of the two alone, for attribution: the limit without a recorder (this gate decides before one is set).
+    let mut limited_only = ScopeGateLayer::builder(policy())
+        .api_keys(small.clone())
+        .audit(NoAudit)
+        .build()
+        .unwrap()
+        .layer(service_fn(hello));
+    let answer = call(&mut limited_only, one(&limited_key)).unwrap();
+    assert!(answer.headers().get("ratelimit").is_some());
+    // The recorder `serve` installs, set before the metered gate's first decision (every gate above has decided
+    // already, and keeps the no-op handles it took then).
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).unwrap();
+    let mut metered = ScopeGateLayer::builder(policy())
+        .api_keys(small.clone())
+        .audit(NoAudit)
+        .build()
+        .unwrap()
+        .layer(service_fn(hello));
+    let answer = call(&mut metered, one(&limited_key)).unwrap();
+    assert!(answer.headers().get("ratelimit").is_some());
+    assert!(handle.render().contains("scopegate_decisions_total"));
+    group.bench_function("api_key_one_key", |b| {
+        b.iter(|| call(&mut plain, one(&plain_key)));
+    });
+    group.bench_function("api_key_one_key_rate_limited", |b| {
+        b.iter(|| call(&mut limited_only, one(&limited_key)));
+    });
+    group.bench_function("api_key_one_key_metrics", |b| {
+        b.iter(|| call(&mut metered, one(&plain_key)));
+    });
+    group.bench_function("api_key_one_key_rate_limited_metrics", |b| {
+        b.iter(|| call(&mut metered, one(&limited_key)));
     });
     group.finish();
 }

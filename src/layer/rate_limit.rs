@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
+
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -23,6 +25,50 @@ use crate::credential::api_key::{KeyId, RateLimit};
 type KeyLimiter =
     RateLimiter<KeyId, DefaultKeyedStateStore<KeyId>, DefaultClock, StateInformationMiddleware>;
 
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// Limits up to this N keep every `RateLimit` value of an allowed answer made in advance.
+const PREPARED_STATES: u32 = 1024;
+
+/// One limit's limiter, and its header values made once.
+struct Limiter {
+    limit: RateLimit,
+    keys: KeyLimiter,
+    policy: HeaderValue,
+    /// The `RateLimit` value of an allowed answer, by the remaining count (for N up to [`PREPARED_STATES`]).
+    states: Vec<HeaderValue>,
+}
+
+impl Limiter {
+    fn new(limit: RateLimit) -> Self {
+        let count = limit.count().get();
+        // N per unit, all N at once at most: one cell every unit/N.
+        let quota = Quota::with_period(limit.unit().period() / count)
+            .unwrap_or_else(|| Quota::per_second(limit.count()))
+            .allow_burst(limit.count());
+        let window = limit.unit().period().as_secs();
+        let policy = HeaderValue::from_str(&format!("\"key\";q={count};w={window}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"key\""));
+        let mut limiter = Limiter {
+            limit,
+            keys: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            policy,
+            states: Vec::new(),
+        };
+        if count <= PREPARED_STATES {
+            limiter.states = (0..=count).map(|r| limiter.allowed_state(r)).collect();
+        }
+        limiter
+    }
+
+    /// `RateLimit` for an allowed answer with `remaining` left: they are all back `t` seconds from now.
+    fn allowed_state(&self, remaining: u32) -> HeaderValue {
+        let count = self.limit.count().get();
+        let missing = count.saturating_sub(remaining);
+        state_value(remaining, ceil_secs(self.limit.unit().period() * missing / count))
+    }
+}
+
 /// The `RateLimit-Policy` and `RateLimit` header values of one answer (draft-ietf-httpapi-ratelimit-headers).
 #[derive(Debug, Clone)]
 pub(crate) struct RateHeaders {
@@ -33,8 +79,8 @@ pub(crate) struct RateHeaders {
 impl RateHeaders {
     /// Sets both headers on a response.
     pub(crate) fn apply(self, headers: &mut http::HeaderMap) {
-        headers.insert(HeaderName::from_static("ratelimit-policy"), self.policy);
-        headers.insert(HeaderName::from_static("ratelimit"), self.state);
+        headers.insert(RATELIMIT_POLICY, self.policy);
+        headers.insert(RATELIMIT, self.state);
     }
 }
 
@@ -48,7 +94,7 @@ pub(crate) enum RateOutcome {
 /// The limiters of one gate.
 #[derive(Default)]
 pub(crate) struct KeyRateLimits {
-    by_limit: RwLock<HashMap<RateLimit, Arc<KeyLimiter>>>,
+    by_limit: RwLock<HashMap<RateLimit, Arc<Limiter>, RandomState>>,
     clock: DefaultClock,
     checks: AtomicU64,
 }
@@ -59,53 +105,45 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 impl KeyRateLimits {
-    fn limiter(&self, limit: RateLimit) -> Arc<KeyLimiter> {
-        if let Some(found) = self
-            .by_limit
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&limit)
-        {
-            return Arc::clone(found);
-        }
-        let mut all = self
-            .by_limit
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(all.entry(limit).or_insert_with(|| {
-            // N per unit, all N at once at most: one cell every unit/N.
-            let quota = Quota::with_period(limit.unit().period() / limit.count().get())
-                .unwrap_or_else(|| Quota::per_second(limit.count()))
-                .allow_burst(limit.count());
-            Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
-        }))
-    }
-
     /// Counts one allowed request of key `id` against `limit`.
     pub(crate) fn check(&self, id: KeyId, limit: RateLimit) -> RateOutcome {
-        let limiter = self.limiter(limit);
-        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
-            limiter.retain_recent();
+        {
+            let all = self.by_limit.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(limiter) = all.get(&limit) {
+                return self.check_with(limiter, id);
+            }
         }
-        let count = limit.count().get();
-        let window = limit.unit().period().as_secs();
-        let policy = HeaderValue::from_str(&format!("\"key\";q={count};w={window}"))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"key\""));
-        // One cell every window/count: the time until `missing` cells are back.
-        let refill = |missing: u32| ceil_secs(limit.unit().period() * missing / count);
-        match limiter.check_key(&id) {
+        // The first key with this limit: make its limiter (limits are few: keys are issued from a handful).
+        let limiter = Arc::clone(
+            self.by_limit
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(limit)
+                .or_insert_with(|| Arc::new(Limiter::new(limit))),
+        );
+        self.check_with(&limiter, id)
+    }
+
+    fn check_with(&self, limiter: &Limiter, id: KeyId) -> RateOutcome {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            limiter.keys.retain_recent();
+        }
+        match limiter.keys.check_key(&id) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
-                let reset = refill(count.saturating_sub(remaining));
+                let state = usize::try_from(remaining)
+                    .ok()
+                    .and_then(|r| limiter.states.get(r).cloned())
+                    .unwrap_or_else(|| limiter.allowed_state(remaining));
                 RateOutcome::Allowed(RateHeaders {
-                    policy,
-                    state: state_value(remaining, reset),
+                    policy: limiter.policy.clone(),
+                    state,
                 })
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 let headers = RateHeaders {
-                    policy,
+                    policy: limiter.policy.clone(),
                     state: state_value(0, ceil_secs(wait).max(1)),
                 };
                 RateOutcome::Limited(wait, headers)
