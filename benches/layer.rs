@@ -148,10 +148,11 @@ fn jwt() -> (HeaderValue, String, JwtAuthenticator) {
 /// limit it never reaches, so that every request pays the check and none is refused), and a verifier over a warm
 /// cache.
 fn limited_keys() -> (HeaderValue, HeaderValue, ApiKeyVerifier) {
-    use std::sync::Arc;
     use scopegate::credential::api_key::{
-        CacheConfig, KeyCache, KeyFormat, KeyIssuer, MemoryKeyStore, NewKey, Pepper, Peppers, RateLimit,
+        CacheConfig, KeyCache, KeyFormat, KeyIssuer, MemoryKeyStore, NewKey, Pepper, Peppers,
+        RateLimit,
     };
+    use std::sync::Arc;
     let store = Arc::new(MemoryKeyStore::new());
     let peppers = Peppers::single(Pepper::new(1, vec![7; 32]).unwrap());
     let issuer = KeyIssuer::new(

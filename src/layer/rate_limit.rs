@@ -65,7 +65,10 @@ impl Limiter {
     fn allowed_state(&self, remaining: u32) -> HeaderValue {
         let count = self.limit.count().get();
         let missing = count.saturating_sub(remaining);
-        state_value(remaining, ceil_secs(self.limit.unit().period() * missing / count))
+        state_value(
+            remaining,
+            ceil_secs(self.limit.unit().period() * missing / count),
+        )
     }
 }
 
