@@ -109,6 +109,14 @@ fn bench(c: &mut Criterion) {
     let verifier = warm_verifier(&fx);
     // What the gate runs on a cache hit: the synchronous path, no future.
     group.bench_function("verify_cached_random_1M", cached_hits(&verifier, &fx));
+    // The same cache, through a verifier that takes no `last_used_at` notes: what the note costs on a hit.
+    let unnoted = ApiKeyVerifier::builder(fx.peppers.clone(), verifier.cache().clone())
+        .last_used(None)
+        .build();
+    group.bench_function(
+        "verify_cached_random_1M_no_last_use",
+        cached_hits(&unnoted, &fx),
+    );
     // The same through the async `verify` (the future built and polled once).
     let mut i = 0usize;
     group.bench_function("verify_async_cached_random_1M", |b| {

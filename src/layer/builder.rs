@@ -8,7 +8,7 @@ use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 
 use super::metrics::DecisionMetrics;
 use super::rate_limit::KeyRateLimits;
-use super::render::DenialBodyHook;
+use super::render::{DenialBodyHook, PreparedDenials};
 use super::resource::ProtectedResource;
 use super::service::{Gate, ScopeGateLayer};
 use super::throttle::{Throttle, ThrottleConfig};
@@ -240,7 +240,7 @@ impl ScopeGateBuilder {
                 max_credential_len: self.max_credential_len,
                 throttle: self.throttle.map(Throttle::new),
                 audit: self.audit,
-                realm: self.realm,
+                denials: PreparedDenials::new(&self.realm),
                 body_hook: self.body_hook,
                 resource,
                 shadow: self.shadow,

@@ -13,9 +13,9 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::rate_limit::{RateHeaders, RateOutcome};
-use super::render::{GrpcFlavor, render};
+use super::render::{GrpcFlavor, PreparedDenials, render};
 use super::service::{Gate, RequestContext};
-use super::{Allowed, DEFAULT_REALM, GateBody};
+use super::{Allowed, GateBody};
 use crate::credential::AuthFuture;
 use crate::grant::Grant;
 use crate::policy::{Decision, Denial, DenialKind, Lookup};
@@ -159,7 +159,12 @@ fn polled_after_completion() -> Response<Full<Bytes>> {
         DenialKind::Unavailable,
         "response future polled after completion",
     );
-    render(&denial, GrpcFlavor::None, DEFAULT_REALM, None)
+    render(
+        &denial,
+        GrpcFlavor::None,
+        PreparedDenials::default_realm(),
+        None,
+    )
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>

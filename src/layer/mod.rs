@@ -63,7 +63,7 @@ use crate::policy::Denial;
 /// routes do not get).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {
-    route: String,
+    route: std::sync::Arc<str>,
     kind: AllowKind,
     client_ip: Option<IpAddr>,
     peer_ip: Option<IpAddr>,
@@ -94,7 +94,12 @@ impl Allowed {
 /// Renders a denial the way the gate does for an HTTP request, with the default realm: for in-handler refusals.
 #[cfg(feature = "axum")]
 pub(crate) fn render_denial(denial: &Denial) -> http::Response<Full<Bytes>> {
-    render::render(denial, render::GrpcFlavor::None, DEFAULT_REALM, None)
+    render::render(
+        denial,
+        render::GrpcFlavor::None,
+        render::PreparedDenials::default_realm(),
+        None,
+    )
 }
 
 /// The response body of a gated service: the inner service's body, or a denial's.

@@ -98,11 +98,65 @@ fn challenge(denial: &Denial, realm: &str) -> Option<String> {
     Some(format!("Bearer realm=\"{realm}\", error=\"{error}\""))
 }
 
-/// Renders a denial. `realm` was validated at build time (quoted-string safe).
+/// The parts of each kind's HTTP denial that never change, made once per gate: the problem body, and the challenge
+/// with the gate's realm. Only `insufficient_scope`'s challenge, which names the missing scopes, is made per denial.
+pub(crate) struct PreparedDenials {
+    bodies: [Bytes; DenialKind::ALL.len()],
+    challenges: [Option<HeaderValue>; DenialKind::ALL.len()],
+    /// `Bearer error="invalid_request"`, for malformed credential headers.
+    invalid_request: Option<HeaderValue>,
+    realm: String,
+}
+
+impl PreparedDenials {
+    /// For a gate whose realm is `realm` (validated at build time: quoted-string safe).
+    pub(crate) fn new(realm: &str) -> Self {
+        let header = |text: Option<String>| text.and_then(|t| HeaderValue::from_str(&t).ok());
+        PreparedDenials {
+            bodies: DenialKind::ALL.map(|kind| {
+                let answer = kind.answer();
+                let body = serde_json::json!({
+                    "type": "about:blank",
+                    "title": title(answer.problem_code),
+                    "status": answer.status,
+                    "code": answer.problem_code,
+                });
+                Bytes::from(body.to_string())
+            }),
+            challenges: DenialKind::ALL
+                .map(|kind| header(challenge(&Denial::new(kind, ""), realm))),
+            invalid_request: header(challenge(&Denial::malformed_credentials(""), realm)),
+            realm: realm.to_owned(),
+        }
+    }
+
+    /// The gate's default realm, for denials rendered outside a gate.
+    pub(crate) fn default_realm() -> &'static PreparedDenials {
+        static DEFAULT: std::sync::OnceLock<PreparedDenials> = std::sync::OnceLock::new();
+        DEFAULT.get_or_init(|| PreparedDenials::new(super::DEFAULT_REALM))
+    }
+
+    fn index(kind: DenialKind) -> usize {
+        DenialKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+    }
+
+    /// The `WWW-Authenticate` value of `denial`, if it has one.
+    fn challenge(&self, denial: &Denial) -> Option<HeaderValue> {
+        match denial.answer().challenge {
+            Challenge::InsufficientScope => {
+                challenge(denial, &self.realm).and_then(|c| HeaderValue::from_str(&c).ok())
+            }
+            Challenge::InvalidRequest => self.invalid_request.clone(),
+            _ => self.challenges[Self::index(denial.kind())].clone(),
+        }
+    }
+}
+
+/// Renders a denial from the gate's prepared parts.
 pub(crate) fn render(
     denial: &Denial,
     flavor: GrpcFlavor,
-    realm: &str,
+    prepared: &PreparedDenials,
     hook: Option<&DenialBodyHook>,
 ) -> Response<Full<Bytes>> {
     use base64::Engine as _;
@@ -145,7 +199,7 @@ pub(crate) fn render(
     }
     *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::FORBIDDEN);
     let headers = response.headers_mut();
-    if let Some(value) = challenge(denial, realm).and_then(|c| HeaderValue::from_str(&c).ok()) {
+    if let Some(value) = prepared.challenge(denial) {
         headers.insert(WWW_AUTHENTICATE, value);
     }
     if let Some(wait) = denial.retry_after() {
@@ -153,15 +207,9 @@ pub(crate) fn render(
     }
     let custom = hook.and_then(|h| h(denial.kind()));
     let (content_type, body) = custom.unwrap_or_else(|| {
-        let body = serde_json::json!({
-            "type": "about:blank",
-            "title": title(answer.problem_code),
-            "status": answer.status,
-            "code": answer.problem_code,
-        });
         (
             HeaderValue::from_static("application/problem+json"),
-            Bytes::from(body.to_string()),
+            prepared.bodies[PreparedDenials::index(denial.kind())].clone(),
         )
     });
     headers.insert(CONTENT_TYPE, content_type);
@@ -193,7 +241,12 @@ mod tests {
     #[test]
     fn http_denials_follow_the_table() {
         for kind in DenialKind::ALL {
-            let r = render(&Denial::new(kind, "x"), GrpcFlavor::None, "api", None);
+            let r = render(
+                &Denial::new(kind, "x"),
+                GrpcFlavor::None,
+                &PreparedDenials::new("api"),
+                None,
+            );
             assert_eq!(r.status().as_u16(), kind.answer().status, "{kind}");
             assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
             let json = body(r);
@@ -212,14 +265,14 @@ mod tests {
         let r = render(
             &Denial::new(DenialKind::MissingCredential, "x"),
             GrpcFlavor::None,
-            "api",
+            &PreparedDenials::new("api"),
             None,
         );
         assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"api\"");
         let r = render(
             &Denial::new(DenialKind::RevokedCredential, "x"),
             GrpcFlavor::None,
-            "api",
+            &PreparedDenials::new("api"),
             None,
         );
         assert_eq!(
@@ -230,7 +283,7 @@ mod tests {
         let r = render(
             &Denial::insufficient_scope(hint),
             GrpcFlavor::None,
-            "api",
+            &PreparedDenials::new("api"),
             None,
         );
         assert_eq!(
@@ -240,7 +293,7 @@ mod tests {
         let r = render(
             &Denial::malformed_credentials("two"),
             GrpcFlavor::None,
-            "api",
+            &PreparedDenials::new("api"),
             None,
         );
         assert_eq!(
@@ -253,7 +306,12 @@ mod tests {
             DenialKind::NoPolicy,
             DenialKind::Unavailable,
         ] {
-            let r = render(&Denial::new(kind, "x"), GrpcFlavor::None, "api", None);
+            let r = render(
+                &Denial::new(kind, "x"),
+                GrpcFlavor::None,
+                &PreparedDenials::new("api"),
+                None,
+            );
             assert!(r.headers().get(WWW_AUTHENTICATE).is_none(), "{kind}");
         }
     }
@@ -263,7 +321,7 @@ mod tests {
         let r = render(
             &Denial::throttled(std::time::Duration::from_millis(1500)),
             GrpcFlavor::None,
-            "api",
+            &PreparedDenials::new("api"),
             None,
         );
         assert_eq!(r.status(), 429);
@@ -273,7 +331,12 @@ mod tests {
     #[test]
     fn grpc_denials_are_trailers_only() {
         for kind in DenialKind::ALL {
-            let r = render(&Denial::new(kind, "x"), GrpcFlavor::Grpc, "api", None);
+            let r = render(
+                &Denial::new(kind, "x"),
+                GrpcFlavor::Grpc,
+                &PreparedDenials::new("api"),
+                None,
+            );
             assert_eq!(r.status(), 200);
             assert_eq!(
                 r.headers()["grpc-status"],
@@ -314,7 +377,12 @@ mod tests {
                 "grpc-status:{code}\r\ngrpc-message:{}\r\n",
                 kind.answer().problem_code
             );
-            let r = render(&Denial::new(kind, "x"), GrpcFlavor::Web, "api", None);
+            let r = render(
+                &Denial::new(kind, "x"),
+                GrpcFlavor::Web,
+                &PreparedDenials::new("api"),
+                None,
+            );
             assert_eq!(r.status(), 200);
             assert_eq!(r.headers()[CONTENT_TYPE], "application/grpc-web+proto");
             assert!(r.headers().get("grpc-status").is_none());
@@ -325,7 +393,12 @@ mod tests {
             let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
             assert_eq!(&bytes[5..], trailers.as_bytes());
             assert_eq!(len, trailers.len());
-            let r = render(&Denial::new(kind, "x"), GrpcFlavor::WebText, "api", None);
+            let r = render(
+                &Denial::new(kind, "x"),
+                GrpcFlavor::WebText,
+                &PreparedDenials::new("api"),
+                None,
+            );
             assert_eq!(r.headers()[CONTENT_TYPE], "application/grpc-web-text+proto");
             let text = futures_executor(r.into_body().collect())
                 .unwrap()
@@ -348,7 +421,7 @@ mod tests {
         let r = render(
             &Denial::new(DenialKind::NoPolicy, "x"),
             GrpcFlavor::None,
-            "api",
+            &PreparedDenials::new("api"),
             Some(&hook),
         );
         assert_eq!(r.status(), 403);

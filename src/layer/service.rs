@@ -15,7 +15,7 @@ use tower_service::Service;
 use super::future::{AwaitingAuth, ResponseFuture, State};
 use super::metrics::DecisionMetrics;
 use super::rate_limit::KeyRateLimits;
-use super::render::{DenialBodyHook, render};
+use super::render::{DenialBodyHook, PreparedDenials, render};
 use super::resource::ResourceDocument;
 use super::throttle::Throttle;
 use super::{AuditEvent, AuditSink, GateBody};
@@ -37,7 +37,8 @@ pub(super) struct Gate {
     pub(super) max_credential_len: usize,
     pub(super) throttle: Option<Throttle>,
     pub(super) audit: Arc<dyn AuditSink>,
-    pub(super) realm: String,
+    /// Each denial kind's body and challenge (with the realm), made once.
+    pub(super) denials: PreparedDenials,
     pub(super) body_hook: Option<DenialBodyHook>,
     pub(super) resource: Option<ResourceDocument>,
     /// A candidate policy, decided beside the enforced one and only audited.
@@ -266,7 +267,7 @@ impl Gate {
         let shadow = self.shadow_decision(req, ctx, outcome);
         let grant = outcome.and_then(|o| o.as_ref().ok());
         self.count_failure(&denial, &ctx.client);
-        let mut response = render(&denial, ctx.grpc, &self.realm, self.body_hook.as_ref());
+        let mut response = render(&denial, ctx.grpc, &self.denials, self.body_hook.as_ref());
         if let Some(resource) = &self.resource {
             resource.point_challenge(&mut response);
         }
@@ -343,7 +344,7 @@ where
             && forwarding.is_none()
         {
             let decision = Decision::Allow {
-                route: path.to_owned(),
+                route: std::sync::Arc::from(path),
                 kind: crate::policy::AllowKind::Public,
             };
             // Served whatever either policy says.
@@ -369,7 +370,7 @@ where
             }
             Progress::Decided(decision, _) => {
                 let route = match &decision {
-                    Decision::Allow { route, .. } => Some(route.as_str()),
+                    Decision::Allow { route, .. } => Some(&**route),
                     Decision::Deny(_) => None,
                 };
                 let shadow = gate.shadow_decision(&req, &ctx, None);

@@ -49,7 +49,8 @@ struct PatternRules {
 }
 
 struct Rule {
-    pattern: String,
+    /// Shared with every allow on this rule (a reference count, not a copy of the text).
+    pattern: Arc<str>,
     access: Access,
 }
 
@@ -110,7 +111,7 @@ impl PolicyBuilder {
             let access = compile_access(route, &params, &at)?;
             let rule_id = rules.len();
             rules.push(Rule {
-                pattern: route.path.clone(),
+                pattern: Arc::from(route.path.as_str()),
                 access,
             });
 

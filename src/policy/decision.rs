@@ -323,8 +323,8 @@ impl AllowKind {
 pub enum Decision {
     /// Allowed on the matched route pattern.
     Allow {
-        /// The matched route pattern (`/v1/tenants/{tenant}/invoices/{id}`).
-        route: String,
+        /// The matched route pattern (`/v1/tenants/{tenant}/invoices/{id}`), shared with the policy.
+        route: std::sync::Arc<str>,
         /// Public, or granted to a credential.
         kind: AllowKind,
     },

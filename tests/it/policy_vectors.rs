@@ -234,7 +234,9 @@ async fn decision_vectors() {
                 }
                 let route_ok = match (&case.route, &decision) {
                     (None, _) => true,
-                    (Some(want), scopegate::policy::Decision::Allow { route, .. }) => want == route,
+                    (Some(want), scopegate::policy::Decision::Allow { route, .. }) => {
+                        **want == **route
+                    }
                     (Some(_), scopegate::policy::Decision::Deny(_)) => false,
                 };
                 if decision.reason() != case.expect || !route_ok {
