@@ -357,7 +357,7 @@ impl Policy {
         match self.start(facts, true, || None, || Ok(probe.credential.as_ref())) {
             Started::Decided(decision, _) => decision,
             Started::Authenticate(credential, lookup) => {
-                self.finish(&lookup, &credential.build(), probe.client_ip)
+                self.finish(&lookup, credential.build().as_ref(), probe.client_ip)
             }
         }
     }

@@ -43,14 +43,21 @@ where
         } = self;
         let route = gate.policy.route_of(&lookup);
         // 7–8.
-        let decision = gate.policy.finish(&lookup, &outcome, ctx.client.client_ip);
-        let grant = match (&decision, &outcome) {
-            (Decision::Deny(denial), _) | (Decision::Allow { .. }, Err(denial)) => {
-                // (`finish` denies every failed authentication; were it not to, this still refuses.)
-                let denial = denial.clone();
-                return ResponseFuture::ready(gate.deny(&req, &ctx, denial, Some(&outcome), route));
-            }
+        let decision = gate
+            .policy
+            .finish(&lookup, outcome.as_ref(), ctx.client.client_ip);
+        let grant = match (&decision, outcome) {
             (Decision::Allow { .. }, Ok(grant)) => grant,
+            (Decision::Deny(denial), outcome) => {
+                let denial = denial.clone();
+                let response = gate.deny(&req, &ctx, denial, Some(outcome.as_ref()), route);
+                return ResponseFuture::ready(response);
+            }
+            // `finish` denies every failed authentication; were it not to, this still refuses.
+            (Decision::Allow { .. }, Err(denial)) => {
+                let response = gate.deny(&req, &ctx, denial.clone(), Some(Err(&denial)), route);
+                return ResponseFuture::ready(response);
+            }
         };
         // 9. Rate: a key with a limit, past it, is refused (and the refusal consumes nothing).
         let rate = match (grant.rate_limit(), grant.key_id()) {
@@ -58,7 +65,7 @@ where
                 RateOutcome::Allowed(headers) => Some(headers),
                 RateOutcome::Limited(wait, headers) => {
                     let denial = Denial::rate_limited(wait);
-                    let mut response = gate.deny(&req, &ctx, denial, Some(&outcome), route);
+                    let mut response = gate.deny(&req, &ctx, denial, Some(Ok(&grant)), route);
                     headers.apply(response.headers_mut());
                     return ResponseFuture::ready(response);
                 }
@@ -66,10 +73,7 @@ where
             _ => None,
         };
         // 10. Allow.
-        let shadow = gate.shadow_decision(&req, &ctx, Some(&outcome));
-        let Ok(grant) = outcome else {
-            return ResponseFuture::ready(polled_after_completion());
-        };
+        let shadow = gate.shadow_decision(&req, &ctx, Some(Ok(&grant)));
         gate.audit(
             &req,
             &ctx,

@@ -126,6 +126,24 @@ impl Gate {
         client: &ClientFacts,
         forwarding: Option<Denial>,
     ) -> Progress {
+        match self.steps_to_credential(&self.policy, req, client, forwarding) {
+            Started::Decided(decision, lookup) => Progress::Decided(decision, lookup),
+            Started::Authenticate(presented, lookup) => {
+                Progress::Authenticating(self.authenticate(presented), lookup)
+            }
+        }
+    }
+
+    /// Steps 0–5 of `policy` (the enforced one, or the shadow) on this request's facts, this gate's transport rule,
+    /// throttle and credential headers.
+    #[inline]
+    fn steps_to_credential<B>(
+        &self,
+        policy: &Policy,
+        req: &Request<B>,
+        client: &ClientFacts,
+        forwarding: Option<Denial>,
+    ) -> Started<PresentedCredential> {
         let facts = RequestFacts {
             method: req.method(),
             path: req.uri().path(),
@@ -140,15 +158,7 @@ impl Gate {
         };
         let credential =
             || extract_credential(req.headers(), &self.key_header, self.max_credential_len);
-        match self
-            .policy
-            .start(facts, self.require_tls, locked_out, credential)
-        {
-            Started::Decided(decision, lookup) => Progress::Decided(decision, lookup),
-            Started::Authenticate(presented, lookup) => {
-                Progress::Authenticating(self.authenticate(presented), lookup)
-            }
-        }
+        policy.start(facts, self.require_tls, locked_out, credential)
     }
 
     /// 6. Authenticate: choose the authenticator by the credential's shape.
@@ -172,31 +182,17 @@ impl Gate {
         &self,
         req: &Request<B>,
         ctx: &RequestContext,
-        outcome: Option<&Result<Grant, Denial>>,
+        outcome: Option<Result<&Grant, &Denial>>,
     ) -> Option<Decision> {
         let shadow = self.shadow.as_ref()?;
-        let facts = RequestFacts {
-            method: req.method(),
-            path: req.uri().path(),
-            tls: ctx.client.tls,
-            client_ip: ctx.client.client_ip,
-            forwarding: ctx.forwarding.clone(),
-        };
-        let locked_out = || {
-            self.throttle
-                .as_ref()
-                .and_then(|throttle| throttle.locked_out(ctx.client.throttle_ip()))
-        };
-        let credential =
-            || extract_credential(req.headers(), &self.key_header, self.max_credential_len);
         Some(
-            match shadow.start(facts, self.require_tls, locked_out, credential) {
+            match self.steps_to_credential(shadow, req, &ctx.client, ctx.forwarding.clone()) {
                 Started::Decided(decision, _) => decision,
                 Started::Authenticate(presented, lookup) => match outcome {
                     Some(outcome) => shadow.finish(&lookup, outcome, ctx.client.client_ip),
                     None => match self.authenticate(presented) {
                         Authentication::Ready(outcome) => {
-                            shadow.finish(&lookup, &outcome, ctx.client.client_ip)
+                            shadow.finish(&lookup, outcome.as_ref(), ctx.client.client_ip)
                         }
                         // Dropped unpolled: no store read, no key set fetch.
                         Authentication::Pending(_) => Decision::Deny(Denial::new(
@@ -261,11 +257,11 @@ impl Gate {
         req: &Request<B>,
         ctx: &RequestContext,
         denial: Denial,
-        outcome: Option<&Result<Grant, Denial>>,
+        outcome: Option<Result<&Grant, &Denial>>,
         route: Option<&str>,
     ) -> Response<Full<Bytes>> {
         let shadow = self.shadow_decision(req, ctx, outcome);
-        let grant = outcome.and_then(|o| o.as_ref().ok());
+        let grant = outcome.and_then(Result::ok);
         self.count_failure(&denial, &ctx.client);
         let mut response = render(&denial, ctx.grpc, &self.denials, self.body_hook.as_ref());
         if let Some(resource) = &self.resource {

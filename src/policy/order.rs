@@ -98,7 +98,7 @@ impl Policy {
     pub(crate) fn finish(
         &self,
         lookup: &Lookup,
-        authenticated: &Result<Grant, Denial>,
+        authenticated: Result<&Grant, &Denial>,
         client_ip: Option<IpAddr>,
     ) -> Decision {
         match authenticated {
