@@ -48,8 +48,8 @@ impl GateFile {
             }
             gate = gate.protected_resource(metadata);
         }
-        if let Some(shadow) = self.shadow_policy()? {
-            gate = gate.shadow(shadow);
+        if let Some(shadow) = self.shadow_policy() {
+            gate = gate.shadow(shadow.clone());
         }
         Ok(gate)
     }

@@ -46,6 +46,9 @@ pub struct GateFile {
     source: Option<PathBuf>,
     #[serde(skip)]
     text: String,
+    /// `[shadow] routes_file`, read and compiled once, when the gate file is loaded.
+    #[serde(skip)]
+    shadow_compiled: Option<Policy>,
 }
 
 /// `[server]`.
@@ -680,21 +683,26 @@ impl GateFile {
         let mut gate = Self::parse(&text).map_err(|e| e.in_file(path))?;
         gate.source = Some(path.to_path_buf());
         // The shadow routes file is relative to this one: read and compiled now that its place is known.
-        gate.shadow_policy()?;
+        gate.shadow_compiled = gate.load_shadow_policy()?;
         Ok(gate)
     }
 
     /// Parses and validates a gate file's text. A `[shadow] routes_file` is read relative to the working
     /// directory.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let gate = Self::parse(text)?;
-        gate.shadow_policy()?;
+        let mut gate = Self::parse(text)?;
+        gate.shadow_compiled = gate.load_shadow_policy()?;
         Ok(gate)
     }
 
-    /// The candidate policy of `[shadow] routes_file`, compiled; `None` without `[shadow]`. Errors name the
-    /// routes file, its line and route.
-    pub fn shadow_policy(&self) -> Result<Option<Policy>, ConfigError> {
+    /// The candidate policy of `[shadow] routes_file`, as compiled when the file was loaded; `None` without
+    /// `[shadow]`.
+    pub fn shadow_policy(&self) -> Option<&Policy> {
+        self.shadow_compiled.as_ref()
+    }
+
+    /// Reads and compiles `[shadow] routes_file`. Errors name the routes file, its line and route.
+    fn load_shadow_policy(&self) -> Result<Option<Policy>, ConfigError> {
         let Some(shadow) = &self.shadow else {
             return Ok(None);
         };
