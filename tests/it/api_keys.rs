@@ -25,7 +25,7 @@ fn pepper(version: u32, fill: u8) -> Pepper {
 /// A store wrapper that counts lookups, can be told to fail, and can be held: while a `hold()` guard lives, every
 /// lookup waits (a busy store, a pool wait).
 #[derive(Debug)]
-struct TestStore {
+pub(crate) struct TestStore {
     inner: Arc<dyn KeyStore>,
     gets: AtomicUsize,
     failing: AtomicBool,
@@ -39,7 +39,7 @@ struct TestStore {
 }
 
 impl TestStore {
-    fn new(inner: Arc<dyn KeyStore>) -> Arc<Self> {
+    pub(crate) fn new(inner: Arc<dyn KeyStore>) -> Arc<Self> {
         Arc::new(TestStore {
             inner,
             gets: AtomicUsize::new(0),
@@ -56,7 +56,7 @@ impl TestStore {
         self.gate.clone().write_owned().await
     }
 
-    fn gets(&self) -> usize {
+    pub(crate) fn gets(&self) -> usize {
         self.gets.load(Ordering::SeqCst)
     }
 

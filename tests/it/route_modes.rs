@@ -1,18 +1,18 @@
 //! Optional authentication, per-key rate limits, shadow policies and gRPC-web denials, through the layer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use scopegate::credential::api_key::{
-    ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyId, KeyIssuer, KeyRecord, KeyStore,
-    MemoryKeyStore, NewKey, Pepper, Peppers, RateLimit, StoreFuture,
+    ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, MemoryKeyStore, NewKey, Pepper,
+    Peppers, RateLimit,
 };
 use scopegate::layer::ThrottleConfig;
 use scopegate::policy::{AllowKind, Decision, Policy, Route, ScopeSet};
 use scopegate::testing::Probe;
 use scopegate::{Clock, SystemClock};
 
+use crate::api_keys::TestStore;
 use crate::layer::{Answer, get, harness_with, policy};
 
 const GOOD: &str = "sg_goodkey";
@@ -149,60 +149,15 @@ fn optional_authentication_is_refused_where_it_would_widen_access() {
     assert!(err.contains("line 5") && err.contains("maybe"), "{err}");
 }
 
-/// A store that counts reads.
-#[derive(Debug)]
-struct Counting {
-    inner: MemoryKeyStore,
-    gets: AtomicUsize,
-}
-
-impl KeyStore for Counting {
-    fn insert(&self, record: KeyRecord) -> StoreFuture<'_, ()> {
-        self.inner.insert(record)
-    }
-    fn get(&self, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(id)
-    }
-    fn list(&self) -> StoreFuture<'_, Vec<KeyRecord>> {
-        self.inner.list()
-    }
-    fn revoke(&self, id: KeyId, at: SystemTime) -> StoreFuture<'_, Option<KeyRecord>> {
-        self.inner.revoke(id, at)
-    }
-    fn rotate(
-        &self,
-        old: KeyId,
-        ends: SystemTime,
-        now: SystemTime,
-        new: KeyRecord,
-    ) -> StoreFuture<'_, bool> {
-        self.inner.rotate(old, ends, now, new)
-    }
-    fn set_disabled(
-        &self,
-        id: KeyId,
-        at: Option<SystemTime>,
-    ) -> StoreFuture<'_, Option<KeyRecord>> {
-        self.inner.set_disabled(id, at)
-    }
-    fn record_last_used(&self, uses: Vec<(KeyId, SystemTime)>) -> StoreFuture<'_, ()> {
-        self.inner.record_last_used(uses)
-    }
-}
-
 /// Real API keys in a counting memory store, behind a cache with `ttl`.
 struct Keys {
-    store: Arc<Counting>,
+    store: Arc<TestStore>,
     issuer: KeyIssuer,
     verifier: ApiKeyVerifier,
 }
 
 fn keys(ttl: Duration) -> Keys {
-    let store = Arc::new(Counting {
-        inner: MemoryKeyStore::new(),
-        gets: AtomicUsize::new(0),
-    });
+    let store = TestStore::new(Arc::new(MemoryKeyStore::new()));
     let peppers = Peppers::single(Pepper::new(1, vec![3; 32]).unwrap());
     let cache = Arc::new(KeyCache::new(
         store.clone(),
@@ -265,6 +220,14 @@ async fn a_key_past_its_rate_limit_gets_429_and_other_keys_are_not_slowed() {
             .starts_with("\"key\";r=0;t=")
     );
     assert!(a.headers.get("www-authenticate").is_none());
+    // Counted per key, never per client: the same key from another address is past its limit too.
+    let a = h
+        .send(get("/v1/invoices/7").key(&limited).from("203.0.113.9:4000"))
+        .await;
+    assert_eq!(
+        (a.status.as_u16(), a.code()),
+        (429, "rate_limited".to_owned())
+    );
     // gRPC gets code 8.
     let a = h
         .send(
@@ -393,12 +356,12 @@ async fn the_shadow_never_reads_the_store_a_second_time() {
     let mut h = harness_with(enforced, move |b| b.api_keys(verifier).shadow(candidate()));
     let a = h.send(get("/v1/invoices/7").key(&key)).await;
     assert_eq!(a.status, 200);
-    assert_eq!(keys.store.gets.load(Ordering::SeqCst), 1);
+    assert_eq!(keys.store.gets(), 1);
     // The enforced route is public, the candidate's protected: the key is not in the cache (TTL 0), so the
     // candidate is decided without it, as unavailable, and the store is not read.
     let a = h.send(get("/v1/catalog").key(&key)).await;
     assert_eq!(a.status, 200);
-    assert_eq!(keys.store.gets.load(Ordering::SeqCst), 1);
+    assert_eq!(keys.store.gets(), 1);
     let events = h.audit.events();
     assert_eq!(events[0]["shadow_reason"], "insufficient_scope");
     assert_eq!(
