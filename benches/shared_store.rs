@@ -196,8 +196,7 @@ fn bench(c: &mut Criterion) {
     let keys: Vec<String> = runtime.block_on(async {
         let issued = issue_keys(&issuer(Arc::clone(&pg)), 1_000).await;
         for store in [&sqlite, &memory] {
-            let records = all_records(&pg).await;
-            for record in records {
+            for record in pg.list().await.unwrap() {
                 store.insert(record).await.unwrap();
             }
         }
@@ -302,7 +301,8 @@ fn bench(c: &mut Criterion) {
         // The key id is the 16 characters after the prefix `sg_`.
         let ids: std::collections::HashSet<&str> = sample.iter().map(|k| &k[3..19]).collect();
         let memory: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
-        for record in all_records(&open_store(&url, StoreAccess::Gate).await.unwrap()).await {
+        let store = open_store(&url, StoreAccess::Gate).await.unwrap();
+        for record in store.list().await.unwrap() {
             if ids.contains(record.info.id.as_str()) {
                 memory.insert(record).await.unwrap();
             }
@@ -317,11 +317,6 @@ fn bench(c: &mut Criterion) {
             warm / base
         );
     });
-}
-
-/// Every record of `store`.
-async fn all_records(store: &Arc<dyn KeyStore>) -> Vec<scopegate::credential::api_key::KeyRecord> {
-    store.list().await.unwrap()
 }
 
 criterion_group!(benches, bench);
