@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::credential::api_key::{KeyId, RateLimit};
+use crate::layer::Allowed;
 use crate::network::CidrSet;
 use crate::policy::{Denial, Scope, ScopeSet};
 
@@ -41,13 +42,29 @@ pub type Attributes = BTreeMap<String, String>;
 /// Cheap to clone: a few words and one reference-counted set of rights, which API keys with equal scopes,
 /// allowlist and attributes share (so that a verified key yields a grant without reading any memory of its own
 /// beyond its cache entry). Holds no secret.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// The grant the gate puts into an allowed request's extensions also carries the gate's decision about that
+/// request ([`allowed`](Self::allowed): the route, the client), so that an authenticated request gets one extension,
+/// not two. Two grants are equal when they grant the same thing to the same principal; the decision is not compared.
+#[derive(Clone)]
 pub struct Grant {
     kind: CredentialKind,
     principal: Principal,
     expires_at: Option<SystemTime>,
     rights: Arc<Rights>,
+    allowed: Option<Allowed>,
 }
+
+impl PartialEq for Grant {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.principal == other.principal
+            && self.expires_at == other.expires_at
+            && self.rights == other.rights
+    }
+}
+
+impl Eq for Grant {}
 
 /// Who the grant is for: an API key's id (kept inline), or a token's subject. Equal when the text is.
 #[derive(Clone)]
@@ -131,6 +148,7 @@ impl Grant {
             principal: Principal::Named(principal.into()),
             expires_at: None,
             rights: Arc::new(Rights::new(scopes, allow_ips, attributes)),
+            allowed: None,
         }
     }
 
@@ -141,7 +159,21 @@ impl Grant {
             principal: Principal::Key(id),
             expires_at,
             rights,
+            allowed: None,
         }
+    }
+
+    /// The same grant, carrying the gate's decision about the request it is attached to.
+    pub(crate) fn with_allowed(mut self, allowed: Allowed) -> Self {
+        self.allowed = Some(allowed);
+        self
+    }
+
+    /// What the gate decided about the request this grant came with: the matched route and the client. `None` on
+    /// a grant that no gate attached to a request (a test's, or an authenticator's own answer).
+    /// [`Allowed::of`] finds it in a request's extensions whichever way the request was allowed.
+    pub fn allowed(&self) -> Option<&Allowed> {
+        self.allowed.as_ref()
     }
 
     /// The same grant, ending at `at` (the credential's own expiry: a JWT's `exp`, an API key's `expires_at`).
@@ -221,6 +253,7 @@ impl fmt::Debug for Grant {
             .field("allow_ips", &self.rights.allow_ips)
             .field("attributes", &self.rights.attributes)
             .field("expires_at", &self.expires_at)
+            .field("allowed", &self.allowed)
             .finish()
     }
 }

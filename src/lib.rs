@@ -66,7 +66,7 @@ pub mod guide {
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ConfigError, Location};
 pub use grant::{Attributes, CredentialKind, Grant};
-pub use secret::Secret;
+pub use secret::{Secret, SecretRef};
 
 /// The README's example, compiled and run as a doctest so that it cannot rot.
 #[cfg(doctest)]

@@ -80,6 +80,60 @@ impl Secret {
     }
 }
 
+/// Secret bytes borrowed from where they arrived: a credential in a request's header, handed to an
+/// [`Authenticator`](crate::credential::Authenticator) without copying it.
+///
+/// The same care as [`Secret`]: `Debug` is redacted and there is no `Display`. It does not zeroize, because it owns
+/// nothing: the bytes belong to the request, which holds them until it is dropped whether or not they were copied.
+/// An authenticator that must keep the credential past the call (a future waiting for a store) copies it with
+/// [`to_secret`](Self::to_secret), which is zeroized on drop.
+#[derive(Clone, Copy)]
+pub struct SecretRef<'a>(&'a [u8]);
+
+impl<'a> SecretRef<'a> {
+    /// Borrows bytes as a secret.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self(bytes)
+    }
+
+    /// The secret bytes. Call sites of this method are the places to review.
+    pub fn expose(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The secret as UTF-8 text, if it is.
+    pub fn expose_str(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.0).ok()
+    }
+
+    /// Length in bytes (not secret).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the secret is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// An owned copy, zeroized when dropped.
+    pub fn to_secret(&self) -> Secret {
+        Secret::new(self.0.to_vec())
+    }
+}
+
+impl<'a> From<&'a Secret> for SecretRef<'a> {
+    fn from(secret: &'a Secret) -> Self {
+        SecretRef(secret.expose())
+    }
+}
+
+impl fmt::Debug for SecretRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretRef([REDACTED])")
+    }
+}
+
 impl From<String> for Secret {
     fn from(value: String) -> Self {
         Self::new(value.into_bytes())
@@ -105,8 +159,22 @@ mod tests {
     #[test]
     fn debug_never_prints_the_bytes() {
         let s = Secret::from("hunter2-very-secret");
-        let printed = format!("{s:?} {s:#?}");
+        let r = SecretRef::from(&s);
+        let printed = format!("{s:?} {s:#?} {r:?} {r:#?}");
         assert!(!printed.contains("hunter2"), "{printed}");
+        assert_eq!(format!("{r:?}"), "SecretRef([REDACTED])");
+    }
+
+    #[test]
+    fn a_borrowed_secret_reads_and_copies_the_same_bytes() {
+        let s = Secret::from("sg_abc");
+        let r = SecretRef::from(&s);
+        assert_eq!(r.expose(), b"sg_abc");
+        assert_eq!(r.expose_str(), Some("sg_abc"));
+        assert_eq!((r.len(), r.is_empty()), (6, false));
+        assert!(r.to_secret().ct_eq(&s));
+        assert!(SecretRef::new(b"").is_empty());
+        assert_eq!(SecretRef::new(&[0xff, 0xfe]).expose_str(), None);
     }
 
     #[test]

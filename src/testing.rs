@@ -199,10 +199,10 @@ impl StaticCredentials {
 }
 
 impl Authenticator for StaticCredentials {
-    fn authenticate(&self, credential: Secret) -> Authentication {
+    fn authenticate(&self, credential: crate::SecretRef<'_>) -> Authentication {
         let mut found: Option<Result<Grant, Denial>> = None;
         for (secret, outcome) in self.entries.iter() {
-            if secret.ct_eq(&credential) && found.is_none() {
+            if secret.ct_eq_bytes(credential.expose()) && found.is_none() {
                 found = Some(outcome.clone());
             }
         }

@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 use crate::grant::Grant;
 use crate::policy::Denial;
-use crate::secret::Secret;
+use crate::secret::SecretRef;
 
 /// The future of an [`Authentication`] that has to wait (for a key store, a key set refresh).
 pub type AuthFuture = Pin<Box<dyn Future<Output = Result<Grant, Denial>> + Send + 'static>>;
@@ -57,9 +57,10 @@ impl std::fmt::Debug for Authentication {
 /// Implemented by the API-key verifier and the JWT authenticator; the gate routes a credential from the API-key
 /// header, or a bearer token without a `.`, to the API-key authenticator, and a bearer token with `.`s to the JWT one.
 pub trait Authenticator: Send + Sync + 'static {
-    /// Authenticates one credential: [`Authentication::Ready`] when no I/O is needed. A pending future must not
-    /// borrow `self`: clone what it needs.
-    fn authenticate(&self, credential: Secret) -> Authentication;
+    /// Authenticates one credential, borrowed from the request's header: [`Authentication::Ready`] when no I/O is
+    /// needed. A pending future must not borrow `self` or the credential: clone what it needs, and copy the
+    /// credential with [`SecretRef::to_secret`] if it needs that (the copy is zeroized on drop).
+    fn authenticate(&self, credential: SecretRef<'_>) -> Authentication;
 
     /// Called once by [`ScopeGateBuilder::build`](crate::layer::ScopeGateBuilder::build) with the gate's audit sink,
     /// for events that happen off the request path (a key set's refresh failing, say). The default ignores it.

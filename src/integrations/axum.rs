@@ -2,7 +2,8 @@
 //!
 //! A handler that asks for a `Grant` where none was inserted means the stack is misconfigured (the layer is
 //! missing, or the route is public): it answers 500, not 401, the way axum's `Extension` does.
-//! `Option<Grant>` is `None` on public routes.
+//! `Option<Grant>` is `None` on public routes. A handler may also take [`Allowed`] (the route and the client), which
+//! every allowed request has.
 //!
 //! Behind a server that scopegate's acceptors do not run (`axum::serve`), the gate reads the peer from axum's
 //! `ConnectInfo<SocketAddr>` (`into_make_service_with_connect_info`); such a connection counts as plaintext.
@@ -13,6 +14,7 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::grant::Grant;
+use crate::layer::Allowed;
 use crate::network::ConnectionInfo;
 
 /// axum's `ConnectInfo<SocketAddr>`: the peer only; axum's own server does not terminate TLS.
@@ -25,7 +27,8 @@ pub(super) fn connection_info(extensions: &http::Extensions) -> Option<Connectio
         })
 }
 
-/// The rejection when no [`Grant`] is in the request: 500, because the gate is missing from the stack.
+/// The rejection when no [`Grant`] (or, for an [`Allowed`] argument, no decision) is in the request: 500, because
+/// the gate is missing from the stack.
 #[derive(Debug, Clone, Copy)]
 pub struct MissingGrant;
 
@@ -55,6 +58,16 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Grant {
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<Grant>().cloned())
+    }
+}
+
+/// A handler behind the gate may take [`Allowed`]: the matched route and the client, on every allowed request
+/// (inside the grant of an authenticated one, see [`Allowed::of`]). Missing, it answers 500 as a missing grant does.
+impl<S: Send + Sync> FromRequestParts<S> for Allowed {
+    type Rejection = MissingGrant;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Allowed::of(&parts.extensions).cloned().ok_or(MissingGrant)
     }
 }
 

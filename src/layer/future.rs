@@ -36,7 +36,7 @@ where
     pub(super) fn decide(self, outcome: Result<Grant, Denial>) -> ResponseFuture<S, B> {
         let AwaitingAuth {
             inner,
-            mut req,
+            req,
             lookup,
             gate,
             ctx,
@@ -83,8 +83,7 @@ where
             route,
             shadow.as_ref(),
         );
-        req.extensions_mut().insert(grant);
-        ResponseFuture::inner(inner, req, &gate, &ctx, decision, rate)
+        ResponseFuture::inner(inner, req, &gate, &ctx, decision, Some(grant), rate)
     }
 }
 
@@ -126,21 +125,30 @@ where
         }
     }
 
+    /// Hands an allowed request to the inner service with one extension: the grant carrying the decision, or
+    /// (without a grant) the decision alone.
     pub(super) fn inner(
         mut inner: S,
         mut req: Request<B>,
         gate: &Gate,
         ctx: &RequestContext,
         decision: Decision,
+        grant: Option<Grant>,
         rate: Option<RateHeaders>,
     ) -> Self {
         if let Decision::Allow { route, kind } = decision {
-            req.extensions_mut().insert(Allowed {
+            let allowed = Allowed {
                 route,
                 kind,
                 client_ip: ctx.client.client_ip,
                 peer_ip: ctx.client.peer_ip,
-            });
+            };
+            // The previous value of either type, if a layer below put one there, is replaced and dropped.
+            if let Some(grant) = grant {
+                drop(req.extensions_mut().insert(grant.with_allowed(allowed)));
+            } else {
+                drop(req.extensions_mut().insert(allowed));
+            }
         }
         let hsts = if ctx.client.tls {
             gate.hsts.clone()

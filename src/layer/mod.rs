@@ -59,17 +59,31 @@ use crate::policy::AllowKind;
 #[cfg(feature = "axum")]
 use crate::policy::Denial;
 
-/// What the gate decided about an allowed request, in the request's extensions beside the [`Grant`](crate::Grant) (which public
-/// routes do not get).
+/// What the gate decided about an allowed request: the matched route and the client.
+///
+/// An allowed request carries exactly one extension from the gate: the [`Grant`](crate::Grant) when a credential
+/// was authenticated (which holds this, see [`Grant::allowed`](crate::Grant::allowed)), else this alone (public
+/// routes, and anonymous requests on optional-auth routes). [`Allowed::of`] reads it either way; with axum, a
+/// handler takes `Allowed` as an argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {
-    route: std::sync::Arc<str>,
-    kind: AllowKind,
-    client_ip: Option<IpAddr>,
-    peer_ip: Option<IpAddr>,
+    pub(crate) route: std::sync::Arc<str>,
+    pub(crate) kind: AllowKind,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) peer_ip: Option<IpAddr>,
 }
 
 impl Allowed {
+    /// The gate's decision in a request's extensions: inside the [`Grant`](crate::Grant) of an authenticated
+    /// request, or on its own. `None` when the gate did not allow this request (it is not behind the gate).
+    pub fn of(extensions: &http::Extensions) -> Option<&Allowed> {
+        extensions.get::<Allowed>().or_else(|| {
+            extensions
+                .get::<crate::Grant>()
+                .and_then(crate::Grant::allowed)
+        })
+    }
+
     /// The matched route pattern.
     pub fn route(&self) -> &str {
         &self.route

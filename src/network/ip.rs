@@ -103,6 +103,19 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_literal_fits_the_bound() {
+        // 45 characters: the longest IPv6 text there is. The bound refuses long input before parsing, never a
+        // real address.
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        assert_eq!(longest.len(), 45);
+        assert!(parse_ip(longest).is_ok());
+        // The deny twin: one character more is refused (a leading zero the parser would take as a fifth digit).
+        let longer = "0ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        assert_eq!(longer.len(), 46);
+        assert!(parse_ip(longer).is_err());
+    }
+
+    #[test]
     fn only_mapped_addresses_become_ipv4() {
         let mapped = canonical(parse_ip("::ffff:10.0.0.1").unwrap());
         assert_eq!(mapped, parse_ip("10.0.0.1").unwrap());

@@ -45,7 +45,18 @@ struct Inner {
 
 struct PatternRules {
     pattern: String,
-    by_method: HashMap<Method, usize>,
+    /// Each method's rule. A pattern has a handful of methods at most: a scan of this list costs less than hashing
+    /// the method for a map.
+    by_method: Vec<(Method, usize)>,
+}
+
+impl PatternRules {
+    fn rule_for(&self, method: &Method) -> Option<usize> {
+        self.by_method
+            .iter()
+            .find(|(listed, _)| listed == method)
+            .map(|&(_, rule)| rule)
+    }
 }
 
 struct Rule {
@@ -127,17 +138,14 @@ impl PolicyBuilder {
                 })?;
                 patterns.push(PatternRules {
                     pattern: route.path.clone(),
-                    by_method: HashMap::new(),
+                    by_method: Vec::new(),
                 });
                 pattern_index.insert(route.path.clone(), id);
                 id
             };
             for method in methods {
-                if patterns[pattern_id]
-                    .by_method
-                    .insert(method.clone(), rule_id)
-                    .is_some()
-                {
+                let rules = &mut patterns[pattern_id];
+                if rules.rule_for(&method).is_some() {
                     return Err(ConfigError::invalid(
                         at("methods"),
                         format!(
@@ -146,6 +154,7 @@ impl PolicyBuilder {
                         ),
                     ));
                 }
+                rules.by_method.push((method, rule_id));
             }
         }
         Ok(Policy(Arc::new(Inner {
@@ -328,7 +337,7 @@ impl Policy {
         } else {
             method
         };
-        let Some(&rule) = rules.by_method.get(method) else {
+        let Some(rule) = rules.rule_for(method) else {
             return Ok(Lookup::Unlisted);
         };
         match &self.0.rules[rule].access {
@@ -532,7 +541,7 @@ impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut list = f.debug_list();
         for p in &self.0.patterns {
-            let mut methods: Vec<&str> = p.by_method.keys().map(Method::as_str).collect();
+            let mut methods: Vec<&str> = p.by_method.iter().map(|(m, _)| m.as_str()).collect();
             methods.sort_unstable();
             list.entry(&format_args!("{} {}", methods.join(","), p.pattern));
         }

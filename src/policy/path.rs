@@ -86,17 +86,19 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    // Byte-level checks.
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    // Byte-level checks, on a slice that shrinks at every step (no index arithmetic: the walk always ends).
+    let mut rest = bytes;
+    let mut escaped = false;
+    while let Some((&byte, tail)) = rest.split_first() {
+        rest = tail;
+        match byte {
             b'\\' => return Err(PathError::Backslash),
             b if !(0x20..0x7f).contains(&b) => return Err(PathError::RawByte),
             b'%' => {
-                let (Some(hi), Some(lo)) = (
-                    bytes.get(i + 1).copied().and_then(hex),
-                    bytes.get(i + 2).copied().and_then(hex),
-                ) else {
+                let [hi, lo, after @ ..] = tail else {
+                    return Err(PathError::BadPercent);
+                };
+                let (Some(hi), Some(lo)) = (hex(*hi), hex(*lo)) else {
                     return Err(PathError::BadPercent);
                 };
                 let decoded = hi << 4 | lo;
@@ -106,28 +108,26 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
                 {
                     return Err(PathError::EncodedDelimiter);
                 }
-                i += 3;
-                continue;
+                escaped = true;
+                rest = after;
             }
             _ => {}
         }
-        i += 1;
     }
-    // Segment-level checks. The first element is the empty string before the leading '/'.
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (n, segment) in segments.iter().enumerate() {
+    // Segment-level checks, on the segments after the leading '/' (walked in place: no allocation per request).
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
         if segment.is_empty() {
             // `/` alone and a trailing `/` are fine: the trailing slash is significant, as in axum.
-            if n == last {
+            if segments.peek().is_none() {
                 continue;
             }
             return Err(PathError::EmptySegment);
         }
-        if *segment == "." || *segment == ".." {
+        if segment == "." || segment == ".." {
             return Err(PathError::DotSegment);
         }
-        if segment.contains('%') {
+        if escaped && segment.contains('%') {
             decode_segment(segment).ok_or(PathError::InvalidUtf8)?;
         }
     }
@@ -219,11 +219,46 @@ mod tests {
             ("/a%u002e", PathError::BadPercent),
             ("/a%", PathError::BadPercent),
             ("/a%2", PathError::BadPercent),
+            // A harmless escape right before a forbidden one: the walk resumes just after each escape.
+            ("/a%20%2F", PathError::EncodedDelimiter),
+            ("/%41%2e%2e", PathError::EncodedDelimiter),
+            ("/a%20%zz", PathError::BadPercent),
             ("/a/%c0%ae%c0%ae/b", PathError::InvalidUtf8),
             ("/a/%ff", PathError::InvalidUtf8),
         ];
         for (path, expected) in cases {
             assert_eq!(check_path(path), Err(*expected), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn escapes_side_by_side_are_each_checked() {
+        // The allow twins of the cases above: harmless escapes back to back, at the end, and between bytes.
+        for ok in ["/a%20%20", "/%41%42%43", "/a%20b%20c", "/x/%7E"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn each_refusal_says_what_it_refused() {
+        let details = [
+            (PathError::NotAbsolute, "path does not start with '/'"),
+            (PathError::EmptySegment, "path has an empty segment"),
+            (PathError::DotSegment, "path has a dot segment"),
+            (PathError::Backslash, "path has a backslash"),
+            (PathError::RawByte, "path has a control or non-ASCII byte"),
+            (
+                PathError::BadPercent,
+                "path has an invalid percent-encoding",
+            ),
+            (
+                PathError::EncodedDelimiter,
+                "path percent-encodes '.', '/', '\\', '%' or a control byte",
+            ),
+            (PathError::InvalidUtf8, "path decodes to invalid UTF-8"),
+        ];
+        for (error, detail) in details {
+            assert_eq!(error.detail(), detail);
         }
     }
 

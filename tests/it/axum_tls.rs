@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use scopegate::Grant;
-use scopegate::layer::ScopeGateLayer;
+use scopegate::layer::{Allowed, ScopeGateLayer};
 use scopegate::policy::{Policy, Route};
 use scopegate::testing::{StaticCredentials, TestGrant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,11 +63,16 @@ fn app_with(credentials: StaticCredentials) -> Router {
     Router::new()
         .route(
             "/health",
-            get(|grant: Option<Grant>| async move { format!("up {}", grant.is_some()) }),
+            get(|grant: Option<Grant>, allowed: Allowed| async move {
+                format!("up {} {}", grant.is_some(), allowed.route())
+            }),
         )
         .route(
             "/v1/invoices/{id}",
-            get(|grant: Grant| async move { format!("invoice for {}", grant.principal()) }),
+            // The decision rides in the grant: `Allowed` is there too, on the same single extension.
+            get(|grant: Grant, allowed: Allowed| async move {
+                format!("invoice for {} on {}", grant.principal(), allowed.route())
+            }),
         )
         .route(
             "/v1/ungated",
@@ -123,7 +128,10 @@ async fn allowed_with_hsts_and_the_grant(app: Router) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
-    assert_eq!(r.text().await.unwrap(), "invoice for key-1");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "invoice for key-1 on /v1/invoices/{id}"
+    );
     // The deny twin: no key.
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -137,7 +145,7 @@ async fn allowed_with_hsts_and_the_grant(app: Router) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.text().await.unwrap(), "up false");
+    assert_eq!(r.text().await.unwrap(), "up false /health");
 }
 
 #[tokio::test]
@@ -204,15 +212,30 @@ async fn a_handler_without_the_gate_answers_500_not_401() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "unlisted in the policy");
-    let bare = Router::new().route(
-        "/v1/ungated",
-        get(|grant: Grant| async move { grant.principal().to_owned() }),
-    );
+    let bare = Router::new()
+        .route(
+            "/v1/ungated",
+            get(|grant: Grant| async move { grant.principal().to_owned() }),
+        )
+        .route(
+            "/v1/decision",
+            get(|allowed: Allowed| async move { allowed.route().to_owned() }),
+        );
     let bare_server = start_tls(bare).await;
     let client = client_for(&bare_server);
     let r = client
         .get(format!(
             "https://localhost:{}/v1/ungated",
+            bare_server.addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    // Nor is there a decision to extract without the gate.
+    let r = client
+        .get(format!(
+            "https://localhost:{}/v1/decision",
             bare_server.addr.port()
         ))
         .send()

@@ -802,7 +802,18 @@ async fn allowed_requests_carry_the_route_and_client() {
         .build()
         .unwrap();
     let inner = tower::service_fn(|req: Request<String>| async move {
-        let allowed = req.extensions().get::<scopegate::layer::Allowed>().cloned();
+        // One extension from the gate: the grant carrying the decision, or the decision alone.
+        let own = req
+            .extensions()
+            .get::<scopegate::layer::Allowed>()
+            .is_some();
+        let in_grant = req
+            .extensions()
+            .get::<Grant>()
+            .and_then(Grant::allowed)
+            .is_some();
+        assert!(own != in_grant, "exactly one place holds the decision");
+        let allowed = scopegate::layer::Allowed::of(req.extensions()).cloned();
         let text = allowed.map_or("none".to_owned(), |a| {
             format!("{} {} {:?}", a.route(), a.kind().as_str(), a.client_ip())
         });
@@ -838,6 +849,17 @@ async fn allowed_requests_carry_the_route_and_client() {
             .to_bytes();
         assert_eq!(body, expected.as_bytes());
     }
+    // The twin: the same service without the gate finds no decision.
+    let bare = tower::service_fn(|req: Request<String>| async move {
+        Ok::<_, Infallible>(Response::new(
+            scopegate::layer::Allowed::of(req.extensions()).is_some(),
+        ))
+    });
+    let answer = bare
+        .oneshot(Request::get("/health").body(String::new()).unwrap())
+        .await
+        .unwrap();
+    assert!(!answer.into_body());
 }
 
 #[tokio::test]

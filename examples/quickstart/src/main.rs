@@ -26,7 +26,7 @@ use axum::extract::Path as UrlPath;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
-use axum::{Extension, routing::post};
+use axum::routing::post;
 use scopegate::credential::api_key::{
     ApiKeyVerifier, CacheConfig, IssuedKey, KeyCache, KeyFormat, KeyIssuer, MemoryKeyStore, NewKey,
     Pepper, Peppers,
@@ -285,7 +285,7 @@ fn app() -> Router {
 
 async fn read_invoice(
     grant: Grant,
-    Extension(allowed): Extension<Allowed>,
+    allowed: Allowed,
     UrlPath((tenant, id)): UrlPath<(String, String)>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let body = serde_json::json!({

@@ -34,7 +34,7 @@ async fn echo(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<bytes::Bytes>>, Infallible> {
     let grant = req.extensions().get::<Grant>();
-    let allowed = req.extensions().get::<Allowed>();
+    let allowed = Allowed::of(req.extensions());
     let body = json!({
         "principal": grant.map(Grant::principal),
         "kind": grant.map_or("anonymous", |g| g.kind().as_str()),

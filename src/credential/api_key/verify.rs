@@ -302,7 +302,7 @@ impl fmt::Debug for ApiKeyVerifier {
 
 /// A cached (or malformed) key is decided at once; only a cache miss waits for the store.
 impl crate::credential::Authenticator for ApiKeyVerifier {
-    fn authenticate(&self, credential: Secret) -> crate::credential::Authentication {
+    fn authenticate(&self, credential: crate::SecretRef<'_>) -> crate::credential::Authentication {
         use crate::credential::Authentication;
         let this = &*self.0;
         let started = credential
@@ -317,6 +317,8 @@ impl crate::credential::Authenticator for ApiKeyVerifier {
             },
         };
         let verifier = self.clone();
+        // The store read outlives the request's borrow: the credential is copied (and zeroized when dropped).
+        let credential = credential.to_secret();
         Authentication::Pending(Box::pin(async move {
             let this = &*verifier.0;
             // Parsed again (it borrows from the credential, which the future owns); the clock is read again only

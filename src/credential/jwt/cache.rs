@@ -1,16 +1,19 @@
 //! The verified-token cache: a repeat of a token that already verified costs a keyed hash, one map lookup and a
 //! constant-time comparison instead of a signature check.
 //!
-//! - Keyed by a per-process randomly keyed SipHash-1-3 (`std`'s `RandomState`) of the **whole** token, and the
-//!   whole token is compared (in constant time) on a hit: a forged payload with a reused signature, or a hash
-//!   collision, is a miss, never a hit. Only tokens that fully verified are ever inserted, so an attacker cannot
-//!   fill the cache, nor aim collisions at it without valid tokens.
+//! - Keyed by a randomly seeded foldhash of the **whole** token (seeded per cache; ~10x faster than `SipHash` on a
+//!   500-byte token), and the whole token is compared (in constant time) on a hit: a forged payload with a reused
+//!   signature, or a hash collision, is a miss, never a hit. Only tokens that fully verified are ever inserted, so
+//!   an attacker cannot fill the cache, nor aim collisions at it without valid tokens; the hash needs no
+//!   cryptographic strength.
 //! - Bounded: at capacity the oldest entry goes (FIFO).
 //! - An entry lives until the token's `exp` (without the leeway) and the time is re-checked on every hit.
 //! - A key-set change flushes it; an insertion made with a key set older than the last flush is dropped.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
+use foldhash::fast::RandomState;
 use std::sync::{Mutex, PoisonError};
 
 use crate::credential::order::InsertionOrder;
@@ -62,7 +65,7 @@ pub(super) struct TokenCache {
 impl TokenCache {
     pub(super) fn new(capacity: usize) -> Self {
         TokenCache {
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             capacity,
             inner: Mutex::new(Inner {
                 map: HashMap::default(),

@@ -631,7 +631,7 @@ impl Issuer {
 /// The gate's step 6 for bearer tokens: verified synchronously when the keys are at hand; only an unknown `kid`
 /// (or a live key set not fetched yet, or too stale) waits for a cooldown-limited fetch.
 impl crate::credential::Authenticator for JwtAuthenticator {
-    fn authenticate(&self, credential: crate::Secret) -> crate::credential::Authentication {
+    fn authenticate(&self, credential: crate::SecretRef<'_>) -> crate::credential::Authentication {
         use crate::credential::Authentication;
         let issuer = match self.issuer_of(credential.expose()) {
             Ok(issuer) => issuer,
@@ -643,6 +643,8 @@ impl crate::credential::Authenticator for JwtAuthenticator {
                 ..
             }) => {
                 let issuer = Arc::clone(issuer);
+                // The fetch outlives the request's borrow: the token is copied (and zeroized when dropped).
+                let credential = credential.to_secret();
                 Authentication::Pending(Box::pin(async move {
                     issuer.after_refresh(credential.expose()).await
                 }))
