@@ -22,8 +22,10 @@ VARIANTS=(none scopegate tower-http)
 
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --features server --example bench_server
-BIN=target/release/examples/bench_server
+# The binary cargo reports having built (so that CARGO_TARGET_DIR, or a build directory elsewhere, is honoured).
+BIN=$(cargo build --release --features server --example bench_server --message-format=json-render-diagnostics |
+    grep -o '"executable":"[^"]*bench_server"' | tail -n1 | cut -d'"' -f4)
+[[ -x "$BIN" ]] || { echo "cargo did not report the bench_server binary" >&2; exit 1; }
 
 SERVER_PID=
 stop_server() {

@@ -18,9 +18,15 @@ impl AuditSink for NoAudit {
     fn record(&self, _event: &AuditEvent<'_>) {}
 }
 
-/// The inner service: a small fixed response.
+/// The inner service: a small fixed response with its `Content-Type`, as axum's hello world answers (so the
+/// response's header map exists before the gate adds `Strict-Transport-Security`, as on every real response).
 pub(crate) async fn hello(_req: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
+    let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(response)
 }
 
 /// `poll_ready`, then `call`, then the response future to completion.
