@@ -263,6 +263,18 @@ mod tests {
     }
 
     #[test]
+    fn a_checked_path_is_the_path_itself() {
+        let checked = CheckedPath::new("/v1/tenants/acme").unwrap();
+        assert_eq!(checked.as_str(), "/v1/tenants/acme");
+        assert_eq!(format!("{checked:?}"), "\"/v1/tenants/acme\"");
+        // The deny twin: a path that fails the check never becomes one.
+        assert_eq!(
+            CheckedPath::new("/v1/../acme").unwrap_err(),
+            PathError::DotSegment
+        );
+    }
+
+    #[test]
     fn decoding_after_matching() {
         assert_eq!(decode_segment("acme%20corp").as_deref(), Some("acme corp"));
         assert_eq!(decode_segment("caf%C3%A9").as_deref(), Some("café"));
