@@ -143,9 +143,12 @@ where
                 client_ip: ctx.client.client_ip,
                 peer_ip: ctx.client.peer_ip,
             };
-            // The previous value of either type, if a layer below put one there, is replaced and dropped.
+            // This gate's decision replaces an earlier one (an outer gate's): the grant replaces any grant, and a
+            // stale `Allowed` beside it goes, or `Allowed::of` would read the outer decision.
             if let Some(grant) = grant {
-                drop(req.extensions_mut().insert(grant.with_allowed(allowed)));
+                let extensions = req.extensions_mut();
+                drop(extensions.insert(grant.with_allowed(allowed)));
+                drop(extensions.remove::<Allowed>());
             } else {
                 drop(req.extensions_mut().insert(allowed));
             }

@@ -794,6 +794,53 @@ fn gate_configuration_errors() {
     );
 }
 
+/// Two gates in one stack: the inner gate's decision is the one a handler reads, whichever kinds the two made.
+#[tokio::test]
+async fn the_innermost_gate_decision_is_the_one_read() {
+    let outer_policy = Policy::builder()
+        .route(Route::get("/v1/invoices/{id}").public())
+        .build()
+        .unwrap();
+    let outer = ScopeGateLayer::builder(outer_policy)
+        .danger_disable_throttle()
+        .build()
+        .unwrap();
+    let inner = ScopeGateLayer::builder(policy())
+        .api_keys(credentials())
+        .danger_disable_throttle()
+        .build()
+        .unwrap();
+    let handler = tower::service_fn(|req: Request<String>| async move {
+        let kind = scopegate::layer::Allowed::of(req.extensions()).map(|a| a.kind().as_str());
+        Ok::<_, Infallible>(Response::new(format!("{kind:?}")))
+    });
+    let svc = tower::ServiceBuilder::new()
+        .layer(outer)
+        .layer(inner)
+        .service(handler);
+    let mut req = Request::get("/v1/invoices/7")
+        .header("x-api-key", READER)
+        .body(String::new())
+        .unwrap();
+    req.extensions_mut().insert(ConnectionInfo {
+        peer: Some("192.0.2.1".parse().unwrap()),
+        tls: true,
+    });
+    let response = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    // The outer gate allowed it as public; the inner one granted it to the key: the handler sees the grant's.
+    assert_eq!(body, "Some(\"granted\")".as_bytes());
+    // The deny twin: without the key the inner gate refuses, whatever the outer one allowed.
+    let mut req = Request::get("/v1/invoices/7").body(String::new()).unwrap();
+    req.extensions_mut().insert(ConnectionInfo {
+        peer: Some("192.0.2.1".parse().unwrap()),
+        tls: true,
+    });
+    let response = svc.oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn allowed_requests_carry_the_route_and_client() {
     let gate = ScopeGateLayer::builder(policy())
@@ -912,6 +959,10 @@ impl std::io::Write for LogBuffer {
 
 #[tokio::test]
 async fn the_default_tracing_audit_logs_no_secret() {
+    // With exactly one dispatcher alive, tracing-core decides a callsite's interest from the default of whichever
+    // thread reaches it first: another test's thread, without a subscriber, would switch the audit events off for
+    // this one. A second dispatcher, kept for the test's length, makes it ask every dispatcher.
+    let _second_dispatcher = tracing::Dispatch::new(tracing_subscriber::registry());
     let logs = LogBuffer::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
