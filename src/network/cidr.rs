@@ -98,12 +98,10 @@ impl FromStr for Cidr {
 }
 
 fn parse_prefix(text: &str, max: u8) -> Option<u8> {
+    // Digits only (`u8::from_str` would take a leading '+'), no leading zero; a long run of digits fails the
+    // `u8` parse after its fourth digit.
     let leading_zero = text.len() > 1 && text.starts_with('0');
-    if text.is_empty()
-        || text.len() > 3
-        || leading_zero
-        || !text.bytes().all(|b| b.is_ascii_digit())
-    {
+    if text.is_empty() || leading_zero || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse::<u8>().ok().filter(|p| *p <= max)
@@ -309,6 +307,30 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_set_reports_what_it_holds() {
+        let empty = CidrSet::new();
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert!(empty.networks().is_empty());
+        assert!(!empty.contains(ip("10.0.0.1")));
+        let two = set(&["10.0.0.0/8", "2001:db8::/32"]);
+        assert!(!two.is_empty());
+        assert_eq!(two.len(), 2);
+        let listed: Vec<String> = two.networks().iter().map(ToString::to_string).collect();
+        assert_eq!(listed, ["10.0.0.0/8", "2001:db8::/32"]);
+        assert_eq!(format!("{two:?}"), r#"["10.0.0.0/8", "2001:db8::/32"]"#);
+        assert_eq!(
+            format!("{:?}", "10.0.0.0/8".parse::<Cidr>().unwrap()),
+            "Cidr(10.0.0.0/8)"
+        );
+        // Equal whatever the order; unequal with a network more or less.
+        assert_eq!(two, set(&["2001:db8::/32", "10.0.0.0/8"]));
+        assert_ne!(two, set(&["10.0.0.0/8"]));
+        assert_ne!(two, empty);
+        assert_eq!(empty, CidrSet::new());
     }
 
     #[test]

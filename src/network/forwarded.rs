@@ -61,11 +61,15 @@ impl<'a> Iterator for SplitOutsideQuotes<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let text = self.rest?;
-        let bytes = text.as_bytes();
-        let (mut i, mut quoted) = (0, false);
-        while i < bytes.len() {
-            match bytes[i] {
-                b'\\' if quoted => i += 1,
+        // One pass over the bytes, no index arithmetic: the walk always ends.
+        let (mut quoted, mut escaped) = (false, false);
+        for (i, &byte) in text.as_bytes().iter().enumerate() {
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            match byte {
+                b'\\' if quoted => escaped = true,
                 b'"' => quoted = !quoted,
                 b if b == self.sep && !quoted => {
                     self.rest = text.get(i + 1..);
@@ -73,10 +77,9 @@ impl<'a> Iterator for SplitOutsideQuotes<'a> {
                 }
                 _ => {}
             }
-            i += 1;
         }
         self.rest = None;
-        if quoted || i > bytes.len() {
+        if quoted || escaped {
             return Some(Err(malformed(
                 "Forwarded has an unterminated quoted string",
             )));
@@ -232,4 +235,52 @@ fn parse_element(raw: &str) -> Result<Element, Denial> {
         }
     }
     Ok(element)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str, sep: u8) -> Vec<Result<&str, &'static str>> {
+        split_outside_quotes(text, sep)
+            .map(|part| part.map_err(|d| d.detail()))
+            .collect()
+    }
+
+    #[test]
+    fn separators_inside_quotes_do_not_split() {
+        assert_eq!(
+            split(r#"for="[::1]:80";proto=https,for=192.0.2.1"#, b','),
+            [Ok(r#"for="[::1]:80";proto=https"#), Ok("for=192.0.2.1")]
+        );
+        // An escaped quote does not close the string: the comma after it is still inside.
+        assert_eq!(
+            split(r#"for="a\",b",for=c"#, b','),
+            [Ok(r#"for="a\",b""#), Ok("for=c")]
+        );
+        // An escaped backslash does not escape the closing quote.
+        assert_eq!(
+            split(r#"for="a\\",for=c"#, b','),
+            [Ok(r#"for="a\\""#), Ok("for=c")]
+        );
+        // Outside quotes a backslash is an ordinary byte.
+        assert_eq!(split(r"a\,b", b','), [Ok(r"a\"), Ok("b")]);
+        assert_eq!(split("a;b;;c", b';'), [Ok("a"), Ok("b"), Ok(""), Ok("c")]);
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_refused() {
+        for bad in [r#"for="a"#, r#"for="a\""#, r#"for="a\"#, r#"a,for="b"#] {
+            let parts = split(bad, b',');
+            assert_eq!(
+                parts.last(),
+                Some(&Err("Forwarded has an unterminated quoted string")),
+                "{bad}"
+            );
+        }
+        // The twin: the same strings closed.
+        for ok in [r#"for="a""#, r#"for="a\"""#, r#"a,for="b""#] {
+            assert!(split(ok, b',').iter().all(Result::is_ok), "{ok}");
+        }
+    }
 }
