@@ -273,11 +273,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| call(&mut gated, request(&health, peer, None)));
     });
 
-    let mut i = 0usize;
-    let mut keyed = |uri: &Uri| {
-        i = i.wrapping_add(1);
-        request(uri, peer, Some((key_header.clone(), keys.nth(i))))
+    // The next key of the random sequence; a shared counter, so that every bench below draws from it.
+    let drawn = std::cell::Cell::new(0usize);
+    let keyed = |uri: &Uri| {
+        drawn.set(drawn.get().wrapping_add(1));
+        request(uri, peer, Some((key_header.clone(), keys.nth(drawn.get()))))
     };
+    let bearer_request = || request(&order, peer, Some((AUTHORIZATION, bearer.clone())));
 
     // The baseline of the API-key variant: the same requests (random keys, unread) to the bare service.
     group.bench_function("bare_inner_with_key_header", |b| {
@@ -304,12 +306,7 @@ fn bench(c: &mut Criterion) {
     });
 
     group.bench_function("jwt_es256_cached", |b| {
-        b.iter(|| {
-            call(
-                &mut gated,
-                request(&order, peer, Some((AUTHORIZATION, bearer.clone()))),
-            )
-        });
+        b.iter(|| call(&mut gated, bearer_request()));
     });
 
     group.bench_function("deny_missing_credential", |b| {
@@ -328,18 +325,12 @@ fn bench(c: &mut Criterion) {
             || drop(black_box(call(&mut gated, request(&health, peer, None)))),
         );
     });
-    let mut j = 0usize;
-    let mut next_key = || {
-        j = j.wrapping_add(1);
-        request(&order, peer, Some((key_header.clone(), keys.nth(j))))
-    };
-    let next_key = std::cell::RefCell::new(&mut next_key);
     group.bench_function("overhead/api_key_verifier_alone_random_1M", |b| {
         interleaved(
             b,
-            || drop(black_box((next_key.borrow_mut())())),
+            || drop(black_box(keyed(&order))),
             || {
-                let req = (next_key.borrow_mut())();
+                let req = keyed(&order);
                 let secret = SecretRef::new(req.headers()["x-api-key"].as_bytes());
                 black_box(ready(keys.verifier.authenticate(black_box(secret)).outcome()).is_ok());
             },
@@ -348,11 +339,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("overhead/api_key_cached_random_1M", |b| {
         interleaved(
             b,
-            || drop(black_box(call(&mut bare, (next_key.borrow_mut())()))),
-            || drop(black_box(call(&mut gated, (next_key.borrow_mut())()))),
+            || drop(black_box(call(&mut bare, keyed(&order)))),
+            || drop(black_box(call(&mut gated, keyed(&order)))),
         );
     });
-    let bearer_request = || request(&order, peer, Some((AUTHORIZATION, bearer.clone())));
     group.bench_function("overhead/jwt_authenticator_alone", |b| {
         interleaved(
             b,

@@ -67,10 +67,10 @@ use crate::policy::Denial;
 /// handler takes `Allowed` as an argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {
-    pub(crate) route: std::sync::Arc<str>,
-    pub(crate) kind: AllowKind,
-    pub(crate) client_ip: Option<IpAddr>,
-    pub(crate) peer_ip: Option<IpAddr>,
+    route: std::sync::Arc<str>,
+    kind: AllowKind,
+    client_ip: Option<IpAddr>,
+    peer_ip: Option<IpAddr>,
 }
 
 impl Allowed {

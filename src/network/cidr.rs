@@ -188,7 +188,7 @@ impl CidrSet {
     /// Whether the address (canonicalised) is inside one of the networks.
     pub fn contains(&self, ip: IpAddr) -> bool {
         // No trusted proxies, the common case: no trie walk.
-        if self.listed.is_empty() {
+        if self.is_empty() {
             return false;
         }
         match super::ip::canonical(ip) {

@@ -199,6 +199,15 @@ impl Req {
         self.builder = self.builder.method(m);
         self
     }
+    /// The request as the acceptor hands it over: an empty body, and the connection's facts.
+    pub(crate) fn into_request(self) -> Request<String> {
+        let mut request = self.builder.body(String::new()).unwrap();
+        request.extensions_mut().insert(ConnectionInfo {
+            peer: self.peer.map(|p| p.ip()),
+            tls: self.tls,
+        });
+        request
+    }
 }
 
 pub(crate) struct Answer {
@@ -211,11 +220,7 @@ pub(crate) struct Answer {
 
 impl Harness {
     pub(crate) async fn send(&mut self, req: Req) -> Answer {
-        let mut request = req.builder.body(String::new()).unwrap();
-        request.extensions_mut().insert(ConnectionInfo {
-            peer: req.peer.map(|p| p.ip()),
-            tls: req.tls,
-        });
+        let request = req.into_request();
         let response = self
             .service
             .ready()
@@ -751,14 +756,7 @@ async fn credential_headers_are_marked_sensitive() {
         async { Ok::<_, Infallible>(Response::new(String::new())) }
     });
     let svc = tower::ServiceBuilder::new().layer(gate).service(inner);
-    let mut req = Request::get("/v1/invoices/7")
-        .header("x-api-key", READER)
-        .body(String::new())
-        .unwrap();
-    req.extensions_mut().insert(ConnectionInfo {
-        peer: Some("192.0.2.1".parse().unwrap()),
-        tls: true,
-    });
+    let req = get("/v1/invoices/7").key(READER).into_request();
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
     assert_eq!(*seen.lock().unwrap(), vec![true]);
 }
@@ -818,26 +816,17 @@ async fn the_innermost_gate_decision_is_the_one_read() {
         .layer(outer)
         .layer(inner)
         .service(handler);
-    let mut req = Request::get("/v1/invoices/7")
-        .header("x-api-key", READER)
-        .body(String::new())
-        .unwrap();
-    req.extensions_mut().insert(ConnectionInfo {
-        peer: Some("192.0.2.1".parse().unwrap()),
-        tls: true,
-    });
+    let req = get("/v1/invoices/7").key(READER).into_request();
     let response = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     // The outer gate allowed it as public; the inner one granted it to the key: the handler sees the grant's.
     assert_eq!(body, "Some(\"granted\")".as_bytes());
     // The deny twin: without the key the inner gate refuses, whatever the outer one allowed.
-    let mut req = Request::get("/v1/invoices/7").body(String::new()).unwrap();
-    req.extensions_mut().insert(ConnectionInfo {
-        peer: Some("192.0.2.1".parse().unwrap()),
-        tls: true,
-    });
-    let response = svc.oneshot(req).await.unwrap();
+    let response = svc
+        .oneshot(get("/v1/invoices/7").into_request())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -875,15 +864,11 @@ async fn allowed_requests_carry_the_route_and_client() {
         ),
         ("/health", None, "/health public Some(192.0.2.1)"),
     ] {
-        let mut req = Request::get(path);
+        let mut req = get(path).from("192.0.2.1:40000");
         if let Some(key) = key {
-            req = req.header("x-api-key", key);
+            req = req.key(key);
         }
-        let mut req = req.body(String::new()).unwrap();
-        req.extensions_mut().insert(ConnectionInfo {
-            peer: Some("192.0.2.1".parse().unwrap()),
-            tls: true,
-        });
+        let req = req.into_request();
         let body = svc
             .clone()
             .oneshot(req)

@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::{Mutex, PoisonError};
 
 use foldhash::fast::RandomState;
-use std::sync::{Mutex, PoisonError};
 
 use crate::credential::order::InsertionOrder;
 use crate::{Grant, Secret};
