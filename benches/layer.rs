@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use criterion::{Bencher, Criterion, criterion_group, criterion_main};
+use criterion::{Bencher, Criterion, SamplingMode, criterion_group, criterion_main};
 use http::header::{ACCEPT, AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use http::{Request, Uri};
 use scopegate::SecretRef;
@@ -317,7 +317,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| call(&mut traced, keyed(&order)));
     });
 
-    // The targets' figures: each path's cost beyond its baseline, the two interleaved (see `interleaved`).
+    // The targets' figures: each path's cost beyond its baseline, the two interleaved (see `interleaved`). Every
+    // sample gets the same, large number of iterations: criterion's default first samples run a handful, whose
+    // difference can come out zero or below on a noisy machine, which it cannot report.
+    group.sampling_mode(SamplingMode::Flat);
     group.bench_function("overhead/public_route", |b| {
         interleaved(
             b,
@@ -379,6 +382,8 @@ fn bench(c: &mut Criterion) {
             || drop(black_box(call(&mut traced, request(&health, peer, None)))),
         );
     });
+
+    group.sampling_mode(SamplingMode::Auto);
 
     // Rate limits and metrics: one key each, in a store of their own, so that both are cache hits on a hot line.
     let (plain_key, limited_key, small) = limited_keys();
