@@ -82,16 +82,34 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Checks that `path` (the path exactly as received, without the query) has one reading. See the module docs.
 pub fn check_path(path: &str) -> Result<(), PathError> {
-    let bytes = path.as_bytes();
-    if bytes.first() != Some(&b'/') {
+    let Some((&b'/', mut rest)) = path.as_bytes().split_first() else {
         return Err(PathError::NotAbsolute);
-    }
-    // Byte-level checks, on a slice that shrinks at every step (no index arithmetic: the walk always ends).
-    let mut rest = bytes;
+    };
+    // One walk over the bytes, on a slice that shrinks at every step (no index arithmetic drives it: the walk always
+    // ends). A byte-level finding is answered at once; a segment-level one (empty, dot, invalid UTF-8) is kept and
+    // answered only when no byte of the whole path is refused, so that a path with several faults always gets the
+    // same answer: the first byte-level one, else the first segment-level one.
+    let mut segment_error = None;
+    // The current segment: its first byte onwards, and whether it has a percent-escape.
+    let mut segment = rest;
     let mut escaped = false;
-    while let Some((&byte, tail)) = rest.split_first() {
-        rest = tail;
+    loop {
+        let Some((&byte, tail)) = rest.split_first() else {
+            // The last segment: empty after a trailing `/` (significant, as in axum), or the `/` path itself.
+            return match segment_error {
+                Some(error) => Err(error),
+                None => check_segment(segment, escaped, true),
+            };
+        };
         match byte {
+            b'/' => {
+                if segment_error.is_none() {
+                    let len = segment.len() - rest.len();
+                    segment_error = check_segment(&segment[..len], escaped, false).err();
+                }
+                segment = tail;
+                escaped = false;
+            }
             b'\\' => return Err(PathError::Backslash),
             b if !(0x20..0x7f).contains(&b) => return Err(PathError::RawByte),
             b'%' => {
@@ -110,28 +128,30 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
                 }
                 escaped = true;
                 rest = after;
+                continue;
             }
             _ => {}
         }
+        rest = tail;
     }
-    // Segment-level checks, on the segments after the leading '/' (walked in place: no allocation per request).
-    let mut segments = path[1..].split('/').peekable();
-    while let Some(segment) = segments.next() {
-        if segment.is_empty() {
-            // `/` alone and a trailing `/` are fine: the trailing slash is significant, as in axum.
-            if segments.peek().is_none() {
-                continue;
-            }
-            return Err(PathError::EmptySegment);
+}
+
+/// One segment's checks, on bytes that passed the byte-level ones: not empty (unless it is the `last`), not a dot
+/// segment, and (when it has an escape) valid UTF-8 once decoded.
+fn check_segment(segment: &[u8], escaped: bool, last: bool) -> Result<(), PathError> {
+    match segment {
+        [] if last => Ok(()),
+        [] => Err(PathError::EmptySegment),
+        b"." | b".." => Err(PathError::DotSegment),
+        _ if escaped
+            && percent_encoding::percent_decode(segment)
+                .decode_utf8()
+                .is_err() =>
+        {
+            Err(PathError::InvalidUtf8)
         }
-        if segment == "." || segment == ".." {
-            return Err(PathError::DotSegment);
-        }
-        if escaped && segment.contains('%') {
-            decode_segment(segment).ok_or(PathError::InvalidUtf8)?;
-        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Percent-decodes one already-checked segment (a path parameter after matching). `None` when the result is not
@@ -229,6 +249,38 @@ mod tests {
         for (path, expected) in cases {
             assert_eq!(check_path(path), Err(*expected), "{path:?}");
         }
+    }
+
+    #[test]
+    fn a_path_with_several_faults_gets_one_answer() {
+        // A refused byte anywhere outranks a segment fault before it; among segment faults the first one answers.
+        let cases: &[(&str, PathError)] = &[
+            ("/../a\\b", PathError::Backslash),
+            ("//a/%zz", PathError::BadPercent),
+            ("/./a%2F", PathError::EncodedDelimiter),
+            ("/a//b\t", PathError::RawByte),
+            ("/./a//b", PathError::DotSegment),
+            ("/a//./b", PathError::EmptySegment),
+            ("/%ff/./b", PathError::InvalidUtf8),
+            ("/../%ff", PathError::DotSegment),
+            ("/a/%ff/", PathError::InvalidUtf8),
+            ("/%ff//", PathError::InvalidUtf8),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(check_path(path), Err(*expected), "{path:?}");
+        }
+        // Their twins with the faults fixed.
+        for ok in ["/a/b", "/x/a/%41", "/a/b/c/", "/%C3%A9/b/", "/%41/b"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn an_escape_is_decoded_in_its_own_segment_only() {
+        // The escape in the first segment is valid UTF-8; the second segment has a bare byte 0xff only when decoded.
+        assert_eq!(check_path("/%41/%ff"), Err(PathError::InvalidUtf8));
+        assert_eq!(check_path("/%ff/a"), Err(PathError::InvalidUtf8));
+        assert_eq!(check_path("/%C3%A9/a"), Ok(()));
     }
 
     #[test]
