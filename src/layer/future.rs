@@ -14,9 +14,9 @@ use tower_service::Service;
 
 use super::rate_limit::{RateHeaders, RateOutcome};
 use super::render::{GrpcFlavor, PreparedDenials, render};
-use super::service::{Gate, RequestContext};
+use super::service::{Gate, RequestContext, mark_sensitive};
 use super::{Allowed, GateBody};
-use crate::credential::AuthFuture;
+use crate::credential::{AuthFuture, CredentialSource};
 use crate::grant::Grant;
 use crate::policy::{Decision, Denial, DenialKind, Lookup};
 
@@ -24,6 +24,8 @@ pub(super) struct AwaitingAuth<S, B> {
     pub(super) inner: S,
     pub(super) req: Request<B>,
     pub(super) lookup: Lookup,
+    /// The header the credential was read from.
+    pub(super) source: CredentialSource,
     pub(super) gate: Arc<Gate>,
     pub(super) ctx: RequestContext,
 }
@@ -38,6 +40,7 @@ where
             inner,
             req,
             lookup,
+            source,
             gate,
             ctx,
         } = self;
@@ -83,7 +86,16 @@ where
             route,
             shadow.as_ref(),
         );
-        ResponseFuture::inner(inner, req, &gate, &ctx, decision, Some(grant), rate)
+        ResponseFuture::inner(
+            inner,
+            req,
+            &gate,
+            &ctx,
+            decision,
+            Some(grant),
+            Some(source),
+            rate,
+        )
     }
 }
 
@@ -125,8 +137,10 @@ where
         }
     }
 
-    /// Hands an allowed request to the inner service with one extension: the grant carrying the decision, or
-    /// (without a grant) the decision alone.
+    /// Hands an allowed request to the inner service with its credential headers marked sensitive and one
+    /// extension: the grant carrying the decision, or (without a grant) the decision alone. `source`: the header
+    /// the grant's credential was read from.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn inner(
         mut inner: S,
         mut req: Request<B>,
@@ -134,8 +148,10 @@ where
         ctx: &RequestContext,
         decision: Decision,
         grant: Option<Grant>,
+        source: Option<CredentialSource>,
         rate: Option<RateHeaders>,
     ) -> Self {
+        mark_sensitive(&mut req, &gate.key_header, source);
         if let Decision::Allow { route, kind } = decision {
             let allowed = Allowed {
                 route,

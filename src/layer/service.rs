@@ -90,7 +90,6 @@ pub(super) struct RequestContext {
     /// decision; `std::time::Instant::now` costs more than twice as much per read).
     pub(super) started: quanta::Instant,
     pub(super) client: ClientFacts,
-    pub(super) grpc: GrpcFlavor,
     /// Step 0's refusal, kept for the shadow policy (only when there is one).
     pub(super) forwarding: Option<Denial>,
 }
@@ -114,8 +113,8 @@ fn connection(extensions: &Extensions) -> ConnectionInfo {
 enum Progress {
     /// Decided: a denial, or a public route's allow; the route lookup, when it ran.
     Decided(Decision, Option<Lookup>),
-    /// Authentication (step 6) is under way.
-    Authenticating(Authentication, Lookup),
+    /// Authentication (step 6) is under way, of the credential read from this header.
+    Authenticating(Authentication, Lookup, CredentialSource),
 }
 
 impl Gate {
@@ -130,7 +129,8 @@ impl Gate {
         match self.steps_to_credential(&self.policy, req, client, forwarding) {
             Started::Decided(decision, lookup) => Progress::Decided(decision, lookup),
             Started::Authenticate(presented, lookup) => {
-                Progress::Authenticating(self.authenticate(presented), lookup)
+                let source = presented.source();
+                Progress::Authenticating(self.authenticate(presented), lookup, source)
             }
         }
     }
@@ -164,9 +164,11 @@ impl Gate {
 
     /// 6. Authenticate: choose the authenticator by the credential's shape.
     fn authenticate(&self, presented: PresentedCredential<'_>) -> Authentication {
-        let is_jwt = presented.source() == CredentialSource::Authorization
-            && presented.secret().expose().contains(&b'.');
-        let authenticator = if is_jwt { &self.jwt } else { &self.api_keys };
+        let authenticator = if presented.is_jwt_shaped() {
+            &self.jwt
+        } else {
+            &self.api_keys
+        };
         match authenticator {
             Some(a) => a.authenticate(presented.secret()),
             None => Authentication::Ready(Err(Denial::invalid_credential(
@@ -264,7 +266,9 @@ impl Gate {
         let shadow = self.shadow_decision(req, ctx, outcome);
         let grant = outcome.and_then(Result::ok);
         self.count_failure(&denial, &ctx.client);
-        let mut response = render(&denial, ctx.grpc, &self.denials, self.body_hook.as_ref());
+        // A gRPC client gets its denial in gRPC's form (read here: an allowed request never needs it).
+        let grpc = GrpcFlavor::of(req.headers());
+        let mut response = render(&denial, grpc, &self.denials, self.body_hook.as_ref());
         if let Some(resource) = &self.resource {
             resource.point_challenge(&mut response);
         }
@@ -276,12 +280,33 @@ impl Gate {
     }
 }
 
-fn mark_sensitive<B>(req: &mut Request<B>, key_header: &HeaderName) {
+/// Marks the credential headers of a request about to reach the inner service sensitive (HPACK never indexes them,
+/// `Debug` hides them). `read`: the header step 5 read the credential from, which then has exactly one value and is
+/// the only credential header; without one (a public route, an anonymous allow), both are looked for.
+pub(super) fn mark_sensitive<B>(
+    req: &mut Request<B>,
+    key_header: &HeaderName,
+    read: Option<CredentialSource>,
+) {
     let headers = req.headers_mut();
-    for name in [&AUTHORIZATION, key_header] {
+    let names: [&HeaderName; 2] = match read {
+        Some(source) => {
+            // One value, so `get_mut` reaches all of it.
+            let name = match source {
+                CredentialSource::Authorization => &AUTHORIZATION,
+                CredentialSource::KeyHeader => key_header,
+            };
+            if let Some(value) = headers.get_mut(name) {
+                value.set_sensitive(true);
+            }
+            return;
+        }
+        None => [&AUTHORIZATION, key_header],
+    };
+    for name in names {
         // `entry` reserves room for an insertion first: on a full map (hyper sizes the map to the headers it
         // parsed) it would reallocate the map on every request. A single value, the usual case, is reached with
-        // `get_mut`; several (refused at step 5 anyway) through `entry`.
+        // `get_mut`; several (only on a route that reads no credential: step 5 refuses them) through `entry`.
         let mut values = headers.get_all(name).iter();
         match (values.next(), values.next()) {
             (None, _) => {}
@@ -315,11 +340,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = quanta::Instant::now();
         let gate = self.gate.clone();
-        mark_sensitive(&mut req, &gate.key_header);
-        let grpc = GrpcFlavor::of(req.headers());
         let connection = connection(req.extensions());
         // 0. The client, from the connection and a trusted proxy's forwarding headers.
         let (client, forwarding) =
@@ -331,7 +354,6 @@ where
         let ctx = RequestContext {
             started,
             client,
-            grpc,
             forwarding: gate.shadow.as_ref().and(forwarding.clone()),
         };
         // The protected resource metadata: public, but only where the gate would serve anything (TLS).
@@ -373,13 +395,14 @@ where
                 let shadow = gate.shadow_decision(&req, &ctx, None);
                 let status = decision.status();
                 gate.audit(&req, &ctx, &decision, status, None, route, shadow.as_ref());
-                ResponseFuture::inner(inner, req, &gate, &ctx, decision, None, None)
+                ResponseFuture::inner(inner, req, &gate, &ctx, decision, None, None, None)
             }
-            Progress::Authenticating(auth, lookup) => {
+            Progress::Authenticating(auth, lookup, source) => {
                 let pending = AwaitingAuth {
                     inner,
                     req,
                     lookup,
+                    source,
                     gate,
                     ctx,
                 };

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use scopegate::Grant;
 use scopegate::layer::{AuditEvent, AuditSink, ScopeGateBuilder, ScopeGateLayer, ThrottleConfig};
@@ -747,18 +747,63 @@ async fn credential_headers_are_marked_sensitive() {
         .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
+    // Every value of either credential header (and of one other) that reaches the handler, with its sensitivity.
     let inner = tower::service_fn(move |req: Request<String>| {
-        let flags: Vec<bool> = ["authorization", "x-api-key"]
-            .iter()
-            .filter_map(|h| req.headers().get(*h).map(HeaderValue::is_sensitive))
+        let flags: Vec<(&str, bool)> = ["authorization", "x-api-key", "x-request-id"]
+            .into_iter()
+            .flat_map(|h| {
+                req.headers()
+                    .get_all(h)
+                    .iter()
+                    .map(move |v| (h, v.is_sensitive()))
+            })
             .collect();
-        seen2.lock().unwrap().extend(flags);
+        *seen2.lock().unwrap() = flags;
         async { Ok::<_, Infallible>(Response::new(String::new())) }
     });
-    let svc = tower::ServiceBuilder::new().layer(gate).service(inner);
-    let req = get("/v1/invoices/7").key(READER).into_request();
-    assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
-    assert_eq!(*seen.lock().unwrap(), vec![true]);
+    let mut svc = tower::ServiceBuilder::new().layer(gate).service(inner);
+    let mut passed = async |req: Req| {
+        let req = req.into_request();
+        let status = svc.ready().await.unwrap().call(req).await.unwrap().status();
+        assert_eq!(status, 200);
+        std::mem::take(&mut *seen.lock().unwrap())
+    };
+    // The header the credential was read from, whichever it is.
+    assert_eq!(
+        passed(get("/v1/invoices/7").key(READER)).await,
+        [("x-api-key", true)]
+    );
+    assert_eq!(
+        passed(get("/v1/invoices/7").bearer(READER)).await,
+        [("authorization", true)]
+    );
+    // A public route reads no credential: every value of both headers is marked all the same.
+    assert_eq!(
+        passed(
+            get("/health")
+                .bearer("a")
+                .bearer("b")
+                .key("sg_c")
+                .key("sg_d")
+        )
+        .await,
+        [
+            ("authorization", true),
+            ("authorization", true),
+            ("x-api-key", true),
+            ("x-api-key", true)
+        ]
+    );
+    // Only credentials are marked.
+    assert_eq!(
+        passed(
+            get("/v1/invoices/7")
+                .key(READER)
+                .header("x-request-id", "r1")
+        )
+        .await,
+        [("x-api-key", true), ("x-request-id", false)]
+    );
 }
 
 #[test]
