@@ -59,3 +59,55 @@ impl<K: Copy> InsertionOrder<K> {
         self.records.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_records_are_dropped_only_past_twice_the_bound() {
+        let mut order = InsertionOrder::new(4);
+        let stale = |_: &u32, _: u64| false;
+        for key in 0..8 {
+            order.push(key, 0, stale);
+        }
+        // Twice the bound is kept as it is: no scan on every insertion.
+        assert_eq!(order.len(), 8);
+        // One more, and the stale records go.
+        order.push(8, 0, stale);
+        assert_eq!(order.len(), 0);
+    }
+
+    #[test]
+    fn current_records_survive_a_compaction_in_order() {
+        let mut order = InsertionOrder::new(2);
+        // Even keys are current, odd ones were replaced since.
+        let current = |key: &u32, _: u64| key % 2 == 0;
+        for key in 0..5 {
+            order.push(key, 0, current);
+        }
+        assert_eq!(order.len(), 3);
+        assert_eq!(order.pop_oldest(current), Some(0));
+        assert_eq!(order.pop_oldest(current), Some(2));
+        assert_eq!(order.pop_oldest(current), Some(4));
+        assert_eq!(order.pop_oldest(current), None);
+        // Popping skips stale records without a compaction.
+        for key in [1, 3, 6] {
+            order.push(key, 0, current);
+        }
+        assert_eq!(order.pop_oldest(current), Some(6));
+        order.push(8, 0, current);
+        order.clear();
+        assert_eq!(order.len(), 0);
+        assert_eq!(order.pop_oldest(current), None);
+    }
+
+    #[test]
+    fn an_empty_order_holds_nothing() {
+        let mut order = InsertionOrder::<u32>::default();
+        assert_eq!(order.pop_oldest(|_, _| true), None);
+        // A bound of zero keeps no stale record.
+        order.push(1, 0, |_, _| false);
+        assert_eq!(order.len(), 0);
+    }
+}
