@@ -118,8 +118,9 @@ pin_project! {
     {
         // Denied without calling the inner service.
         Ready { response: Option<Response<Full<Bytes>>> },
-        // Waiting for authentication (a store lookup, a key set).
-        Authenticating { auth: AuthFuture, pending: Option<AwaitingAuth<S, B>> },
+        // Waiting for authentication (a store lookup, a key set). Boxed: this state is rare (a cache miss), and
+        // without the box every response future would be the size of a whole request.
+        Authenticating { auth: AuthFuture, pending: Option<Box<AwaitingAuth<S, B>>> },
         // Allowed: the inner service is answering.
         Inner { #[pin] future: S::Future, hsts: Option<HeaderValue>, rate: Option<RateHeaders> },
     }
@@ -228,7 +229,7 @@ where
                     let Some(pending) = pending.take() else {
                         return Poll::Ready(Ok(polled_after_completion().map(Either::Right)));
                     };
-                    let next = pending.decide(outcome);
+                    let next = (*pending).decide(outcome);
                     self.as_mut().project().state.set(next.state);
                 }
             }

@@ -411,7 +411,7 @@ where
                     Authentication::Pending(auth) => ResponseFuture {
                         state: State::Authenticating {
                             auth,
-                            pending: Some(pending),
+                            pending: Some(Box::new(pending)),
                         },
                     },
                 }
