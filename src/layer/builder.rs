@@ -228,9 +228,9 @@ impl ScopeGateBuilder {
         for authenticator in self.api_keys.iter().chain(&self.jwt) {
             authenticator.attach_audit(&self.audit);
         }
-        // The latency clock calibrates itself on its first read (once per process, up to 200 ms): here, not on the
-        // first request.
-        let _ = quanta::Instant::now();
+        // The latency clock calibrates itself when made (once per process, up to 200 ms): here, not on the first
+        // request.
+        let _ = super::service::latency_clock();
         Ok(ScopeGateLayer {
             gate: Arc::new(Gate {
                 policy: self.policy,

@@ -26,7 +26,6 @@ pub(super) struct AwaitingAuth<S, B> {
     pub(super) lookup: Lookup,
     /// The header the credential was read from.
     pub(super) source: CredentialSource,
-    pub(super) gate: Arc<Gate>,
     pub(super) ctx: RequestContext,
 }
 
@@ -35,13 +34,16 @@ where
     S: Service<Request<B>>,
 {
     /// Steps 7–10 once authentication has an outcome: deny, or call the inner service with the grant attached.
-    pub(super) fn decide(self, outcome: Result<Grant, Denial>) -> ResponseFuture<S, B> {
+    pub(super) fn decide(
+        self,
+        gate: &Gate,
+        outcome: Result<Grant, Denial>,
+    ) -> ResponseFuture<S, B> {
         let AwaitingAuth {
             inner,
             req,
             lookup,
             source,
-            gate,
             ctx,
         } = self;
         let route = gate.policy.route_of(&lookup);
@@ -89,7 +91,7 @@ where
         ResponseFuture::inner(
             inner,
             req,
-            &gate,
+            gate,
             &ctx,
             decision,
             Some(grant),
@@ -118,9 +120,10 @@ pin_project! {
     {
         // Denied without calling the inner service.
         Ready { response: Option<Response<Full<Bytes>>> },
-        // Waiting for authentication (a store lookup, a key set). Boxed: this state is rare (a cache miss), and
-        // without the box every response future would be the size of a whole request.
-        Authenticating { auth: AuthFuture, pending: Option<Box<AwaitingAuth<S, B>>> },
+        // Waiting for authentication (a store lookup, a key set), holding the gate (the only path that takes a
+        // reference to it: the others borrow the service's). Boxed: this state is rare (a cache miss), and without
+        // the box every response future would be the size of a whole request.
+        Authenticating { auth: AuthFuture, pending: Option<Box<(Arc<Gate>, AwaitingAuth<S, B>)>> },
         // Allowed: the inner service is answering.
         Inner { #[pin] future: S::Future, hsts: Option<HeaderValue>, rate: Option<RateHeaders> },
     }
@@ -229,7 +232,8 @@ where
                     let Some(pending) = pending.take() else {
                         return Poll::Ready(Ok(polled_after_completion().map(Either::Right)));
                     };
-                    let next = (*pending).decide(outcome);
+                    let (gate, pending) = *pending;
+                    let next = pending.decide(&gate, outcome);
                     self.as_mut().project().state.set(next.state);
                 }
             }
