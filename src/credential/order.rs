@@ -82,7 +82,7 @@ mod tests {
     fn current_records_survive_a_compaction_in_order() {
         let mut order = InsertionOrder::new(2);
         // Even keys are current, odd ones were replaced since.
-        let current = |key: &u32, _: u64| key % 2 == 0;
+        let current = |key: &u32, _: u64| key.is_multiple_of(2);
         for key in 0..5 {
             order.push(key, 0, current);
         }
