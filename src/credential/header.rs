@@ -366,6 +366,24 @@ mod tests {
         let got = run(&[("authorization", b"Bearer topsecretvalue")])
             .unwrap()
             .unwrap();
-        assert!(!format!("{got:?}").contains("topsecretvalue"));
+        let shown = format!("{got:?}");
+        assert!(!shown.contains("topsecretvalue"));
+        // What it does show: where the credential came from.
+        assert!(shown.contains("Authorization"), "{shown}");
+        let key = run(&[("x-api-key", b"topsecretvalue")]).unwrap().unwrap();
+        assert!(format!("{key:?}").contains("KeyHeader"));
+    }
+
+    #[test]
+    fn the_default_bound_is_eight_kibibytes() {
+        let mut headers = HeaderMap::new();
+        let at_bound = "a".repeat(8 * 1024);
+        headers.insert(key_header(), HeaderValue::from_str(&at_bound).unwrap());
+        let got = extract_credential(&headers, &key_header(), DEFAULT_MAX_CREDENTIAL_LEN);
+        assert_eq!(kind(&got), "credential");
+        let past = format!("{at_bound}a");
+        headers.insert(key_header(), HeaderValue::from_str(&past).unwrap());
+        let got = extract_credential(&headers, &key_header(), DEFAULT_MAX_CREDENTIAL_LEN);
+        assert_eq!(kind(&got), "invalid_credential");
     }
 }

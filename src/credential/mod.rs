@@ -68,3 +68,21 @@ pub trait Authenticator: Send + Sync + 'static {
         let _ = sink;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::DenialKind;
+
+    #[test]
+    fn debug_names_the_state_and_the_outcome() {
+        let ready = Authentication::Ready(Err(Denial::invalid_credential("unknown API key id")));
+        let shown = format!("{ready:?}");
+        assert!(shown.starts_with("Ready("), "{shown}");
+        assert!(shown.contains("InvalidCredential"), "{shown}");
+        let pending = Authentication::Pending(Box::pin(async {
+            Err(Denial::new(DenialKind::Unavailable, "store down"))
+        }));
+        assert_eq!(format!("{pending:?}"), "Pending");
+    }
+}
