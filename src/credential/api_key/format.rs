@@ -313,6 +313,28 @@ mod tests {
         secret.expose_str().unwrap().to_owned()
     }
 
+    /// `key` with its checksum replaced by the right one for its (possibly altered) text.
+    fn rechecksummed(key: &str) -> String {
+        let checked = &key[..key.len() - CHECKSUM_LEN];
+        let checksum = encode_checksum(crc32fast::hash(checked.as_bytes()));
+        format!("{checked}{}", std::str::from_utf8(&checksum).unwrap())
+    }
+
+    #[test]
+    fn a_valid_checksum_does_not_excuse_a_wrong_length() {
+        let format = KeyFormat::default();
+        let good = key(&format);
+        // The twin: re-checksumming an intact key changes nothing.
+        assert_eq!(rechecksummed(&good), good);
+        assert!(format.parse(&rechecksummed(&good)).is_some());
+        // One character more or fewer in the id, the checksum made right for it: still refused.
+        let longer = rechecksummed(&format!("{}x{}", &good[..3], &good[3..]));
+        let shorter = rechecksummed(&format!("{}{}", &good[..3], &good[4..]));
+        for bad in [&longer, &shorter] {
+            assert!(format.parse(bad).is_none(), "{bad}");
+        }
+    }
+
     #[test]
     fn prefixes_are_validated() {
         for good in ["sg", "acme", "acme_live", "a1", "abcdefghijklmnop", "x9_y"] {
