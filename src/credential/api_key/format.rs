@@ -336,6 +336,26 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_checksum_does_not_excuse_a_character_outside_base62() {
+        let format = KeyFormat::default();
+        let good = key(&format);
+        for at in [3, 20, good.len() - CHECKSUM_LEN - 1] {
+            // Another base62 character, the checksum made right: a different, well-formed key.
+            let other = if &good[at..=at] == "Z" { "Y" } else { "Z" };
+            let swapped = rechecksummed(&format!("{}{other}{}", &good[..at], &good[at + 1..]));
+            assert!(format.parse(&swapped).is_some(), "{swapped}");
+            // A character outside base62 in the same place: refused, whatever the checksum says.
+            for outside in ["-", "+", "/", "=", "_", "."] {
+                let bad = rechecksummed(&format!("{}{outside}{}", &good[..at], &good[at + 1..]));
+                assert!(format.parse(&bad).is_none(), "{bad}");
+            }
+        }
+        // Two of them (an even count, which a parity-like mix-up of the per-character results would let through).
+        let two = rechecksummed(&format!("{}--{}", &good[..5], &good[7..]));
+        assert!(format.parse(&two).is_none(), "{two}");
+    }
+
+    #[test]
     fn prefixes_are_validated() {
         for good in ["sg", "acme", "acme_live", "a1", "abcdefghijklmnop", "x9_y"] {
             assert_eq!(KeyFormat::new(good).unwrap().prefix(), good);
