@@ -57,7 +57,7 @@ pub struct KeyIdError(String);
 /// The format keys are issued and parsed in: the configured prefix, validated once.
 ///
 /// Defaults to the prefix `sg`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyFormat {
     prefix: Box<str>,
 }
@@ -160,14 +160,6 @@ impl Default for KeyFormat {
         KeyFormat {
             prefix: DEFAULT_PREFIX.into(),
         }
-    }
-}
-
-impl fmt::Debug for KeyFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyFormat")
-            .field("prefix", &self.prefix)
-            .finish()
     }
 }
 
@@ -353,6 +345,19 @@ mod tests {
         // Two of them (an even count, which a parity-like mix-up of the per-character results would let through).
         let two = rechecksummed(&format!("{}--{}", &good[..5], &good[7..]));
         assert!(format.parse(&two).is_none(), "{two}");
+    }
+
+    #[test]
+    fn a_parsed_key_shows_its_id_and_hides_its_secret() {
+        let format = KeyFormat::new("acme").unwrap();
+        let presented = key(&format);
+        let parsed = format.parse(&presented).unwrap();
+        let shown = format!("{parsed:?}");
+        assert!(shown.contains(parsed.id.as_str()), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+        let secret = std::str::from_utf8(parsed.secret).unwrap();
+        assert!(!shown.contains(secret), "{shown}");
+        assert_eq!(format!("{format:?}"), r#"KeyFormat { prefix: "acme" }"#);
     }
 
     #[test]
