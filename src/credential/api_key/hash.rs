@@ -59,9 +59,13 @@ pub struct Pepper {
 impl Pepper {
     /// A pepper of `version` from raw bytes.
     pub fn new(version: u32, bytes: Vec<u8>) -> Result<Self, PepperError> {
-        let secret = Secret::new(bytes);
+        Self::of_len(version, Secret::new(bytes)).map_err(|len| PepperError::TooShort { len })
+    }
+
+    /// A pepper of `version`, or `Err(its length)` when it is shorter than [`MIN_PEPPER_LEN`].
+    fn of_len(version: u32, secret: Secret) -> Result<Self, usize> {
         if secret.len() < MIN_PEPPER_LEN {
-            return Err(PepperError::TooShort { len: secret.len() });
+            return Err(secret.len());
         }
         Ok(Pepper { version, secret })
     }
@@ -72,14 +76,12 @@ impl Pepper {
         let value = std::env::var_os(var).ok_or_else(|| PepperError::EnvMissing {
             var: var.to_owned(),
         })?;
-        let secret = Secret::new(value.into_encoded_bytes());
-        if secret.len() < MIN_PEPPER_LEN {
-            return Err(PepperError::EnvTooShort {
+        Self::of_len(version, Secret::new(value.into_encoded_bytes())).map_err(|len| {
+            PepperError::EnvTooShort {
                 var: var.to_owned(),
-                len: secret.len(),
-            });
-        }
-        Ok(Pepper { version, secret })
+                len,
+            }
+        })
     }
 
     /// The version recorded beside digests made with this pepper.
@@ -309,6 +311,24 @@ mod tests {
             assert!(err.to_string().contains(var));
             assert!(!err.to_string().contains(&value));
         }
+    }
+
+    #[test]
+    fn versions_are_kept_and_shown_but_secrets_are_not() {
+        let one = pepper(7, 0xab);
+        assert_eq!(one.version(), 7);
+        let shown = format!("{one:?}");
+        assert!(shown.contains("version: 7"), "{shown}");
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("abab"),
+            "{shown}"
+        );
+        let peppers = Peppers::new(pepper(3, 1), [pepper(1, 2), pepper(2, 3)]).unwrap();
+        assert_eq!(peppers.versions().collect::<Vec<_>>(), [3, 1, 2]);
+        assert_eq!(peppers.current_version(), 3);
+        let shown = format!("{peppers:?}");
+        assert!(shown.contains("current: 3"), "{shown}");
+        assert!(shown.contains("versions: [3, 1, 2]"), "{shown}");
     }
 
     #[test]
