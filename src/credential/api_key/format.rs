@@ -336,7 +336,8 @@ mod tests {
             let swapped = rechecksummed(&format!("{}{other}{}", &good[..at], &good[at + 1..]));
             assert!(format.parse(&swapped).is_some(), "{swapped}");
             // A character outside base62 in the same place: refused, whatever the checksum says.
-            for outside in ["-", "+", "/", "=", "_", "."] {
+            // The neighbours of each range (`/` `:` around the digits, `@` `[` and `` ` `` `{` around the letters).
+            for outside in ["-", "+", "/", "=", "_", ".", ":", "@", "[", "`", "{"] {
                 let bad = rechecksummed(&format!("{}{outside}{}", &good[..at], &good[at + 1..]));
                 assert!(format.parse(&bad).is_none(), "{bad}");
             }

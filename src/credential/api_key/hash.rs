@@ -332,6 +332,28 @@ mod tests {
     }
 
     #[test]
+    fn key_hashes_are_equal_only_in_version_and_every_digest_byte() {
+        let digest = [0x5a; 32];
+        let stored = KeyHash::from_parts(2, digest);
+        assert!(stored.ct_eq(&KeyHash::from_parts(2, digest)));
+        // The same digest under another version, and one bit off anywhere in the digest.
+        assert!(!stored.ct_eq(&KeyHash::from_parts(3, digest)));
+        for at in [0, 17, 31] {
+            let mut other = digest;
+            other[at] ^= 1;
+            assert!(!stored.ct_eq(&KeyHash::from_parts(2, other)), "byte {at}");
+        }
+        assert!(!stored.ct_eq(&KeyHash::from_parts(3, [0; 32])));
+        // Debug shows the version, never the digest.
+        let shown = format!("{stored:?}");
+        assert!(shown.contains("pepper_version: 2"), "{shown}");
+        assert!(
+            shown.contains("REDACTED") && !shown.contains("90"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn duplicate_versions_are_refused() {
         assert_eq!(
             Peppers::new(pepper(1, 1), [pepper(1, 2)]).unwrap_err(),
