@@ -245,6 +245,16 @@ fn fill_base62(out: &mut [u8]) -> Result<(), rand::rand_core::OsError> {
     Ok(())
 }
 
+/// `key` with its checksum replaced by the right one for its (possibly altered) text: for tests that need a key
+/// past the checksum.
+#[cfg(test)]
+pub(crate) fn rechecksummed(key: &str) -> String {
+    let checked = &key[..key.len() - CHECKSUM_LEN];
+    let checksum = encode_checksum(crc32fast::hash(checked.as_bytes()));
+    let checksum = std::str::from_utf8(&checksum).unwrap_or_else(|_| unreachable!("base62"));
+    format!("{checked}{checksum}")
+}
+
 fn encode_checksum(mut crc: u32) -> [u8; CHECKSUM_LEN] {
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
@@ -302,13 +312,6 @@ mod tests {
         let peppers = Peppers::single(Pepper::new(1, vec![1; 32]).unwrap());
         let (_, secret, _) = format.generate(&peppers).unwrap();
         secret.expose_str().unwrap().to_owned()
-    }
-
-    /// `key` with its checksum replaced by the right one for its (possibly altered) text.
-    fn rechecksummed(key: &str) -> String {
-        let checked = &key[..key.len() - CHECKSUM_LEN];
-        let checksum = encode_checksum(crc32fast::hash(checked.as_bytes()));
-        format!("{checked}{}", std::str::from_utf8(&checksum).unwrap())
     }
 
     #[test]

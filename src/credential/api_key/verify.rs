@@ -333,3 +333,167 @@ impl crate::credential::Authenticator for ApiKeyVerifier {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::ManualClock;
+    use crate::credential::api_key::{
+        CacheConfig, KeyIssuer, MemoryKeyStore, NewKey, Pepper, Peppers,
+    };
+    use crate::policy::ScopeSet;
+
+    struct Fixture {
+        store: Arc<MemoryKeyStore>,
+        peppers: Peppers,
+        clock: ManualClock,
+        issuer: KeyIssuer,
+    }
+
+    fn fixture() -> Fixture {
+        let store = Arc::new(MemoryKeyStore::new());
+        let peppers = Peppers::single(Pepper::new(1, vec![7; 32]).unwrap());
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let issuer = KeyIssuer::new(
+            store.clone(),
+            KeyFormat::new("acme").unwrap(),
+            peppers.clone(),
+            Arc::new(clock.clone()),
+        );
+        Fixture {
+            store,
+            peppers,
+            clock,
+            issuer,
+        }
+    }
+
+    impl Fixture {
+        /// A verifier with a cache of its own (every first look at a key reads the store).
+        fn verifier(&self, last_used: Option<Duration>) -> ApiKeyVerifier {
+            let cache = Arc::new(KeyCache::new(self.store.clone(), CacheConfig::default()));
+            ApiKeyVerifier::builder(self.peppers.clone(), cache)
+                .format(KeyFormat::new("acme").unwrap())
+                .clock(self.clock.clone())
+                .last_used(last_used)
+                .build()
+        }
+    }
+
+    fn new_key(lifetime: Option<Duration>) -> NewKey {
+        let key = NewKey::new("k", ScopeSet::parse(["a:read"]).unwrap());
+        match lifetime {
+            Some(lifetime) => key.expires_in(lifetime),
+            None => key,
+        }
+    }
+
+    fn kind(outcome: &Result<Grant, Denial>) -> &'static str {
+        match outcome {
+            Ok(_) => "allowed",
+            Err(denial) => denial.kind().as_str(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_expires_at_its_expiry_to_the_nanosecond() {
+        let f = fixture();
+        let issued = f
+            .issuer
+            .issue(new_key(Some(Duration::from_secs(60))))
+            .await
+            .unwrap();
+        let key = issued.key().expose_str().unwrap();
+        f.clock
+            .advance(Duration::from_secs(60) - Duration::from_nanos(1));
+        assert_eq!(kind(&f.verifier(None).verify(key).await), "allowed");
+        f.clock.advance(Duration::from_nanos(1));
+        assert_eq!(
+            kind(&f.verifier(None).verify(key).await),
+            "expired_credential"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_is_revoked_from_the_instant_of_its_revocation() {
+        let f = fixture();
+        let issued = f.issuer.issue(new_key(None)).await.unwrap();
+        let key = issued.key().expose_str().unwrap();
+        assert_eq!(kind(&f.verifier(None).verify(key).await), "allowed");
+        f.issuer.revoke(issued.id()).await.unwrap();
+        // The clock has not moved: revoked at this very instant.
+        assert_eq!(
+            kind(&f.verifier(None).verify(key).await),
+            "revoked_credential"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_is_refused_and_a_cached_answer_needs_no_store() {
+        let f = fixture();
+        let issued = f.issuer.issue(new_key(None)).await.unwrap();
+        let key = issued.key().expose_str().unwrap().to_owned();
+        let verifier = f.verifier(None);
+        // Nothing cached yet: the store has to be asked.
+        assert!(verifier.verify_cached(&key).is_none());
+        assert_eq!(kind(&verifier.verify(&key).await), "allowed");
+        assert_eq!(kind(&verifier.verify_cached(&key).unwrap()), "allowed");
+        // The same id with another secret (its checksum made right): refused, from the cache and from the store.
+        let forged = forge_secret(&key);
+        assert_eq!(
+            kind(&verifier.verify_cached(&forged).unwrap()),
+            "invalid_credential"
+        );
+        assert_eq!(
+            kind(&f.verifier(None).verify(&forged).await),
+            "invalid_credential"
+        );
+    }
+
+    /// `key` with the last character of its secret changed and its checksum made right for it.
+    fn forge_secret(key: &str) -> String {
+        let body_end = key.len() - super::super::format::CHECKSUM_LEN;
+        let other = if &key[body_end - 1..body_end] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        super::super::format::rechecksummed(&format!(
+            "{}{other}{}",
+            &key[..body_end - 1],
+            &key[body_end..]
+        ))
+    }
+
+    #[test]
+    fn last_used_intervals_round_up_to_whole_seconds() {
+        let f = fixture();
+        for (given, whole) in [(1_500, "Some(2s)"), (2_000, "Some(2s)"), (200, "Some(1s)")] {
+            let shown = format!("{:?}", f.verifier(Some(Duration::from_millis(given))));
+            assert!(
+                shown.contains(&format!("last_used_interval: {whole}")),
+                "{given} ms: {shown}"
+            );
+        }
+        let shown = format!("{:?}", f.verifier(None));
+        assert!(shown.contains("last_used_interval: None"), "{shown}");
+    }
+
+    #[test]
+    fn debug_shows_the_format_and_versions_never_a_pepper() {
+        let f = fixture();
+        let verifier = f.verifier(None);
+        assert_eq!(verifier.format().prefix(), "acme");
+        let builder = ApiKeyVerifier::builder(
+            f.peppers.clone(),
+            Arc::new(KeyCache::new(f.store.clone(), CacheConfig::default())),
+        );
+        for shown in [format!("{verifier:?}"), format!("{builder:?}")] {
+            assert!(shown.contains("versions: [1]"), "{shown}");
+            assert!(!shown.contains("7, 7"), "{shown}");
+        }
+        assert!(format!("{verifier:?}").contains(r#"prefix: "acme""#));
+    }
+}
