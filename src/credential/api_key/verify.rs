@@ -467,6 +467,26 @@ mod tests {
         ))
     }
 
+    #[tokio::test]
+    async fn flushing_writes_the_last_use_at_once() {
+        use crate::credential::api_key::KeyStore;
+        let f = fixture();
+        let issued = f.issuer.issue(new_key(None)).await.unwrap();
+        let last_used = || async {
+            let record = f.store.get(issued.id()).await.unwrap().unwrap();
+            record.info.last_used_at
+        };
+        // An hour between writes: nothing reaches the store until the flush.
+        let verifier = f.verifier(Some(Duration::from_secs(3600)));
+        f.clock.advance(Duration::from_secs(5));
+        let used_at = f.clock.now();
+        let key = issued.key().expose_str().unwrap();
+        assert_eq!(kind(&verifier.verify(key).await), "allowed");
+        assert_eq!(last_used().await, None);
+        verifier.flush_last_used().await;
+        assert_eq!(last_used().await, Some(used_at));
+    }
+
     #[test]
     fn last_used_intervals_round_up_to_whole_seconds() {
         let f = fixture();
