@@ -324,9 +324,15 @@ mod tests {
         // One character more or fewer in the id, the checksum made right for it: still refused.
         let longer = rechecksummed(&format!("{}x{}", &good[..3], &good[3..]));
         let shorter = rechecksummed(&format!("{}{}", &good[..3], &good[4..]));
-        for bad in [&longer, &shorter] {
+        // Another prefix of the same length, and another separator, each with a checksum made right for it.
+        let other_prefix = rechecksummed(&format!("xy{}", &good[2..]));
+        let other_separator = rechecksummed(&format!("sg-{}", &good[3..]));
+        for bad in [&longer, &shorter, &other_prefix, &other_separator] {
             assert!(format.parse(bad).is_none(), "{bad}");
         }
+        // The same key under a format whose prefix it has: read.
+        let xy = KeyFormat::new("xy").unwrap();
+        assert!(xy.parse(&other_prefix).is_some());
     }
 
     #[test]
