@@ -14,7 +14,7 @@ use tower_service::Service;
 use super::future::{AwaitingAuth, ResponseFuture, State};
 use super::metrics::DecisionMetrics;
 use super::rate_limit::KeyRateLimits;
-use super::render::{DenialBodyHook, PreparedDenials, render};
+use super::render::{DenialBodyHook, GrpcFlavor, PreparedDenials, render};
 use super::resource::ResourceDocument;
 use super::throttle::Throttle;
 use super::{AuditEvent, AuditSink, GateBody};
@@ -93,8 +93,6 @@ pub(super) struct RequestContext {
     /// Step 0's refusal, kept for the shadow policy (only when there is one).
     pub(super) forwarding: Option<Denial>,
 }
-
-pub(super) use super::render::GrpcFlavor;
 
 /// The clock of decision latencies: the CPU's time-stamp counter where it is invariant (else the monotonic clock),
 /// read raw and scaled only for the difference; `std::time::Instant::now` costs more than twice as much per read.
@@ -298,21 +296,18 @@ pub(super) fn mark_sensitive<B>(
     read: Option<CredentialSource>,
 ) {
     let headers = req.headers_mut();
-    let names: [&HeaderName; 2] = match read {
-        Some(source) => {
-            // One value, so `get_mut` reaches all of it.
-            let name = match source {
-                CredentialSource::Authorization => &AUTHORIZATION,
-                CredentialSource::KeyHeader => key_header,
-            };
-            if let Some(value) = headers.get_mut(name) {
-                value.set_sensitive(true);
-            }
-            return;
+    if let Some(source) = read {
+        let name = match source {
+            CredentialSource::Authorization => &AUTHORIZATION,
+            CredentialSource::KeyHeader => key_header,
+        };
+        // One value, so `get_mut` reaches all of it.
+        if let Some(value) = headers.get_mut(name) {
+            value.set_sensitive(true);
         }
-        None => [&AUTHORIZATION, key_header],
-    };
-    for name in names {
+        return;
+    }
+    for name in [&AUTHORIZATION, key_header] {
         // `entry` reserves room for an insertion first: on a full map (hyper sizes the map to the headers it
         // parsed) it would reallocate the map on every request. A single value, the usual case, is reached with
         // `get_mut`; several (only on a route that reads no credential: step 5 refuses them) through `entry`.
