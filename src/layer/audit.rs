@@ -187,3 +187,132 @@ impl<W: Write + Send + 'static> JsonLinesAudit<W> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A writer whose bytes the test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn event(decision: &'static str, path: &'static str) -> AuditEvent<'static> {
+        AuditEvent {
+            decision,
+            reason: if decision == "allow" {
+                "granted"
+            } else {
+                "insufficient_scope"
+            },
+            detail: "a fixed sentence",
+            status: if decision == "allow" { 200 } else { 403 },
+            credential_kind: Some("api_key"),
+            credential_id: Some("key-1"),
+            client_ip: Some(IpAddr::from([192, 0, 2, 9])),
+            peer_ip: None,
+            method: "GET",
+            path,
+            route: Some("/v1/invoices/{id}"),
+            latency_us: 12,
+            shadow_decision: None,
+            shadow_reason: None,
+        }
+    }
+
+    fn key_set(outcome: &'static str) -> KeySetEvent<'static> {
+        KeySetEvent {
+            event: "key_set_refresh",
+            outcome,
+            issuer: "https://idp.example",
+            source: "https://idp.example/jwks",
+            cause: (outcome == "failed").then_some("connection refused"),
+        }
+    }
+
+    /// Runs `f` with a subscriber that writes every level as JSON, and returns what it wrote.
+    fn traced(f: impl FnOnce()) -> String {
+        // With one dispatcher alive, a callsite's interest is fixed by whichever thread reaches it first (another
+        // test's, without a subscriber); a second dispatcher, kept for the call, makes tracing ask every time.
+        let _second = tracing::Dispatch::new(tracing_subscriber::registry());
+        let out = Shared::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        out.text()
+    }
+
+    #[test]
+    fn latency_is_whole_microseconds_and_saturates() {
+        assert_eq!(AuditEvent::latency_of(Duration::from_nanos(1_999)), 1);
+        assert_eq!(AuditEvent::latency_of(Duration::from_micros(1_500)), 1_500);
+        assert_eq!(AuditEvent::latency_of(Duration::ZERO), 0);
+        assert_eq!(AuditEvent::latency_of(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn tracing_audit_logs_allows_at_info_and_denials_at_warn() {
+        let allow = traced(|| TracingAudit.record(&event("allow", "/v1/invoices/7")));
+        assert!(allow.contains(r#""level":"INFO""#), "{allow}");
+        assert!(allow.contains(r#""decision":"allow""#), "{allow}");
+        assert!(allow.contains(AUDIT_TARGET), "{allow}");
+        let deny = traced(|| TracingAudit.record(&event("deny", "/v1/invoices/7")));
+        assert!(deny.contains(r#""level":"WARN""#), "{deny}");
+        assert!(deny.contains(r#""reason":"insufficient_scope""#), "{deny}");
+    }
+
+    #[test]
+    fn key_set_failures_log_at_warn_and_recoveries_at_info() {
+        let failed = traced(|| TracingAudit.record_key_set(&key_set("failed")));
+        assert!(failed.contains(r#""level":"WARN""#), "{failed}");
+        assert!(failed.contains("connection refused"), "{failed}");
+        let recovered = traced(|| TracingAudit.record_key_set(&key_set("recovered")));
+        assert!(recovered.contains(r#""level":"INFO""#), "{recovered}");
+        assert!(
+            recovered.contains("key set refresh recovered"),
+            "{recovered}"
+        );
+    }
+
+    #[test]
+    fn json_lines_writes_one_object_per_event() {
+        let out = Shared::default();
+        let sink = JsonLinesAudit::new(out.clone());
+        // A newline in the path stays inside its JSON string: no forged line.
+        sink.record(&event("deny", "/v1/a\n{\"decision\":\"allow\"}"));
+        sink.record_key_set(&key_set("failed"));
+        let text = out.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["decision"], "deny");
+        assert_eq!(lines[0]["path"], "/v1/a\n{\"decision\":\"allow\"}");
+        assert_eq!(lines[1]["event"], "key_set_refresh");
+        assert_eq!(lines[1]["cause"], "connection refused");
+        assert_eq!(format!("{sink:?}"), "JsonLinesAudit");
+    }
+}

@@ -253,3 +253,95 @@ impl ScopeGateBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::policy::Route;
+
+    fn builder() -> ScopeGateBuilder {
+        let policy = Policy::builder()
+            .route(Route::get("/health").public())
+            .build()
+            .unwrap();
+        ScopeGateLayer::builder(policy)
+    }
+
+    fn refusal(b: ScopeGateBuilder) -> String {
+        b.build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn header_names_that_carry_other_secrets_are_refused_as_the_key_header() {
+        for name in [
+            AUTHORIZATION,
+            http::header::PROXY_AUTHORIZATION,
+            http::header::COOKIE,
+        ] {
+            let err = refusal(builder().api_key_header(name.clone()));
+            assert!(err.starts_with("gate: field `api_key_header`: "), "{err}");
+            assert!(err.contains(name.as_str()), "{err}");
+        }
+        let custom = HeaderName::from_static("x-service-key");
+        let layer = builder().api_key_header(custom.clone()).build().unwrap();
+        assert_eq!(layer.gate.key_header, custom);
+    }
+
+    #[test]
+    fn the_realm_must_be_non_empty_printable_ascii_without_quote_or_backslash() {
+        for realm in ["", "a\"b", "a\\b", "tab\there", "del\x7f", "\x1f", "réalm"] {
+            let err = refusal(builder().realm(realm));
+            assert!(err.starts_with("gate: field `realm`: "), "{realm:?}: {err}");
+        }
+        // The printable range's two ends, and a single character.
+        for realm in [" api ~", "x"] {
+            assert!(builder().realm(realm).build().is_ok(), "{realm:?}");
+        }
+    }
+
+    #[test]
+    fn the_credential_bound_must_be_at_least_one_byte() {
+        let err = refusal(builder().max_credential_len(0));
+        assert!(
+            err.starts_with("gate: field `max_credential_len`: "),
+            "{err}"
+        );
+        let layer = builder().max_credential_len(1).build().unwrap();
+        assert_eq!(layer.gate.max_credential_len, 1);
+    }
+
+    #[test]
+    fn a_catch_all_trusted_proxy_is_refused() {
+        for all in ["0.0.0.0/0", "::/0"] {
+            let err = refusal(builder().trusted_proxies([all.parse().unwrap()]));
+            assert!(err.starts_with("gate: field `trusted_proxies`: "), "{err}");
+        }
+        let layer = builder()
+            .trusted_proxies(["10.0.0.0/8".parse().unwrap()])
+            .build()
+            .unwrap();
+        assert!(layer.gate.trusted_proxies.contains([10, 1, 2, 3].into()));
+        assert!(!layer.gate.trusted_proxies.contains([11, 1, 2, 3].into()));
+    }
+
+    #[test]
+    fn hsts_is_off_by_default_and_for_a_zero_age() {
+        assert!(builder().build().unwrap().gate.hsts.is_none());
+        let zero = builder().hsts_max_age(Duration::ZERO).build().unwrap();
+        assert!(zero.gate.hsts.is_none());
+        let day = builder()
+            .hsts_max_age(Duration::from_secs(86_400))
+            .build()
+            .unwrap();
+        assert_eq!(day.gate.hsts.as_ref().unwrap(), "max-age=86400");
+    }
+
+    #[test]
+    fn debug_shows_the_shape_not_the_parts() {
+        let text = format!("{:?}", builder().danger_allow_plaintext());
+        assert!(text.starts_with("ScopeGateBuilder {"), "{text}");
+        assert!(text.contains("allow_plaintext: true"), "{text}");
+        assert!(text.contains("api_keys: false"), "{text}");
+    }
+}

@@ -27,7 +27,7 @@ const RESOURCE: &str = "https://api.example";
 /// The oldest Node.js the provider supports (`engines` in tests/oidc/package.json).
 const NODE_MIN: (u32, u32) = (20, 18);
 /// How long a child process may take to print its `listening on` line.
-const STARTUP_LIMIT: Duration = Duration::from_secs(30);
+const STARTUP_LIMIT: Duration = Duration::from_secs(120);
 
 fn oidc_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
