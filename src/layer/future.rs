@@ -240,3 +240,39 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::convert::Infallible;
+
+    use http::StatusCode;
+
+    use super::*;
+
+    type Inner = tower::util::ServiceFn<
+        fn(Request<()>) -> std::future::Ready<Result<Response<()>, Infallible>>,
+    >;
+
+    #[test]
+    fn a_future_polled_after_it_completed_answers_503_not_a_panic() {
+        let denial = Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let mut future = std::pin::pin!(ResponseFuture::<Inner, ()>::ready(denial));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Ok(first)) = future.as_mut().poll(&mut cx) else {
+            panic!("a ready denial is ready");
+        };
+        assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+        let Poll::Ready(Ok(again)) = future.as_mut().poll(&mut cx) else {
+            panic!("polled again, still ready");
+        };
+        assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            again.headers()[http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+}

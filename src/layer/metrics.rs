@@ -71,3 +71,71 @@ impl DecisionMetrics {
         handles.duration.record(elapsed.as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+    use crate::policy::Denial;
+
+    fn allow(kind: AllowKind) -> Decision {
+        Decision::Allow {
+            route: Arc::from("/v1/x"),
+            kind,
+        }
+    }
+
+    fn deny(kind: DenialKind) -> Decision {
+        Decision::Deny(Denial::new(kind, "a fixed sentence"))
+    }
+
+    #[test]
+    fn each_decision_counts_under_its_own_labels_and_its_duration_is_recorded() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let gate = DecisionMetrics::default();
+        metrics::with_local_recorder(&recorder, || {
+            gate.record(&allow(AllowKind::Granted), Duration::from_micros(3));
+            gate.record(&allow(AllowKind::Granted), Duration::from_micros(3));
+            gate.record(&allow(AllowKind::Anonymous), Duration::from_micros(3));
+            gate.record(
+                &deny(DenialKind::MissingCredential),
+                Duration::from_micros(3),
+            );
+            gate.record(
+                &deny(DenialKind::InsufficientScope),
+                Duration::from_micros(3),
+            );
+            gate.record(
+                &deny(DenialKind::InsufficientScope),
+                Duration::from_micros(3),
+            );
+            gate.record(
+                &deny(DenialKind::InsufficientScope),
+                Duration::from_micros(3),
+            );
+        });
+        let text = handle.render();
+        let count = |decision: &str, reason: &str| -> Option<u64> {
+            let series =
+                format!("{DECISIONS_TOTAL}{{decision=\"{decision}\",reason=\"{reason}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .map(|n| n.parse().unwrap())
+        };
+        assert_eq!(count("allow", "granted"), Some(2), "{text}");
+        assert_eq!(count("allow", "anonymous"), Some(1), "{text}");
+        assert_eq!(count("allow", "public"), Some(0), "{text}");
+        assert_eq!(count("deny", "missing_credential"), Some(1), "{text}");
+        assert_eq!(count("deny", "insufficient_scope"), Some(3), "{text}");
+        assert_eq!(count("deny", "throttled"), Some(0), "{text}");
+        assert!(
+            text.contains(&format!("{DECISION_DURATION_SECONDS}_count 7")),
+            "{text}"
+        );
+    }
+}

@@ -205,4 +205,48 @@ mod tests {
             RateOutcome::Allowed(_)
         ));
     }
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(ceil_secs(Duration::ZERO), 0);
+        assert_eq!(ceil_secs(Duration::from_nanos(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(1_500)), 2);
+        assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
+    }
+
+    #[test]
+    fn an_allowed_answer_says_when_the_used_requests_are_all_back() {
+        let limiter = Limiter::new("3/m".parse().unwrap());
+        let states: Vec<_> = (0..=3).map(|r| limiter.allowed_state(r)).collect();
+        assert_eq!(
+            states,
+            [
+                "\"key\";r=0;t=60",
+                "\"key\";r=1;t=40",
+                "\"key\";r=2;t=20",
+                "\"key\";r=3;t=0"
+            ]
+        );
+        // Made in advance, the same values.
+        assert_eq!(limiter.states, states);
+        // 7 per hour: 3 used come back in 3/7 of an hour, 1,542.857… s, rounded up.
+        let odd = Limiter::new("7/h".parse().unwrap());
+        assert_eq!(odd.allowed_state(4), "\"key\";r=4;t=1543");
+        assert_eq!(odd.policy, "\"key\";q=7;w=3600");
+    }
+
+    #[test]
+    fn both_headers_are_set_and_replace_what_was_there() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(RATELIMIT, HeaderValue::from_static("stale"));
+        RateHeaders {
+            policy: HeaderValue::from_static("\"key\";q=3;w=60"),
+            state: HeaderValue::from_static("\"key\";r=2;t=20"),
+        }
+        .apply(&mut headers);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers[RATELIMIT_POLICY], "\"key\";q=3;w=60");
+        assert_eq!(headers[RATELIMIT], "\"key\";r=2;t=20");
+    }
 }

@@ -252,6 +252,19 @@ mod tests {
             let json = body(r);
             assert_eq!(json["code"], kind.answer().problem_code);
             assert_eq!(json["status"], kind.answer().status);
+            assert_eq!(json["type"], "about:blank");
+            let title = match kind.answer().problem_code {
+                "malformed_request" => "Malformed request",
+                "unauthenticated" => "Authentication required",
+                "tls_required" => "TLS required",
+                "insufficient_scope" => "Insufficient scope",
+                "throttled" => "Too many failed attempts",
+                "rate_limited" => "Rate limit exceeded",
+                "unavailable" => "Service unavailable",
+                "forbidden" => "Forbidden",
+                other => panic!("a problem code without a title in this table: {other}"),
+            };
+            assert_eq!(json["title"], title, "{kind}");
             assert_eq!(
                 json.as_object().unwrap().len(),
                 4,
