@@ -118,3 +118,46 @@ pub(crate) fn render_denial(denial: &Denial) -> http::Response<Full<Bytes>> {
 
 /// The response body of a gated service: the inner service's body, or a denial's.
 pub type GateBody<B> = Either<B, Full<Bytes>>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::grant::{Attributes, Rights};
+    use crate::policy::ScopeSet;
+
+    fn allowed(kind: AllowKind) -> Allowed {
+        Allowed {
+            route: Arc::from("/v1/orders/{id}"),
+            kind,
+            client_ip: Some(IpAddr::from([192, 0, 2, 7])),
+            peer_ip: Some(IpAddr::from([10, 0, 0, 1])),
+        }
+    }
+
+    #[test]
+    fn the_decision_is_read_alone_or_from_the_grant() {
+        let mut alone = http::Extensions::new();
+        assert_eq!(Allowed::of(&alone), None, "not behind the gate");
+        alone.insert(allowed(AllowKind::Public));
+        let read = Allowed::of(&alone).unwrap();
+        assert_eq!(read.route(), "/v1/orders/{id}");
+        assert_eq!(read.kind(), AllowKind::Public);
+        assert_eq!(read.client_ip(), Some(IpAddr::from([192, 0, 2, 7])));
+        assert_eq!(read.peer_ip(), Some(IpAddr::from([10, 0, 0, 1])));
+
+        let rights = Arc::new(Rights::new(ScopeSet::new(), None, Attributes::new()));
+        let grant = crate::Grant::api_key("0123456789abcdef".parse().unwrap(), rights, None);
+        let mut with_grant = http::Extensions::new();
+        with_grant.insert(grant.clone());
+        assert_eq!(
+            Allowed::of(&with_grant),
+            None,
+            "a grant the gate did not allow"
+        );
+        with_grant.insert(grant.with_allowed(allowed(AllowKind::Granted)));
+        assert_eq!(Allowed::of(&with_grant), Some(&allowed(AllowKind::Granted)));
+    }
+}
