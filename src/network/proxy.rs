@@ -518,4 +518,51 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_forwarding_header_may_list_up_to_the_hop_bound() {
+        for (name, sep, member) in [
+            ("forwarded", ", ", "for=192.0.2.1"),
+            ("x-forwarded-for", ", ", "192.0.2.1"),
+        ] {
+            let at_bound = vec![member; MAX_FORWARDED_HOPS].join(sep);
+            let facts = run("10.0.0.1", true, &[(name, &at_bound)]);
+            assert_eq!(facts.unwrap().client_ip, Some(ip("192.0.2.1")), "{name}");
+            let over = vec![member; MAX_FORWARDED_HOPS + 1].join(sep);
+            let denial = run("10.0.0.1", true, &[(name, &over)]).unwrap_err();
+            assert_eq!(denial.kind(), DenialKind::MalformedRequest, "{name}");
+            assert_eq!(denial.detail(), "forwarding header lists too many hops");
+        }
+    }
+
+    #[test]
+    fn the_throttle_counts_the_client_else_the_proxy() {
+        let both = ClientFacts {
+            client_ip: Some(ip("192.0.2.1")),
+            peer_ip: Some(ip("10.0.0.1")),
+            tls: true,
+        };
+        assert_eq!(both.throttle_ip(), Some(ip("192.0.2.1")));
+        let proxy_only = ClientFacts::unresolved(Some(ip("10.0.0.1")));
+        assert_eq!(proxy_only.throttle_ip(), Some(ip("10.0.0.1")));
+        assert_eq!(ClientFacts::unresolved(None).throttle_ip(), None);
+    }
+
+    #[test]
+    fn a_trusted_proxy_network_must_not_cover_every_address() {
+        for all in ["0.0.0.0/0", "::/0"] {
+            let err = check_trusted_proxy(&all.parse().unwrap()).unwrap_err();
+            assert_eq!(
+                err,
+                format!("{all} would make every client a trusted proxy")
+            );
+        }
+        for half in ["0.0.0.0/1", "128.0.0.0/1", "::/1", "10.0.0.0/8"] {
+            assert_eq!(
+                check_trusted_proxy(&half.parse().unwrap()),
+                Ok(()),
+                "{half}"
+            );
+        }
+    }
 }
