@@ -212,10 +212,10 @@ mod tests {
 
     #[test]
     fn the_document_lists_the_servers_and_the_required_scopes() {
-        let doc = ProtectedResource::new("https://api.example")
-            .authorization_servers(["https://login.example"])
-            .compile(&policy())
-            .unwrap();
+        let resource = ProtectedResource::new("https://api.example")
+            .authorization_servers(["https://login.example"]);
+        assert_eq!(resource.uri(), "https://api.example");
+        let doc = resource.compile(&policy()).unwrap();
         let body: serde_json::Value = serde_json::from_slice(&doc.body).unwrap();
         assert_eq!(body["resource"], "https://api.example");
         assert_eq!(body["authorization_servers"][0], "https://login.example");
