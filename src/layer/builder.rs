@@ -343,5 +343,10 @@ mod tests {
         assert!(text.starts_with("ScopeGateBuilder {"), "{text}");
         assert!(text.contains("allow_plaintext: true"), "{text}");
         assert!(text.contains("api_keys: false"), "{text}");
+        let layer = builder().build().unwrap();
+        let text = format!("{layer:?}");
+        assert!(text.starts_with("ScopeGateLayer { policy: "), "{text}");
+        let service = tower_layer::Layer::layer(&layer, ());
+        assert_eq!(format!("{service:?}"), "ScopeGateService { .. }");
     }
 }

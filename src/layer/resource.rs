@@ -311,4 +311,58 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn only_a_401_challenge_points_at_the_document() {
+        let doc = ProtectedResource::new("https://api.example")
+            .compile(&policy())
+            .unwrap();
+        let answer = |status: u16, challenge: Option<&'static str>| {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            if let Some(c) = challenge {
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static(c));
+            }
+            doc.point_challenge(&mut response);
+            response.headers().get(WWW_AUTHENTICATE).cloned()
+        };
+        assert_eq!(
+            answer(401, Some("Bearer realm=\"api\"")).unwrap(),
+            "Bearer realm=\"api\", resource_metadata=\"https://api.example/.well-known/oauth-protected-resource\""
+        );
+        // A 403's challenge (insufficient_scope) stays as it was; a 401 without one gets none.
+        assert_eq!(
+            answer(403, Some("Bearer error=\"insufficient_scope\"")).unwrap(),
+            "Bearer error=\"insufficient_scope\""
+        );
+        assert_eq!(answer(401, None), None);
+    }
+
+    #[test]
+    fn the_document_is_served_as_cacheable_json() {
+        let doc = ProtectedResource::new("https://api.example")
+            .compile(&policy())
+            .unwrap();
+        let response = doc.response();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(response.headers()[CACHE_CONTROL], "max-age=300");
+        let body = response.into_body();
+        let frame = full_bytes(body);
+        let json: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(json["resource"], "https://api.example");
+    }
+
+    /// A `Full` body's bytes, read without a runtime.
+    fn full_bytes(body: Full<Bytes>) -> Bytes {
+        use http_body::Body;
+        let mut body = std::pin::pin!(body);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match body.as_mut().poll_frame(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap(),
+            _ => panic!("a full body is ready at once"),
+        }
+    }
 }
