@@ -548,3 +548,448 @@ impl fmt::Debug for Policy {
         list.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::needless_pass_by_value,
+        clippy::unnecessary_wraps
+    )]
+    use super::*;
+    use crate::grant::{Attributes, Rights};
+    use crate::policy::ScopeSet;
+
+    fn policy() -> Policy {
+        Policy::builder()
+            .route(Route::get("/health").public())
+            .routes([
+                Route::get("/v1/tenants/{tenant}/orders/{id}")
+                    .require_all(["orders:read", "tenants:read"])
+                    .bind("tenant", "tenant"),
+                Route::post("/v1/tenants/{tenant}/orders/{id}")
+                    .require_any(["orders:write", "orders:admin"]),
+                Route::get("/v1/office")
+                    .require_all(["office:read"])
+                    .allow_ips(["10.0.0.0/8"]),
+                Route::get("/v1/feed")
+                    .require_all(["feed:read"])
+                    .optional_auth()
+                    .allow_ips(["10.0.0.0/8"]),
+                Route::get("/v1/news")
+                    .require_all(["news:read"])
+                    .optional_auth(),
+            ])
+            .build()
+            .unwrap()
+    }
+
+    fn grant(scopes: &[&str], allow_ips: Option<&str>, attributes: &[(&str, &str)]) -> Grant {
+        let rights = Rights::new(
+            ScopeSet::parse(scopes.iter().copied()).unwrap(),
+            allow_ips.map(|n| [n.parse::<Cidr>().unwrap()].into_iter().collect()),
+            attributes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Attributes>(),
+        );
+        Grant::api_key("0123456789abcdef".parse().unwrap(), Arc::new(rights), None)
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    /// The decision for an authenticated request: `Ok(route)` or `Err(reason, detail)`.
+    fn decide(
+        method: Method,
+        path: &str,
+        grant: &Grant,
+        client: Option<IpAddr>,
+    ) -> Result<String, (&'static str, &'static str)> {
+        let p = policy();
+        let lookup = p.lookup(&method, path).unwrap();
+        match p.decide_authenticated(&lookup, grant, client) {
+            Decision::Allow { route, kind } => {
+                let expected = if matches!(lookup, Lookup::Public { .. }) {
+                    AllowKind::Public
+                } else {
+                    AllowKind::Granted
+                };
+                assert_eq!(kind, expected);
+                Ok(route.to_string())
+            }
+            Decision::Deny(d) => Err((d.kind().as_str(), d.detail())),
+        }
+    }
+
+    const ORDER: &str = "/v1/tenants/acme/orders/7";
+    const ORDER_ROUTE: &str = "/v1/tenants/{tenant}/orders/{id}";
+
+    #[test]
+    fn every_required_scope_and_the_bound_attribute_allow() {
+        let reader = grant(
+            &["orders:read", "tenants:read"],
+            None,
+            &[("tenant", "acme")],
+        );
+        assert_eq!(
+            decide(Method::GET, ORDER, &reader, None),
+            Ok(ORDER_ROUTE.to_owned())
+        );
+        // HEAD follows GET.
+        assert_eq!(
+            decide(Method::HEAD, ORDER, &reader, None),
+            Ok(ORDER_ROUTE.to_owned())
+        );
+        // One scope short.
+        let short = grant(&["orders:read"], None, &[("tenant", "acme")]);
+        assert_eq!(
+            decide(Method::GET, ORDER, &short, None).unwrap_err().0,
+            "insufficient_scope"
+        );
+    }
+
+    #[test]
+    fn any_one_scope_of_an_any_requirement_allows() {
+        for scope in ["orders:write", "orders:admin"] {
+            let g = grant(&[scope], None, &[]);
+            assert_eq!(
+                decide(Method::POST, ORDER, &g, None),
+                Ok(ORDER_ROUTE.to_owned()),
+                "{scope}"
+            );
+        }
+        let neither = grant(&["orders:read"], None, &[]);
+        assert_eq!(
+            decide(Method::POST, ORDER, &neither, None).unwrap_err().0,
+            "insufficient_scope"
+        );
+    }
+
+    #[test]
+    fn a_bound_parameter_must_equal_the_attribute() {
+        let scopes = ["orders:read", "tenants:read"];
+        let other = grant(&scopes, None, &[("tenant", "globex")]);
+        assert_eq!(
+            decide(Method::GET, ORDER, &other, None),
+            Err((
+                "resource_not_permitted",
+                "a bound path parameter differs from the credential's attribute"
+            ))
+        );
+        let none = grant(&scopes, None, &[("region", "acme")]);
+        assert_eq!(
+            decide(Method::GET, ORDER, &none, None),
+            Err((
+                "resource_not_permitted",
+                "the credential lacks an attribute the route binds"
+            ))
+        );
+        // The bound value is compared decoded: %61cme is acme.
+        let acme = grant(&scopes, None, &[("tenant", "acme")]);
+        assert_eq!(
+            decide(Method::GET, "/v1/tenants/%61cme/orders/7", &acme, None),
+            Ok(ORDER_ROUTE.to_owned())
+        );
+        // A value that would not decode never reaches the comparison: the path is refused first.
+        assert_eq!(
+            policy()
+                .lookup(&Method::GET, "/v1/tenants/%FF/orders/7")
+                .unwrap_err()
+                .kind(),
+            DenialKind::MalformedRequest
+        );
+    }
+
+    #[test]
+    fn the_routes_and_the_credentials_allowlists_both_apply() {
+        let office = grant(&["office:read"], None, &[]);
+        assert_eq!(
+            decide(Method::GET, "/v1/office", &office, ip("10.1.2.3")),
+            Ok("/v1/office".to_owned())
+        );
+        assert_eq!(
+            decide(Method::GET, "/v1/office", &office, ip("192.0.2.1")),
+            Err(("ip_not_allowed", "client IP outside the route's allowlist"))
+        );
+        assert_eq!(
+            decide(Method::GET, "/v1/office", &office, None),
+            Err((
+                "ip_not_allowed",
+                "client IP unknown and an allowlist applies"
+            ))
+        );
+        let pinned = grant(&["office:read"], Some("10.9.0.0/16"), &[]);
+        assert_eq!(
+            decide(Method::GET, "/v1/office", &pinned, ip("10.9.1.1")),
+            Ok("/v1/office".to_owned())
+        );
+        assert_eq!(
+            decide(Method::GET, "/v1/office", &pinned, ip("10.1.1.1")),
+            Err((
+                "ip_not_allowed",
+                "client IP outside the credential's allowlist"
+            ))
+        );
+    }
+
+    #[test]
+    fn unlisted_and_public_lookups() {
+        let any = grant(&["orders:read"], None, &[]);
+        assert_eq!(
+            decide(Method::DELETE, ORDER, &any, None),
+            Err(("no_policy", "no rule for this method and path"))
+        );
+        assert_eq!(
+            decide(Method::GET, "/v1/elsewhere", &any, None),
+            Err(("no_policy", "no rule for this method and path"))
+        );
+        // The credential's own allowlist applies even where no rule does: never a 403 that reveals the policy.
+        let pinned = grant(&["orders:read"], Some("10.9.0.0/16"), &[]);
+        assert_eq!(
+            decide(Method::GET, "/v1/elsewhere", &pinned, ip("192.0.2.1"))
+                .unwrap_err()
+                .0,
+            "ip_not_allowed"
+        );
+        assert_eq!(
+            decide(Method::GET, "/health", &any, None),
+            Ok("/health".to_owned())
+        );
+
+        let p = policy();
+        let public = p.lookup(&Method::GET, "/health").unwrap();
+        assert_eq!(p.route_of(&public), Some("/health"));
+        let Some(Decision::Allow { route, kind }) = p.public_decision(&public) else {
+            panic!("a public route is allowed");
+        };
+        assert_eq!((&*route, kind), ("/health", AllowKind::Public));
+        let protected = p.lookup(&Method::GET, ORDER).unwrap();
+        assert_eq!(p.route_of(&protected), Some(ORDER_ROUTE));
+        assert!(p.public_decision(&protected).is_none());
+        let unlisted = p.lookup(&Method::GET, "/nowhere").unwrap();
+        assert_eq!(p.route_of(&unlisted), None);
+        assert!(p.public_decision(&unlisted).is_none());
+        // A path that is not canonical never reaches the router.
+        assert_eq!(
+            p.lookup(&Method::GET, "/v1/../health").unwrap_err().kind(),
+            DenialKind::MalformedRequest
+        );
+    }
+
+    #[test]
+    fn only_optional_routes_allow_anonymously_and_their_allowlist_still_applies() {
+        let p = policy();
+        let anonymous = |path: &str, client: Option<IpAddr>| {
+            let lookup = p.lookup(&Method::GET, path).unwrap();
+            p.anonymous_decision(&lookup, client).map(|d| match d {
+                Decision::Allow { route, kind } => {
+                    assert_eq!(kind, AllowKind::Anonymous);
+                    Ok(route.to_string())
+                }
+                Decision::Deny(d) => Err(d.kind().as_str()),
+            })
+        };
+        assert_eq!(anonymous("/v1/news", None), Some(Ok("/v1/news".to_owned())));
+        assert_eq!(
+            anonymous("/v1/feed", ip("10.0.0.1")),
+            Some(Ok("/v1/feed".to_owned()))
+        );
+        assert_eq!(
+            anonymous("/v1/feed", ip("192.0.2.1")),
+            Some(Err("ip_not_allowed"))
+        );
+        assert_eq!(anonymous("/v1/office", ip("10.0.0.1")), None);
+        assert_eq!(anonymous("/health", None), None);
+        assert_eq!(anonymous("/nowhere", None), None);
+    }
+
+    #[test]
+    fn the_policy_lists_its_patterns_and_scopes() {
+        let p = policy();
+        assert_eq!(
+            p.route_patterns().collect::<Vec<_>>(),
+            ["/health", ORDER_ROUTE, "/v1/office", "/v1/feed", "/v1/news"]
+        );
+        let scopes: Vec<&str> = p.required_scopes().iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            scopes,
+            [
+                "feed:read",
+                "news:read",
+                "office:read",
+                "orders:admin",
+                "orders:read",
+                "orders:write",
+                "tenants:read"
+            ]
+        );
+        assert_eq!(
+            format!("{p:?}"),
+            format!(
+                "[GET /health, GET,POST {ORDER_ROUTE}, GET /v1/office, GET /v1/feed, GET /v1/news]"
+            )
+        );
+    }
+
+    fn refusal(route: Route) -> String {
+        Policy::builder()
+            .route(Route::get("/ok").public())
+            .route(route)
+            .build()
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_methods_are_refused_and_named() {
+        let cases: [(&[&str], &str); 6] = [
+            (&[], "at least one method is needed"),
+            (&[""], "\"\" is not an upper-case method name"),
+            (&["get"], "\"get\" is not an upper-case method name"),
+            (&["GeT"], "\"GeT\" is not an upper-case method name"),
+            (&["HEAD"], "HEAD follows the GET rule"),
+            (&["PUT", "PUT"], "PUT is listed twice"),
+        ];
+        for (methods, expected) in cases {
+            let err = refusal(Route::new(methods.iter().copied(), "/x").public());
+            assert!(
+                err.starts_with("route #2 (") && err.contains("field `methods`"),
+                "{err}"
+            );
+            assert!(err.contains(expected), "{methods:?}: {err}");
+        }
+        // Upper-case extension methods are methods.
+        assert!(
+            Policy::builder()
+                .route(Route::new(["PURGE", "GET"], "/x").public())
+                .build()
+                .is_ok()
+        );
+        let err = refusal(Route::get("/ok").require_all(["a:read"]));
+        assert!(
+            err.contains("GET /ok is already covered by an earlier route"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_and_named() {
+        for (path, expected) in [
+            ("/a//b", "is not a canonical path pattern"),
+            ("/a/{", "unpaired braces or an empty parameter name"),
+            ("/a/{}", "unpaired braces or an empty parameter name"),
+        ] {
+            let err = refusal(Route::get(path).public());
+            assert!(
+                err.contains("field `path`") && err.contains(expected),
+                "{path}: {err}"
+            );
+        }
+        // Two patterns the router cannot tell apart; the twin shares one pattern between two methods.
+        let err = Policy::builder()
+            .route(Route::get("/x/{a}").public())
+            .route(Route::post("/x/{b}").public())
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("route #2 (") && err.contains("field `path`"),
+            "{err}"
+        );
+        assert!(err.contains("cannot tell this pattern apart"), "{err}");
+        let twin = Policy::builder()
+            .route(Route::get("/x/{a}").public())
+            .route(Route::post("/x/{a}").public())
+            .build()
+            .unwrap();
+        assert_eq!(twin.route_patterns().collect::<Vec<_>>(), ["/x/{a}"]);
+    }
+
+    #[test]
+    fn access_must_be_public_or_protected_and_coherent() {
+        let cases = [
+            (
+                Route::get("/x").public().optional_auth(),
+                "auth",
+                "optional authentication is for protected",
+            ),
+            (
+                Route::get("/x").public().require_all(["a:read"]),
+                "require",
+                "takes no requirement",
+            ),
+            (
+                Route::get("/x/{id}").public().bind("id", "id"),
+                "bind",
+                "takes no requirement",
+            ),
+            (
+                Route::get("/x").public().allow_ips(["10.0.0.0/8"]),
+                "allow_ips",
+                "takes no requirement",
+            ),
+            (
+                Route::get("/x"),
+                "require",
+                "either public or has a requirement",
+            ),
+            (
+                Route::get("/x").require_all(Vec::<String>::new()),
+                "require",
+                "",
+            ),
+            (
+                Route::get("/x")
+                    .require_all(["a:read"])
+                    .allow_ips(Vec::<String>::new()),
+                "allow_ips",
+                "empty allowlist",
+            ),
+            (
+                Route::get("/x")
+                    .require_all(["a:read"])
+                    .allow_ips(["10.0.0.0/33"]),
+                "allow_ips",
+                "",
+            ),
+            (
+                Route::get("/x/{id}")
+                    .require_all(["a:read"])
+                    .bind("tenant", "t"),
+                "bind",
+                "no parameter {tenant}",
+            ),
+            (
+                Route::get("/x/{id}").require_all(["a:read"]).bind("id", ""),
+                "bind",
+                "empty attribute name",
+            ),
+            (
+                Route::get("/x/{id}")
+                    .require_all(["a:read"])
+                    .bind("id", "t")
+                    .optional_auth(),
+                "bind",
+                "optional",
+            ),
+        ];
+        for (route, field, expected) in cases {
+            let err = refusal(route);
+            assert!(err.contains(&format!("field `{field}`")), "{err}");
+            assert!(err.contains(expected), "{err}");
+        }
+        // Each refusal's twin builds.
+        for route in [
+            Route::get("/x").public(),
+            Route::get("/x/{id}")
+                .require_all(["a:read"])
+                .bind("id", "t")
+                .allow_ips(["10.0.0.0/8"]),
+            Route::get("/x").require_any(["a:read"]).optional_auth(),
+        ] {
+            assert!(Policy::builder().route(route).build().is_ok());
+        }
+    }
+}
