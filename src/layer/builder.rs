@@ -338,6 +338,41 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_protected_resource_is_refused_with_its_field() {
+        let err =
+            refusal(builder().protected_resource(ProtectedResource::new("http://api.example")));
+        assert!(
+            err.starts_with("protected resource: field `uri`: "),
+            "{err}"
+        );
+        let err = refusal(builder().protected_resource(
+            ProtectedResource::new("https://api.example").authorization_servers(["ftp://idp"]),
+        ));
+        assert!(
+            err.starts_with("protected resource: field `authorization_servers`: "),
+            "{err}"
+        );
+        let layer = builder()
+            .protected_resource(ProtectedResource::new("https://api.example"))
+            .build()
+            .unwrap();
+        assert!(layer.gate.resource.is_some());
+    }
+
+    #[test]
+    fn tls_is_required_unless_plaintext_is_allowed() {
+        assert!(builder().build().unwrap().gate.require_tls);
+        assert!(
+            !builder()
+                .danger_allow_plaintext()
+                .build()
+                .unwrap()
+                .gate
+                .require_tls
+        );
+    }
+
+    #[test]
     fn debug_shows_the_shape_not_the_parts() {
         let text = format!("{:?}", builder().danger_allow_plaintext());
         assert!(text.starts_with("ScopeGateBuilder {"), "{text}");

@@ -434,4 +434,32 @@ mod tests {
         assert!(!Denial::new(DenialKind::MissingCredential, "x").counts_as_failed_auth());
         assert!(!Denial::insufficient_scope(vec![]).counts_as_failed_auth());
     }
+
+    #[test]
+    fn only_malformed_credential_headers_are_about_credentials() {
+        let headers = Denial::malformed_credentials("two credentials");
+        assert!(headers.is_about_credentials());
+        assert!(headers.counts_as_failed_auth());
+        assert_eq!(headers.answer().challenge, Challenge::InvalidRequest);
+        let path = Denial::new(DenialKind::MalformedRequest, "a dot segment");
+        assert!(!path.is_about_credentials());
+        assert!(!path.counts_as_failed_auth());
+        assert_eq!(path.answer().challenge, Challenge::None);
+    }
+
+    #[test]
+    fn reasons_and_waits() {
+        for kind in DenialKind::ALL {
+            let denial = Denial::new(kind, "x");
+            assert_eq!(denial.reason(), kind.as_str());
+            assert_eq!(kind.to_string(), kind.as_str());
+            assert_eq!(denial.retry_after(), None);
+        }
+        let limited = Denial::rate_limited(Duration::from_secs(7));
+        assert_eq!(limited.kind(), DenialKind::RateLimited);
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
+        let throttled = Denial::throttled(Duration::from_secs(9));
+        assert_eq!(throttled.kind(), DenialKind::Throttled);
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(9)));
+    }
 }
