@@ -285,4 +285,45 @@ mod tests {
             assert!(split(ok, b',').iter().all(Result::is_ok), "{ok}");
         }
     }
+
+    #[test]
+    fn nodes_ports_and_obfuscated_names() {
+        let v6 = "2001:db8::1".parse::<IpAddr>().unwrap();
+        let v4 = "192.0.2.1".parse::<IpAddr>().unwrap();
+        let accepted = [
+            ("_a", Node::Unknown),
+            ("_hidden.Proxy-7_x", Node::Unknown),
+            ("unknown", Node::Unknown),
+            ("UNKNOWN:_p", Node::Unknown),
+            ("192.0.2.1", Node::Ip(v4)),
+            ("192.0.2.1:8080", Node::Ip(v4)),
+            ("192.0.2.1:99999", Node::Ip(v4)),
+            ("192.0.2.1:_port", Node::Ip(v4)),
+            ("[2001:db8::1]", Node::Ip(v6)),
+            ("[2001:db8::1]:443", Node::Ip(v6)),
+            ("[2001:db8::1]:_p", Node::Ip(v6)),
+        ];
+        for (text, node) in accepted {
+            assert_eq!(parse_node(text).ok(), Some(node), "{text}");
+        }
+        for text in [
+            "_",
+            "a_",
+            "_a/b",
+            "_a b",
+            "_a:b",
+            "192.0.2.1:",
+            "192.0.2.1:123456",
+            "192.0.2.1:x",
+            "192.0.2.1:_",
+            "2001:db8::1",
+            "[2001:db8::1]:",
+            "[2001:db8::1]:x",
+            "[2001:db8::1]:_",
+            "[2001:db8::1]x",
+            "[192.0.2.1]",
+        ] {
+            assert!(parse_node(text).is_err(), "{text}");
+        }
+    }
 }

@@ -462,4 +462,35 @@ mod tests {
         assert_eq!(throttled.kind(), DenialKind::Throttled);
         assert_eq!(throttled.retry_after(), Some(Duration::from_secs(9)));
     }
+
+    #[test]
+    fn a_decision_reads_as_its_kind() {
+        for (kind, text) in [
+            (AllowKind::Public, "public"),
+            (AllowKind::Granted, "granted"),
+            (AllowKind::Anonymous, "anonymous"),
+        ] {
+            assert_eq!(kind.as_str(), text);
+            let allow = Decision::Allow {
+                route: std::sync::Arc::from("/x"),
+                kind,
+            };
+            assert!(allow.is_allowed());
+            assert!(allow.denial().is_none());
+            assert_eq!(allow.reason(), text);
+            assert_eq!(allow.status(), 200);
+        }
+        let deny = Decision::Deny(Denial::new(
+            DenialKind::NoPolicy,
+            "no rule for this method and path",
+        ));
+        assert!(!deny.is_allowed());
+        assert_eq!(deny.denial().unwrap().kind(), DenialKind::NoPolicy);
+        assert_eq!(deny.reason(), "no_policy");
+        assert_eq!(deny.status(), 403);
+        assert_eq!(
+            deny.denial().unwrap().to_string(),
+            "no_policy: no rule for this method and path"
+        );
+    }
 }

@@ -107,3 +107,141 @@ impl Policy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::policy::Route;
+
+    fn policy() -> Policy {
+        Policy::builder()
+            .route(Route::get("/health").public())
+            .route(Route::get("/v1/orders").require_all(["orders:read"]))
+            .route(
+                Route::get("/v1/news")
+                    .require_all(["news:read"])
+                    .optional_auth(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    fn facts<'r>(path: &'r str, tls: bool, forwarding: Option<Denial>) -> RequestFacts<'r> {
+        RequestFacts {
+            method: &Method::GET,
+            path,
+            tls,
+            client_ip: None,
+            forwarding,
+        }
+    }
+
+    /// What `start` decided (`Err(reason)` for a denial, `Ok(reason)` for an allow, `Ok("authenticate")`), and
+    /// which of the throttle and the credential it asked.
+    fn start(
+        facts: RequestFacts<'_>,
+        require_tls: bool,
+        locked: Option<Duration>,
+        credential: Result<Option<&'static str>, Denial>,
+    ) -> (Result<&'static str, &'static str>, bool, bool) {
+        let asked_throttle = Cell::new(false);
+        let asked_credential = Cell::new(false);
+        let outcome = policy().start(
+            facts,
+            require_tls,
+            || {
+                asked_throttle.set(true);
+                locked
+            },
+            || {
+                asked_credential.set(true);
+                credential
+            },
+        );
+        let outcome = match outcome {
+            Started::Decided(Decision::Allow { kind, .. }, _) => Ok(kind.as_str()),
+            Started::Decided(Decision::Deny(d), _) => Err(d.kind().as_str()),
+            Started::Authenticate(presented, _) => {
+                assert_eq!(presented, "key");
+                Ok("authenticate")
+            }
+        };
+        (outcome, asked_throttle.get(), asked_credential.get())
+    }
+
+    const WAIT: Option<Duration> = Some(Duration::from_secs(5));
+
+    #[test]
+    fn a_bad_forwarding_header_is_refused_first() {
+        let bad = || Some(Denial::new(DenialKind::MalformedRequest, "bad Forwarded"));
+        assert_eq!(
+            start(facts("/health", false, bad()), true, WAIT, Ok(Some("key"))),
+            (Err("malformed_request"), false, false)
+        );
+        assert_eq!(
+            start(facts("/health", true, None), true, WAIT, Ok(Some("key"))),
+            (Ok("public"), false, false)
+        );
+    }
+
+    #[test]
+    fn tls_is_judged_before_the_route_only_when_required() {
+        assert_eq!(
+            start(facts("/health", false, None), true, None, Ok(None)),
+            (Err("tls_required"), false, false)
+        );
+        assert_eq!(
+            start(facts("/health", false, None), false, None, Ok(None)),
+            (Ok("public"), false, false)
+        );
+        assert_eq!(
+            start(facts("/v1/../health", true, None), true, None, Ok(None)),
+            (Err("malformed_request"), false, false)
+        );
+    }
+
+    #[test]
+    fn the_throttle_is_asked_before_the_credential_on_non_public_routes() {
+        for path in ["/v1/orders", "/v1/unlisted"] {
+            assert_eq!(
+                start(facts(path, true, None), true, WAIT, Ok(Some("key"))),
+                (Err("throttled"), true, false),
+                "{path}"
+            );
+            assert_eq!(
+                start(facts(path, true, None), true, None, Ok(Some("key"))),
+                (Ok("authenticate"), true, true),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_credential_only_an_optional_route_allows() {
+        assert_eq!(
+            start(facts("/v1/orders", true, None), true, None, Ok(None)),
+            (Err("missing_credential"), true, true)
+        );
+        assert_eq!(
+            start(facts("/v1/news", true, None), true, None, Ok(None)),
+            (Ok("anonymous"), true, true)
+        );
+        let two = Denial::malformed_credentials("two credentials");
+        assert_eq!(
+            start(facts("/v1/news", true, None), true, None, Err(two)),
+            (Err("malformed_request"), true, true)
+        );
+    }
+
+    #[test]
+    fn finish_keeps_the_authentication_denial() {
+        let p = policy();
+        let lookup = p.lookup(&Method::GET, "/v1/orders").unwrap();
+        let revoked = Denial::new(DenialKind::RevokedCredential, "revoked");
+        let decision = p.finish(&lookup, Err(&revoked), None);
+        assert_eq!(decision.reason(), "revoked_credential");
+    }
+}
