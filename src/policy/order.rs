@@ -129,7 +129,7 @@ mod tests {
             .unwrap()
     }
 
-    fn facts<'r>(path: &'r str, tls: bool, forwarding: Option<Denial>) -> RequestFacts<'r> {
+    fn facts(path: &str, tls: bool, forwarding: Option<Denial>) -> RequestFacts<'_> {
         RequestFacts {
             method: &Method::GET,
             path,
