@@ -422,3 +422,86 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::convert::Infallible;
+
+    use super::*;
+    use crate::policy::Route;
+
+    /// An inner service that is not ready: overloaded (an error), or busy (pending).
+    #[derive(Clone)]
+    struct NotReady(Option<&'static str>);
+
+    impl Service<Request<()>> for NotReady {
+        type Response = Response<()>;
+        type Error = &'static str;
+        type Future = std::future::Ready<Result<Response<()>, &'static str>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            match self.0 {
+                Some(error) => Poll::Ready(Err(error)),
+                None => Poll::Pending,
+            }
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            std::future::ready(Err("called while not ready"))
+        }
+    }
+
+    fn layer() -> ScopeGateLayer {
+        let policy = Policy::builder()
+            .route(Route::get("/health").public())
+            .build()
+            .unwrap();
+        ScopeGateLayer::builder(policy).build().unwrap()
+    }
+
+    #[test]
+    fn readiness_is_the_inner_services() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut overloaded = layer().layer(NotReady(Some("overloaded")));
+        assert_eq!(
+            overloaded.poll_ready(&mut cx),
+            Poll::Ready(Err("overloaded"))
+        );
+        let mut busy = layer().layer(NotReady(None));
+        assert_eq!(busy.poll_ready(&mut cx), Poll::Pending);
+        let mut ready = layer().layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        }));
+        assert!(matches!(ready.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    }
+
+    #[test]
+    fn credential_headers_are_marked_sensitive() {
+        let key = HeaderName::from_static("x-api-key");
+        let request = || {
+            Request::get("/")
+                .header(AUTHORIZATION, "Bearer t")
+                .header(&key, "sg_k")
+                .header("x-other", "v")
+                .body(())
+                .unwrap()
+        };
+        let sensitive = |req: &Request<()>| {
+            ["authorization", "x-api-key", "x-other"].map(|n| req.headers()[n].is_sensitive())
+        };
+        let mut read_key = request();
+        mark_sensitive(&mut read_key, &key, Some(CredentialSource::KeyHeader));
+        assert_eq!(sensitive(&read_key), [false, true, false]);
+        let mut read_bearer = request();
+        mark_sensitive(
+            &mut read_bearer,
+            &key,
+            Some(CredentialSource::Authorization),
+        );
+        assert_eq!(sensitive(&read_bearer), [true, false, false]);
+        let mut none_read = request();
+        mark_sensitive(&mut none_read, &key, None);
+        assert_eq!(sensitive(&none_read), [true, true, false]);
+    }
+}
