@@ -744,6 +744,57 @@ mod tests {
     }
 
     #[test]
+    fn the_interner_sweeps_only_when_full_and_then_allows_twice_the_live_count() {
+        let mut interner = Interner::new();
+        // Unused values stay until the set reaches the sweep mark.
+        for n in 0..Interner::MIN_SWEEP {
+            drop(interner.intern(rights(&format!("u{n}:read"))));
+        }
+        assert_eq!(interner.set.len(), Interner::MIN_SWEEP);
+        assert_eq!(interner.sweep_at, Interner::MIN_SWEEP);
+        // The next new value sweeps them all; the mark stays at its floor.
+        let first = interner.intern(rights("h0:read"));
+        assert_eq!(interner.set.len(), 1);
+        assert_eq!(interner.sweep_at, Interner::MIN_SWEEP);
+        // With 63 + 1 held values at the next sweep, the mark moves to twice the live count.
+        let mut held = vec![first];
+        for n in 1..Interner::MIN_SWEEP {
+            held.push(interner.intern(rights(&format!("h{n}:read"))));
+        }
+        held.push(interner.intern(rights("h64:read")));
+        assert_eq!(interner.set.len(), Interner::MIN_SWEEP + 1);
+        assert_eq!(interner.sweep_at, 2 * Interner::MIN_SWEEP);
+    }
+
+    #[test]
+    fn the_config_setters_set_what_they_name() {
+        let config = CacheConfig::default()
+            .ttl(Duration::from_secs(5))
+            .max_entries(7)
+            .max_negative_entries(9)
+            .store_notifications(false);
+        assert_eq!(config.ttl_value(), Duration::from_secs(5));
+        assert_eq!(
+            (
+                config.max_entries,
+                config.max_negative_entries,
+                config.store_notifications
+            ),
+            (7, 9, false)
+        );
+        let default = CacheConfig::default();
+        assert_eq!(default.ttl_value(), Duration::from_secs(30));
+        assert_eq!(
+            (
+                default.max_entries,
+                default.max_negative_entries,
+                default.store_notifications
+            ),
+            (100_000, 100_000, true)
+        );
+    }
+
+    #[test]
     fn times_saturate() {
         assert_eq!(
             unix_nanos(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
