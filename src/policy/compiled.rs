@@ -854,10 +854,8 @@ mod tests {
         ];
         for (methods, expected) in cases {
             let err = refusal(Route::new(methods.iter().copied(), "/x").public());
-            assert!(
-                err.starts_with("route #2 (") && err.contains("field `methods`"),
-                "{err}"
-            );
+            let label = format!("route #2 ({} /x): field `methods`: ", methods.join(","));
+            assert!(err.starts_with(&label), "{err}");
             assert!(err.contains(expected), "{methods:?}: {err}");
         }
         // Upper-case extension methods are methods.

@@ -234,5 +234,6 @@ mod tests {
     fn display_is_readable() {
         let r = Requirement::all([sc("a"), Requirement::any([sc("b"), sc("c")]).unwrap()]).unwrap();
         assert_eq!(r.to_string(), "all(a, any(b, c))");
+        assert_eq!(format!("{r:?}"), "all(a, any(b, c))");
     }
 }
