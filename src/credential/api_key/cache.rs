@@ -707,6 +707,13 @@ mod tests {
         }
         assert!(tier.order.len() <= 2 * 3 + 64 + 1);
         assert_eq!(tier.map.len(), 3);
+        // After the churn (and the compactions it caused), new ids still evict the oldest live ones.
+        for n in 100..105 {
+            tier.insert(id(n), 0, n);
+        }
+        let mut kept: Vec<usize> = tier.map.values().map(|s| s.value).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![102, 103, 104]);
     }
 
     #[test]
@@ -792,6 +799,244 @@ mod tests {
             ),
             (100_000, 100_000, true)
         );
+    }
+
+    mod with_a_store {
+        #![allow(clippy::unwrap_used)]
+        use std::time::{Duration, SystemTime};
+
+        use super::super::*;
+        use crate::ManualClock;
+        use crate::credential::api_key::{
+            KeyFormat, KeyIssuer, MemoryKeyStore, NewKey, Pepper, Peppers,
+        };
+        use crate::policy::ScopeSet;
+
+        const SEC: u64 = 1_000_000_000;
+        /// The fixed "now" of these tests, in Unix nanoseconds (the issuer's clock).
+        const NOW: u64 = 1_800_000_000 * SEC;
+
+        struct Fixture {
+            store: Arc<MemoryKeyStore>,
+            issuer: KeyIssuer,
+        }
+
+        fn fixture() -> Fixture {
+            let store = Arc::new(MemoryKeyStore::new());
+            let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_nanos(NOW));
+            let issuer = KeyIssuer::new(
+                store.clone(),
+                KeyFormat::new("acme").unwrap(),
+                Peppers::single(Pepper::new(1, vec![7; 32]).unwrap()),
+                Arc::new(clock),
+            );
+            Fixture { store, issuer }
+        }
+
+        impl Fixture {
+            async fn key(&self) -> KeyId {
+                let new = NewKey::new("k", ScopeSet::parse(["a:read"]).unwrap());
+                self.issuer.issue(new).await.unwrap().id()
+            }
+
+            fn cache(&self, config: CacheConfig) -> KeyCache {
+                KeyCache::new(self.store.clone(), config)
+            }
+        }
+
+        fn ttl(secs: u64) -> CacheConfig {
+            CacheConfig::default().ttl(Duration::from_secs(secs))
+        }
+
+        /// What `peek` answers: "found" (and which tier), "not found" or "miss".
+        fn peek(cache: &KeyCache, id: KeyId, now: u64) -> &'static str {
+            match cache.peek(&id, now, |view| match view {
+                KeyView::Compact { .. } => "compact",
+                KeyView::Full(_) => "full",
+            }) {
+                Cached::Found(tier) => tier,
+                Cached::NotFound => "not found",
+                Cached::Miss => "miss",
+            }
+        }
+
+        #[tokio::test]
+        async fn an_entry_serves_for_the_ttl_and_never_when_read_in_the_future() {
+            let f = fixture();
+            let id = f.key().await;
+            let cache = f.cache(ttl(10));
+            assert_eq!(peek(&cache, id, NOW), "miss");
+            assert!(cache.fetch(id, NOW).await.unwrap().is_some());
+            assert_eq!(peek(&cache, id, NOW), "full");
+            assert_eq!(peek(&cache, id, NOW + 10 * SEC - 1), "full");
+            assert_eq!(peek(&cache, id, NOW + 10 * SEC), "miss");
+            // The clock stepped back: an entry "read in the future" is not trusted.
+            assert_eq!(peek(&cache, id, NOW - 1), "miss");
+            assert_eq!(cache.entry_counts(), (1, 0));
+        }
+
+        #[tokio::test]
+        async fn unknown_ids_are_remembered_for_the_ttl_and_counted_apart() {
+            let f = fixture();
+            let known = f.key().await;
+            let cache = f.cache(ttl(10));
+            let unknown: KeyId = "0123456789abcdef".parse().unwrap();
+            assert!(cache.fetch(unknown, NOW).await.unwrap().is_none());
+            assert_eq!(peek(&cache, unknown, NOW + 10 * SEC - 1), "not found");
+            assert_eq!(peek(&cache, unknown, NOW + 10 * SEC), "miss");
+            assert_eq!(cache.entry_counts(), (0, 1));
+            cache.fetch(known, NOW).await.unwrap();
+            let other: KeyId = "1123456789abcdef".parse().unwrap();
+            cache.fetch(other, NOW).await.unwrap();
+            assert_eq!(cache.entry_counts(), (1, 2));
+        }
+
+        #[tokio::test]
+        async fn a_zero_ttl_caches_nothing() {
+            let f = fixture();
+            let id = f.key().await;
+            let cache = f.cache(ttl(0));
+            assert!(cache.fetch(id, NOW).await.unwrap().is_some());
+            assert_eq!(peek(&cache, id, NOW), "miss");
+            assert_eq!(cache.entry_counts(), (0, 0));
+        }
+
+        #[tokio::test]
+        async fn invalidation_drops_one_id_or_every_one() {
+            let f = fixture();
+            let (a, b) = (f.key().await, f.key().await);
+            let cache = f.cache(ttl(10));
+            let unknown: KeyId = "0123456789abcdef".parse().unwrap();
+            for id in [a, b, unknown] {
+                cache.fetch(id, NOW).await.unwrap();
+            }
+            assert_eq!(cache.entry_counts(), (2, 1));
+            cache.invalidate(a);
+            assert_eq!(peek(&cache, a, NOW), "miss");
+            assert_eq!(peek(&cache, b, NOW), "full");
+            cache.invalidate(unknown);
+            assert_eq!(peek(&cache, unknown, NOW), "miss");
+            assert_eq!(cache.entry_counts(), (1, 0));
+            cache.fetch(unknown, NOW).await.unwrap();
+            cache.invalidate_all();
+            assert_eq!(peek(&cache, b, NOW), "miss");
+            assert_eq!(peek(&cache, unknown, NOW), "miss");
+            assert_eq!(cache.entry_counts(), (0, 0));
+        }
+
+        #[tokio::test]
+        async fn writes_through_the_cache_drop_what_they_touch() {
+            let f = fixture();
+            let id = f.key().await;
+            let cache = f.cache(ttl(10).store_notifications(false));
+            cache.fetch(id, NOW).await.unwrap();
+            let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(NOW);
+            cache.set_disabled(id, Some(at)).await.unwrap();
+            assert_eq!(peek(&cache, id, NOW), "miss");
+            cache.fetch(id, NOW).await.unwrap();
+            cache.revoke(id, at).await.unwrap();
+            assert_eq!(peek(&cache, id, NOW), "miss");
+        }
+
+        #[tokio::test]
+        async fn store_announcements_reach_every_watching_cache_and_only_those() {
+            let f = fixture();
+            let id = f.key().await;
+            let first = f.cache(ttl(60));
+            let second = f.cache(ttl(60));
+            let deaf = f.cache(ttl(60).store_notifications(false));
+            assert!(!first.is_watching_store(), "known from the first read on");
+            for cache in [&first, &second, &deaf] {
+                cache.fetch(id, NOW).await.unwrap();
+            }
+            assert!(first.is_watching_store() && second.is_watching_store());
+            assert!(!deaf.is_watching_store());
+            // A change made elsewhere (straight in the store): the watching caches drop the key at once; the other
+            // serves it until its TTL ends.
+            let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(NOW);
+            f.store.revoke(id, at).await.unwrap();
+            assert_eq!(peek(&first, id, NOW), "miss");
+            assert_eq!(peek(&second, id, NOW), "miss");
+            assert_eq!(peek(&deaf, id, NOW), "full");
+            assert_eq!(first.config(), &ttl(60));
+            assert_eq!(deaf.config(), &ttl(60).store_notifications(false));
+        }
+
+        #[tokio::test]
+        async fn a_watcher_closes_with_its_cache() {
+            let f = fixture();
+            let cache = f.cache(ttl(60));
+            let watcher = ShardWatcher {
+                shards: Arc::downgrade(&cache.shards),
+                hasher: cache.shard_hasher,
+            };
+            assert!(!watcher.is_closed());
+            drop(cache);
+            assert!(watcher.is_closed());
+            // A late announcement finds nothing to drop, and does not fail.
+            watcher.changed(StoreChange::All);
+        }
+
+        #[tokio::test]
+        async fn compact_entries_need_a_claimed_pepper_and_the_first_claim_holds() {
+            let f = fixture();
+            let id = f.key().await;
+            let unclaimed = f.cache(ttl(10));
+            unclaimed.fetch(id, NOW).await.unwrap();
+            assert_eq!(peek(&unclaimed, id, NOW), "full");
+            let cache = f.cache(ttl(10));
+            cache.claim_compact_pepper(1);
+            cache.claim_compact_pepper(2);
+            assert_eq!(cache.compact_pepper.get(), Some(&1));
+            cache.fetch(id, NOW).await.unwrap();
+            assert_eq!(peek(&cache, id, NOW), "compact");
+            // A compact entry serves to the last whole second of its TTL.
+            assert_eq!(peek(&cache, id, NOW + 10 * SEC - 1), "compact");
+            assert_eq!(peek(&cache, id, NOW + 10 * SEC), "miss");
+            // Under a verifier whose pepper is another, keys stay in full form.
+            let other = f.cache(ttl(10));
+            other.claim_compact_pepper(2);
+            other.fetch(id, NOW).await.unwrap();
+            assert_eq!(peek(&other, id, NOW), "full");
+        }
+
+        #[test]
+        fn a_second_pepper_claim_warns_only_when_it_differs() {
+            #[derive(Clone, Default)]
+            struct Logs(Arc<Mutex<Vec<u8>>>);
+            impl std::io::Write for Logs {
+                fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                    self.0.lock().unwrap().extend_from_slice(buf);
+                    Ok(buf.len())
+                }
+                fn flush(&mut self) -> std::io::Result<()> {
+                    Ok(())
+                }
+            }
+            // A second dispatcher: tracing then asks every one, whatever another test's thread decided first.
+            let _second = tracing::Dispatch::new(tracing_subscriber::registry());
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            let f = fixture();
+            let cache = f.cache(ttl(10));
+            let text = || String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+            tracing::subscriber::with_default(subscriber, || {
+                cache.claim_compact_pepper(3);
+                cache.claim_compact_pepper(3);
+                assert_eq!(text(), "");
+                cache.claim_compact_pepper(4);
+            });
+            let text = text();
+            assert!(text.contains("WARN"), "{text}");
+            assert!(
+                text.contains("compact_pepper_version=3 verifier_pepper_version=4"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
