@@ -396,5 +396,15 @@ mod tests {
         assert!(!mine.covers_all(&ScopeSet::parse(["orders:write"]).unwrap()));
         assert!(!mine.covers_all(&ScopeSet::parse(["orders:*"]).unwrap()));
         assert!(!mine.covers_all(&ScopeSet::danger_allow_superuser(["*"]).unwrap()));
+        // A longer wildcard under another prefix is not covered.
+        assert!(!mine.covers_all(&ScopeSet::parse(["accounts:lines:*"]).unwrap()));
+    }
+
+    #[test]
+    fn a_set_counts_exact_and_wildcard_scopes() {
+        let set = ScopeSet::parse(["a:read", "b:write", "c:*"]).unwrap();
+        assert_eq!(set.len(), 3);
+        assert!(!set.is_empty());
+        assert_eq!(ScopeSet::new().len(), 0);
     }
 }

@@ -993,6 +993,8 @@ mod tests {
             // A compact entry serves to the last whole second of its TTL.
             assert_eq!(peek(&cache, id, NOW + 10 * SEC - 1), "compact");
             assert_eq!(peek(&cache, id, NOW + 10 * SEC), "miss");
+            // Nor earlier than it was read (a clock stepped back).
+            assert_eq!(peek(&cache, id, NOW - SEC), "miss");
             // Under a verifier whose pepper is another, keys stay in full form.
             let other = f.cache(ttl(10));
             other.claim_compact_pepper(2);
