@@ -406,5 +406,18 @@ mod tests {
         assert_eq!(set.len(), 3);
         assert!(!set.is_empty());
         assert_eq!(ScopeSet::new().len(), 0);
+        assert_eq!(set.to_string(), "a:read b:write c:*");
+        assert_eq!(format!("{set:?}"), r#"{"a:read", "b:write", "c:*"}"#);
+        assert_eq!(ScopeSet::new().to_string(), "");
+    }
+
+    #[test]
+    fn without_drops_one_scope_exact_or_wildcard() {
+        let set = ScopeSet::parse(["a:read", "b:write", "c:*", "d:*"]).unwrap();
+        let fewer = set.without(&Scope::parse("a:read").unwrap());
+        assert_eq!(fewer.to_string(), "b:write c:* d:*");
+        let fewer = set.without(&Scope::parse("c:*").unwrap());
+        assert_eq!(fewer.to_string(), "a:read b:write d:*");
+        assert_eq!(set.without(&Scope::parse("e:read").unwrap()), set);
     }
 }

@@ -1002,6 +1002,101 @@ mod tests {
             assert_eq!(peek(&other, id, NOW), "full");
         }
 
+        /// The compact entry's `(until, expires)` relative to NOW in whole seconds (`None` for no expiry), or the
+        /// tier it is in when not compact.
+        fn compact_bounds(cache: &KeyCache, id: KeyId) -> Result<(u32, Option<u32>), &'static str> {
+            let now = u32::try_from(NOW / SEC).unwrap();
+            match cache.peek(&id, NOW, |view| match view {
+                KeyView::Compact { key, .. } => Ok((
+                    key.until - now,
+                    (key.expires != u32::MAX).then(|| key.expires - now),
+                )),
+                KeyView::Full(_) => Err("full"),
+            }) {
+                Cached::Found(found) => found,
+                Cached::NotFound | Cached::Miss => Err("not cached"),
+            }
+        }
+
+        #[tokio::test]
+        async fn the_compact_form_holds_only_states_it_can_hold_exactly() {
+            let f = fixture();
+            let cache = f.cache(ttl(10));
+            cache.claim_compact_pepper(1);
+            let issue = |lifetime: Option<Duration>| {
+                let issuer = &f.issuer;
+                async move {
+                    let mut new = NewKey::new("k", ScopeSet::parse(["a:read"]).unwrap());
+                    if let Some(lifetime) = lifetime {
+                        new = new.expires_in(lifetime);
+                    }
+                    issuer.issue(new).await.unwrap().id()
+                }
+            };
+            let cases = [
+                // No expiry: served for the TTL.
+                (None, Ok((10, None))),
+                // An expiry after the TTL, or before it (which then bounds the entry).
+                (Some(Duration::from_secs(20)), Ok((10, Some(20)))),
+                (Some(Duration::from_secs(5)), Ok((5, Some(5)))),
+                (Some(Duration::from_secs(1)), Ok((1, Some(1)))),
+                // An expiry that is not a whole second: kept in full, to the nanosecond.
+                (Some(Duration::from_millis(1_500)), Err("full")),
+            ];
+            for (lifetime, expected) in cases {
+                let id = issue(lifetime).await;
+                cache.fetch(id, NOW).await.unwrap();
+                assert_eq!(compact_bounds(&cache, id), expected, "{lifetime:?}");
+            }
+            // A revocation ahead (a rotation's grace) bounds the entry, rounded down; within this second, no entry
+            // would serve at all, so the key is kept in full.
+            let at = |after: Duration| SystemTime::UNIX_EPOCH + Duration::from_nanos(NOW) + after;
+            let graced = issue(None).await;
+            f.store
+                .revoke(graced, at(Duration::from_millis(3_700)))
+                .await
+                .unwrap();
+            cache.fetch(graced, NOW).await.unwrap();
+            assert_eq!(compact_bounds(&cache, graced), Ok((3, None)));
+            let ending = issue(None).await;
+            f.store
+                .revoke(ending, at(Duration::from_millis(500)))
+                .await
+                .unwrap();
+            cache.fetch(ending, NOW).await.unwrap();
+            assert_eq!(compact_bounds(&cache, ending), Err("full"));
+            // A disabled key has no compact form: its refusal needs the full record.
+            let disabled = issue(None).await;
+            f.issuer.disable(disabled).await.unwrap();
+            cache.fetch(disabled, NOW).await.unwrap();
+            assert_eq!(compact_bounds(&cache, disabled), Err("full"));
+        }
+
+        #[tokio::test]
+        async fn a_cache_passes_watchers_to_its_store_and_shows_its_counts() {
+            let f = fixture();
+            let id = f.key().await;
+            let inner = Arc::new(f.cache(ttl(60)));
+            let outer = KeyCache::new(inner.clone(), ttl(60));
+            outer.fetch(id, NOW).await.unwrap();
+            assert!(
+                outer.is_watching_store(),
+                "the announcements of the store under the inner cache"
+            );
+            let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(NOW);
+            f.store.revoke(id, at).await.unwrap();
+            assert_eq!(peek(&outer, id, NOW), "miss");
+            let text = format!("{outer:?}");
+            assert!(
+                text.starts_with("KeyCache { config: CacheConfig {"),
+                "{text}"
+            );
+            assert!(
+                text.contains("cached_keys: 0, cached_unknown_ids: 0"),
+                "{text}"
+            );
+        }
+
         #[test]
         fn a_second_pepper_claim_warns_only_when_it_differs() {
             #[derive(Clone, Default)]
