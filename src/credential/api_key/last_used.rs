@@ -220,6 +220,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn distinct_keys_sharing_a_mark_are_each_noted() {
+        // More keys than marks: many share one, and only the fingerprint tells them apart.
+        let notes = LastUsed::new(Arc::new(MemoryKeyStore::new()), Duration::from_secs(60));
+        let count = u32::try_from(MARKS + MARKS / 4).unwrap();
+        for n in 0..count {
+            notes.note(id(n), 1000 * SEC);
+        }
+        assert_eq!(notes.pending.lock().unwrap().notes.len(), MARKS + MARKS / 4);
+    }
+
+    #[tokio::test]
     async fn the_writer_keeps_the_bound_across_batches() {
         let mut written = HashMap::new();
         let store = MemoryKeyStore::new();
