@@ -51,6 +51,8 @@ pub mod policy;
 mod secret;
 #[cfg(feature = "server")]
 pub mod serve;
+#[cfg(test)]
+mod test_logs;
 #[cfg(feature = "testing")]
 pub mod testing;
 

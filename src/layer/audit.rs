@@ -191,29 +191,8 @@ impl<W: Write + Send + 'static> JsonLinesAudit<W> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::sync::Arc;
-
     use super::*;
-
-    /// A writer whose bytes the test reads back.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Shared {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
+    use crate::test_logs::{Shared, logged};
 
     fn event(decision: &'static str, path: &'static str) -> AuditEvent<'static> {
         AuditEvent {
@@ -248,20 +227,8 @@ mod tests {
         }
     }
 
-    /// Runs `f` with a subscriber that writes every level as JSON, and returns what it wrote.
     fn traced(f: impl FnOnce()) -> String {
-        // With one dispatcher alive, a callsite's interest is fixed by whichever thread reaches it first (another
-        // test's, without a subscriber); a second dispatcher, kept for the call, makes tracing ask every time.
-        let _second = tracing::Dispatch::new(tracing_subscriber::registry());
-        let out = Shared::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        out.text()
+        logged(true, f)
     }
 
     #[test]

@@ -1099,35 +1099,14 @@ mod tests {
 
         #[test]
         fn a_second_pepper_claim_warns_only_when_it_differs() {
-            #[derive(Clone, Default)]
-            struct Logs(Arc<Mutex<Vec<u8>>>);
-            impl std::io::Write for Logs {
-                fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                    self.0.lock().unwrap().extend_from_slice(buf);
-                    Ok(buf.len())
-                }
-                fn flush(&mut self) -> std::io::Result<()> {
-                    Ok(())
-                }
-            }
-            // A second dispatcher: tracing then asks every one, whatever another test's thread decided first.
-            let _second = tracing::Dispatch::new(tracing_subscriber::registry());
-            let logs = Logs::default();
-            let writer = logs.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish();
             let f = fixture();
             let cache = f.cache(ttl(10));
-            let text = || String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-            tracing::subscriber::with_default(subscriber, || {
+            let same = crate::test_logs::logged(false, || {
                 cache.claim_compact_pepper(3);
                 cache.claim_compact_pepper(3);
-                assert_eq!(text(), "");
-                cache.claim_compact_pepper(4);
             });
-            let text = text();
+            assert_eq!(same, "");
+            let text = crate::test_logs::logged(false, || cache.claim_compact_pepper(4));
             assert!(text.contains("WARN"), "{text}");
             assert!(
                 text.contains("compact_pepper_version=3 verifier_pepper_version=4"),

@@ -454,3 +454,58 @@ fn after(
         reason: "too large",
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn new(name: &str) -> NewKey {
+        NewKey::new(name, ScopeSet::parse(["a:read"]).unwrap())
+    }
+
+    fn refusal(key: &NewKey) -> Option<String> {
+        key.validate().err().map(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn a_name_is_one_to_200_characters_without_control_ones() {
+        for bad in [
+            String::new(),
+            "x".repeat(MAX_NAME_LEN + 1),
+            "a\nb".into(),
+            "tab\t".into(),
+        ] {
+            assert_eq!(refusal(&new(&bad)).as_deref(), Some("Name"), "{bad:?}");
+        }
+        for good in [
+            "x".to_owned(),
+            "x".repeat(MAX_NAME_LEN),
+            "billing – prod".into(),
+        ] {
+            assert_eq!(refusal(&new(&good)), None, "{good:?}");
+        }
+    }
+
+    #[test]
+    fn scopes_allowlists_and_attributes_are_checked() {
+        let none = NewKey::new("k", ScopeSet::new());
+        assert_eq!(refusal(&none).as_deref(), Some("NoScopes"));
+        let superuser = NewKey::new("k", ScopeSet::danger_allow_superuser(["*"]).unwrap());
+        assert_eq!(refusal(&superuser).as_deref(), Some("SuperuserScope"));
+        let empty_list = new("k").allow_ips(CidrSet::new());
+        assert_eq!(refusal(&empty_list).as_deref(), Some("EmptyAllowList"));
+        let listed = new("k").allow_ips(["10.0.0.0/8".parse().unwrap()].into_iter().collect());
+        assert_eq!(refusal(&listed), None);
+        let attrs = |k: &str, v: &str| new("k").attributes([(k.to_owned(), v.to_owned())].into());
+        for (name, value) in [("", "v"), ("a\u{7}", "v"), ("tenant", "a\rb")] {
+            assert!(
+                refusal(&attrs(name, value))
+                    .unwrap()
+                    .starts_with("Attribute("),
+                "{name:?}={value:?}"
+            );
+        }
+        assert_eq!(refusal(&attrs("tenant", "acme corp")), None);
+    }
+}

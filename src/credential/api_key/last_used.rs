@@ -231,6 +231,73 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn notes_past_the_bound_are_counted_not_kept() {
+        let notes = LastUsed::new(Arc::new(MemoryKeyStore::new()), Duration::from_secs(60));
+        let count = u32::try_from(MAX_PENDING + 2).unwrap();
+        for n in 0..count {
+            notes.note(id(n), 1000 * SEC);
+        }
+        let pending = notes.pending.lock().unwrap();
+        assert_eq!(pending.notes.len(), MAX_PENDING);
+        assert_eq!(pending.dropped, 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_dropped_notes_warns() {
+        let store = MemoryKeyStore::new();
+        let mut written = HashMap::new();
+        let batch = |dropped| Pending {
+            notes: vec![(id(1), 100)],
+            dropped,
+        };
+        let mut logs = Vec::new();
+        for dropped in [0, 3] {
+            logs.push(crate::test_logs::logged(false, || {
+                futures_now(write_batch(&store, batch(dropped), &mut written, 60));
+            }));
+        }
+        assert!(!logs[0].contains("not recorded"), "{}", logs[0]);
+        assert!(
+            logs[1].contains("WARN") && logs[1].contains("dropped=3"),
+            "{}",
+            logs[1]
+        );
+    }
+
+    /// Polls a future that never waits (a memory store's) to its end.
+    fn futures_now<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("a memory store does not wait"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_writer_records_uses_once_an_interval_has_passed() {
+        use crate::credential::api_key::{KeyFormat, KeyIssuer, NewKey, Pepper, Peppers};
+        let store = Arc::new(MemoryKeyStore::new());
+        let issuer = KeyIssuer::new(
+            store.clone(),
+            KeyFormat::new("acme").unwrap(),
+            Peppers::single(Pepper::new(1, vec![7; 32]).unwrap()),
+            Arc::new(crate::SystemClock),
+        );
+        let scopes = crate::policy::ScopeSet::parse(["a:read"]).unwrap();
+        let key = issuer.issue(NewKey::new("k", scopes)).await.unwrap().id();
+        let notes = LastUsed::new(store.clone(), Duration::from_secs(5));
+        assert_eq!(format!("{notes:?}"), "LastUsed { interval: 5s, .. }");
+        notes.note(key, 1_700_000_000 * SEC);
+        assert_eq!(issuer.get(key).await.unwrap().last_used_at, None);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(
+            issuer.get(key).await.unwrap().last_used_at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+    }
+
+    #[tokio::test]
     async fn the_writer_keeps_the_bound_across_batches() {
         let mut written = HashMap::new();
         let store = MemoryKeyStore::new();

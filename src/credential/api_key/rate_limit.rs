@@ -94,8 +94,8 @@ impl FromStr for RateLimit {
             shown: text.chars().take(40).collect(),
         };
         let (count, unit) = text.split_once('/').ok_or_else(error)?;
-        // Digits only: no sign, no spaces, no leading `+` that `u32::from_str` would take.
-        if count.is_empty() || count.len() > 10 || !count.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only: no sign, no spaces, no leading `+` that `u32::from_str` would take (which refuses "").
+        if count.len() > 10 || !count.bytes().all(|b| b.is_ascii_digit()) {
             return Err(error());
         }
         let count: u32 = count.parse().map_err(|_| error())?;

@@ -108,6 +108,23 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    #[test]
+    fn statuses_read_as_their_names() {
+        let retiring = KeyStatus::Retiring { until: at(1) };
+        let names = [
+            KeyStatus::Active,
+            retiring,
+            KeyStatus::Revoked,
+            KeyStatus::Disabled,
+            KeyStatus::Expired,
+        ]
+        .map(KeyStatus::as_str);
+        assert_eq!(
+            names,
+            ["active", "retiring", "revoked", "disabled", "expired"]
+        );
+    }
+
     fn info(expires: Option<u64>, revoked: Option<u64>) -> KeyInfo {
         KeyInfo {
             id: "AAAAAAAAAAAAAAAA".parse().unwrap(),
