@@ -357,3 +357,115 @@ impl KeyStore for MemoryKeyStore {
         Box::pin(std::future::ready(result))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ManualClock;
+    use crate::credential::api_key::{
+        CacheConfig, KeyCache, KeyFormat, KeyIssuer, NewKey, Pepper, Peppers,
+    };
+    use crate::policy::ScopeSet;
+
+    /// A store of a user's own that announces nothing (it keeps the trait's `watch`).
+    #[derive(Debug, Default)]
+    struct Silent(MemoryKeyStore);
+
+    impl KeyStore for Silent {
+        fn insert(&self, record: KeyRecord) -> StoreFuture<'_, ()> {
+            self.0.insert(record)
+        }
+        fn get(&self, id: KeyId) -> StoreFuture<'_, Option<KeyRecord>> {
+            self.0.get(id)
+        }
+        fn list(&self) -> StoreFuture<'_, Vec<KeyRecord>> {
+            self.0.list()
+        }
+        fn revoke(&self, id: KeyId, at: SystemTime) -> StoreFuture<'_, Option<KeyRecord>> {
+            self.0.revoke(id, at)
+        }
+        fn rotate(
+            &self,
+            old: KeyId,
+            old_ends_at: SystemTime,
+            now: SystemTime,
+            new: KeyRecord,
+        ) -> StoreFuture<'_, bool> {
+            self.0.rotate(old, old_ends_at, now, new)
+        }
+        fn set_disabled(
+            &self,
+            id: KeyId,
+            at: Option<SystemTime>,
+        ) -> StoreFuture<'_, Option<KeyRecord>> {
+            self.0.set_disabled(id, at)
+        }
+        fn record_last_used(&self, uses: Vec<(KeyId, SystemTime)>) -> StoreFuture<'_, ()> {
+            self.0.record_last_used(uses)
+        }
+    }
+
+    /// Counts announcements; closed when told so.
+    #[derive(Default)]
+    struct Counter {
+        seen: AtomicUsize,
+        closed: std::sync::atomic::AtomicBool,
+    }
+
+    impl ChangeWatcher for Counter {
+        fn changed(&self, _: StoreChange) {
+            self.seen.fetch_add(1, Ordering::Relaxed);
+        }
+        fn is_closed(&self) -> bool {
+            self.closed.load(Ordering::Relaxed)
+        }
+    }
+
+    async fn issue(store: Arc<dyn KeyStore>) -> KeyId {
+        let issuer = KeyIssuer::new(
+            store,
+            KeyFormat::new("acme").unwrap(),
+            Peppers::single(Pepper::new(1, vec![7; 32]).unwrap()),
+            Arc::new(ManualClock::new(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            )),
+        );
+        let new = NewKey::new("k", ScopeSet::parse(["a:read"]).unwrap());
+        issuer.issue(new).await.unwrap().id()
+    }
+
+    #[tokio::test]
+    async fn a_store_that_keeps_the_default_announces_nothing() {
+        let silent = Arc::new(Silent::default());
+        let id = issue(silent.clone()).await;
+        assert!(!silent.watch(Arc::new(Counter::default())));
+        let cache = KeyCache::new(silent, CacheConfig::default());
+        cache.fetch(id, 1_800_000_000_000_000_000).await.unwrap();
+        assert!(!cache.is_watching_store());
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_announces_each_change_to_each_open_watcher() {
+        let store = Arc::new(MemoryKeyStore::new());
+        assert!(store.is_empty());
+        assert_eq!(store.len(), 0);
+        let (first, second) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
+        assert!(store.watch(first.clone()));
+        assert!(store.watch(second.clone()));
+        let id = issue(store.clone()).await;
+        assert_eq!((store.len(), store.is_empty()), (1, false));
+        assert_eq!(first.seen.load(Ordering::Relaxed), 1);
+        assert_eq!(second.seen.load(Ordering::Relaxed), 1);
+        // A closed watcher is let go when the next one is added, and hears nothing more.
+        first.closed.store(true, Ordering::Relaxed);
+        assert!(store.watch(Arc::new(Counter::default())));
+        assert_eq!(format!("{:?}", store.watchers), "Watchers(2)");
+        store.revoke(id, SystemTime::UNIX_EPOCH).await.unwrap();
+        assert_eq!(first.seen.load(Ordering::Relaxed), 1);
+        assert_eq!(second.seen.load(Ordering::Relaxed), 2);
+    }
+}
