@@ -439,6 +439,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_an_active_key_is_rotated() {
+        let store = Arc::new(MemoryKeyStore::new());
+        let (active, revoked) = (issue(store.clone()).await, issue(store.clone()).await);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        store.revoke(revoked, now).await.unwrap();
+        // Replacements minted elsewhere, so that their ids are new here.
+        let elsewhere = Arc::new(MemoryKeyStore::new());
+        let replacement = || {
+            let elsewhere = elsewhere.clone();
+            async move {
+                let id = issue(elsewhere.clone()).await;
+                elsewhere.get(id).await.unwrap().unwrap()
+            }
+        };
+        let ends = now + Duration::from_secs(60);
+        assert!(
+            !store
+                .rotate(revoked, ends, now, replacement().await)
+                .await
+                .unwrap()
+        );
+        let unknown: KeyId = "0123456789abcdef".parse().unwrap();
+        assert!(
+            !store
+                .rotate(unknown, ends, now, replacement().await)
+                .await
+                .unwrap()
+        );
+        let new = replacement().await;
+        let new_id = new.info.id;
+        assert!(store.rotate(active, ends, now, new).await.unwrap());
+        assert_eq!(
+            store.get(active).await.unwrap().unwrap().info.revoked_at,
+            Some(ends)
+        );
+        assert!(store.get(new_id).await.unwrap().is_some());
+        assert_eq!(store.len(), 3);
+    }
+
+    #[tokio::test]
     async fn a_store_that_keeps_the_default_announces_nothing() {
         let silent = Arc::new(Silent::default());
         let id = issue(silent.clone()).await;

@@ -231,6 +231,19 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_carries_the_id_the_shared_rights_and_the_expiry() {
+        let mut key = entry(7, 100);
+        let grant = key.grant();
+        assert_eq!(grant.key_id(), Some(id(7)));
+        assert_eq!(grant.expires_at(), None);
+        key.expires = 1_800_000_000;
+        assert_eq!(
+            key.grant().expires_at(),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        );
+    }
+
+    #[test]
     fn an_entry_fills_one_cache_line() {
         assert_eq!(std::mem::size_of::<Option<HotKey>>(), 64);
         assert_eq!(std::mem::align_of::<Option<HotKey>>(), 64);
