@@ -92,17 +92,19 @@ impl HotTable {
         hash & self.mask()
     }
 
-    /// The slot holding `id`, if any.
+    /// The slot holding `id`, if any. Every probe walk here is bounded by the table's length (a run always ends at
+    /// an empty slot well before that: the table is never more than half full), so no wrong step can make it spin.
     fn position(&self, id: &KeyId) -> Option<usize> {
         let mask = self.mask();
         let mut pos = self.home(id);
-        loop {
+        for _ in 0..self.slots.len() {
             match &self.slots[pos] {
                 None => return None,
                 Some(entry) if entry.id == *id => return Some(pos),
                 Some(_) => pos = (pos + 1) & mask,
             }
         }
+        None
     }
 
     pub(crate) fn get(&self, id: &KeyId) -> Option<&HotKey> {
@@ -123,7 +125,10 @@ impl HotTable {
             if 2 * (self.len + 1) > self.slots.len() {
                 self.grow();
             }
-            let pos = self.vacant(&id);
+            // There is always one (the table is never more than half full); without one, the key is not cached.
+            let Some(pos) = self.vacant(&id) else {
+                return;
+            };
             self.slots[pos] = Some(entry);
             self.len += 1;
         }
@@ -154,13 +159,16 @@ impl HotTable {
     }
 
     /// The first empty slot on `id`'s probe path (one exists: the table is never more than half full).
-    fn vacant(&self, id: &KeyId) -> usize {
+    fn vacant(&self, id: &KeyId) -> Option<usize> {
         let mask = self.mask();
         let mut pos = self.home(id);
-        while self.slots[pos].is_some() {
+        for _ in 0..self.slots.len() {
+            if self.slots[pos].is_none() {
+                return Some(pos);
+            }
             pos = (pos + 1) & mask;
         }
-        pos
+        None
     }
 
     /// Removes the entry for `id`; the entries after it in its probe run move back, so no tombstone is left.
@@ -172,7 +180,10 @@ impl HotTable {
         self.len -= 1;
         let mask = self.mask();
         let mut next = (hole + 1) & mask;
-        while let Some(entry) = &self.slots[next] {
+        for _ in 0..self.slots.len() {
+            let Some(entry) = &self.slots[next] else {
+                return;
+            };
             let start = self.home(&entry.id);
             // The entry may fill the hole when the hole lies on its probe path: from its home up to where it is.
             if hole.wrapping_sub(start) & mask < next.wrapping_sub(start) & mask {
@@ -194,8 +205,10 @@ impl HotTable {
         let doubled = empty_slots(2 * self.slots.len());
         let old = std::mem::replace(&mut self.slots, doubled);
         for entry in old.into_iter().flatten() {
-            let pos = self.vacant(&entry.id);
-            self.slots[pos] = Some(entry);
+            // Twice as many slots as before: each entry finds one.
+            if let Some(pos) = self.vacant(&entry.id) {
+                self.slots[pos] = Some(entry);
+            }
         }
     }
 }
