@@ -476,6 +476,43 @@ mod tests {
         assert!(matches!(ready.poll_ready(&mut cx), Poll::Ready(Ok(()))));
     }
 
+    #[tokio::test]
+    async fn the_resource_document_is_served_only_where_the_gate_serves() {
+        use tower::ServiceExt;
+        let policy = || {
+            Policy::builder()
+                .route(Route::get("/health").public())
+                .build()
+                .unwrap()
+        };
+        let resource = || super::super::ProtectedResource::new("https://api.example");
+        let strict = ScopeGateLayer::builder(policy())
+            .protected_resource(resource())
+            .build()
+            .unwrap();
+        let plaintext = ScopeGateLayer::builder(policy())
+            .protected_resource(resource())
+            .danger_allow_plaintext()
+            .build()
+            .unwrap();
+        let status = |layer: &ScopeGateLayer, tls: bool| {
+            let svc = layer.layer(tower::service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(()))
+            }));
+            let mut req = Request::get("/.well-known/oauth-protected-resource")
+                .body(())
+                .unwrap();
+            req.extensions_mut().insert(ConnectionInfo {
+                peer: Some([192, 0, 2, 1].into()),
+                tls,
+            });
+            async move { svc.oneshot(req).await.unwrap().status().as_u16() }
+        };
+        assert_eq!(status(&strict, true).await, 200);
+        assert_eq!(status(&strict, false).await, 403);
+        assert_eq!(status(&plaintext, false).await, 200);
+    }
+
     #[test]
     fn credential_headers_are_marked_sensitive() {
         let key = HeaderName::from_static("x-api-key");

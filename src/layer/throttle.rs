@@ -311,6 +311,34 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_renewed_before_the_table_fills_is_not_the_one_dropped() {
+        let mut locks = Locks::new();
+        let key = |i: u32| {
+            ThrottleKey::of(Some(IpAddr::from(std::net::Ipv4Addr::from(
+                0x0a00_0000 + i,
+            ))))
+        };
+        let until = governor::clock::Clock::now(&DefaultClock::default());
+        let max = u32::try_from(MAX_LOCKED_CLIENTS).unwrap();
+        for i in 0..max {
+            locks.insert(key(i), until);
+        }
+        // The first client is locked again: its first record in the order is stale now.
+        locks.insert(key(0), until);
+        locks.insert(key(max), until);
+        assert_eq!(locks.until.len(), MAX_LOCKED_CLIENTS);
+        assert!(
+            locks.until.contains_key(&key(0)),
+            "renewed, so not the oldest"
+        );
+        assert!(
+            !locks.until.contains_key(&key(1)),
+            "the oldest current lock went"
+        );
+        assert!(locks.until.contains_key(&key(max)));
+    }
+
+    #[test]
     fn locks_expire() {
         let config =
             ThrottleConfig::per_period(Duration::from_millis(30), NonZeroU32::MIN).unwrap();

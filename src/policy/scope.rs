@@ -401,6 +401,16 @@ mod tests {
     }
 
     #[test]
+    fn a_concrete_scope_covers_itself_only_and_reads_as_itself() {
+        let read = Scope::parse("a:read").unwrap();
+        assert!(read.covers(&Scope::parse("a:read").unwrap()));
+        assert!(!read.covers(&Scope::parse("a:write").unwrap()));
+        assert!(!read.covers(&Scope::parse("a:read:x").unwrap()));
+        assert_eq!(read.to_string(), "a:read");
+        assert_eq!(format!("{read:?}"), r#"Scope("a:read")"#);
+    }
+
+    #[test]
     fn a_set_counts_exact_and_wildcard_scopes() {
         let set = ScopeSet::parse(["a:read", "b:write", "c:*"]).unwrap();
         assert_eq!(set.len(), 3);
