@@ -373,6 +373,43 @@ mod tests {
         parse_object(bytes, &|_| true)
     }
 
+    #[test]
+    fn an_audience_is_a_string_or_a_non_empty_array_of_strings() {
+        let aud = |json: &str| {
+            let value: Value = serde_json::from_str(json).unwrap();
+            audience_matches(&value, |a| a == "api").map_err(|d| d.detail())
+        };
+        assert_eq!(aud(r#""api""#), Ok(true));
+        assert_eq!(aud(r#""other""#), Ok(false));
+        // Any one member accepted is enough, wherever it stands.
+        assert_eq!(aud(r#"["other", "api"]"#), Ok(true));
+        assert_eq!(aud(r#"["api", "other"]"#), Ok(true));
+        assert_eq!(aud(r#"["other", "more"]"#), Ok(false));
+        assert_eq!(aud("[]"), Err("aud is an empty array"));
+        assert_eq!(
+            aud(r#"["api", 7]"#),
+            Err("aud holds a member that is not a string")
+        );
+        for bad in ["7", "null", r#"{"a": "api"}"#, "true"] {
+            assert_eq!(
+                aud(bad),
+                Err("aud is neither a string nor an array of strings"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_string_claim_is_a_string_when_present() {
+        let claims = all(br#"{"iss": "https://idp", "n": 7}"#).unwrap();
+        assert_eq!(string(&claims, "iss", "bad iss"), Ok(Some("https://idp")));
+        assert_eq!(string(&claims, "sub", "bad sub"), Ok(None));
+        assert_eq!(
+            string(&claims, "n", "n is not a string").map_err(|d| d.detail()),
+            Err("n is not a string")
+        );
+    }
+
     fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![
