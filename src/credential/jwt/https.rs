@@ -528,7 +528,10 @@ mod tests {
             "/keys",
             "login.example/keys",
             "https://user:pw@login.example/keys",
+            "https://user@login.example/keys",
+            "https://:pw@login.example/keys",
             "https://login.example/keys#frag",
+            "https://login.example/keys#",
             "",
         ] {
             assert!(https_url(bad).is_err(), "{bad}");
@@ -639,6 +642,28 @@ mod tests {
                 .timeout(Duration::ZERO)
                 .build()
                 .is_err()
+        );
+        // The twins: the smallest settings that are accepted.
+        let smallest = HttpsFetcher::builder()
+            .timeout(Duration::from_millis(1))
+            .max_bytes(1)
+            .build()
+            .unwrap();
+        assert_eq!(
+            (smallest.timeout, smallest.max_bytes),
+            (Duration::from_millis(1), 1)
+        );
+        // The defaults: 5 s, 1 MiB.
+        let default = HttpsFetcher::builder().build().unwrap();
+        assert_eq!(
+            (default.timeout, default.max_bytes),
+            (Duration::from_secs(5), 1 << 20)
+        );
+        let before = Instant::now();
+        let deadline = default.deadline();
+        assert!(
+            deadline >= before + Duration::from_secs(5)
+                && deadline <= Instant::now() + Duration::from_secs(5)
         );
     }
 }
