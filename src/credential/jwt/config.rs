@@ -444,3 +444,130 @@ impl JwtAuthenticatorBuilder {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::Ed25519KeyPair;
+
+    use super::*;
+    use crate::credential::jwt::{SigningKey, TokenIssuer};
+
+    fn keys() -> KeySet {
+        let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let key = SigningKey::ed25519_from_pkcs8_der(der.as_ref()).unwrap();
+        let issuer = TokenIssuer::new(key, "key-1", "https://issuer.example", "orders-api");
+        KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap()
+    }
+
+    fn builder() -> JwtAuthenticatorBuilder {
+        JwtAuthenticator::builder()
+            .algorithms([Algorithm::EdDSA])
+            .key_set(keys())
+            .issuer("https://issuer.example")
+            .audience("orders-api")
+    }
+
+    #[test]
+    fn each_refusal_names_its_setting_and_each_has_a_twin_that_builds() {
+        let cases: Vec<(JwtAuthenticatorBuilder, &str, JwtAuthenticatorBuilder)> = vec![
+            (
+                JwtAuthenticator::builder()
+                    .key_set(keys())
+                    .issuer("i")
+                    .audience("a"),
+                "algorithms",
+                builder(),
+            ),
+            (
+                JwtAuthenticator::builder()
+                    .algorithms([Algorithm::RS256])
+                    .key_set(keys())
+                    .issuer("i")
+                    .audience("a"),
+                "algorithms",
+                builder().algorithms([Algorithm::RS256]),
+            ),
+            (
+                JwtAuthenticator::builder()
+                    .algorithms([Algorithm::EdDSA])
+                    .key_set(keys())
+                    .audience("a"),
+                "issuer",
+                builder().danger_accept_any_issuer(),
+            ),
+            (
+                JwtAuthenticator::builder()
+                    .algorithms([Algorithm::EdDSA])
+                    .key_set(keys())
+                    .issuer("i"),
+                "audience",
+                builder().danger_accept_any_audience(),
+            ),
+            (
+                builder().leeway(MAX_LEEWAY + Duration::from_nanos(1)),
+                "leeway_seconds",
+                builder().leeway(MAX_LEEWAY),
+            ),
+            (
+                builder().scope_claim(""),
+                "scope_claim",
+                builder().scope_claim("scp"),
+            ),
+            (
+                builder().allow_ips_claim(""),
+                "allow_ips_claim",
+                builder().allow_ips_claim("ips"),
+            ),
+            (
+                builder().attr_claims(["tenant", ""]),
+                "attr_claims",
+                builder().attr_claims(["tenant"]),
+            ),
+            (
+                builder().max_token_len(0),
+                "max_token_len",
+                builder().max_token_len(1),
+            ),
+            (
+                builder().required_typ(Vec::<String>::new()),
+                "typ",
+                builder().required_typ(["at+jwt"]),
+            ),
+            (
+                builder().required_typ(["application/"]),
+                "typ",
+                builder().required_typ(["application/JWT"]),
+            ),
+            (
+                JwtAuthenticator::builder()
+                    .algorithms([Algorithm::EdDSA])
+                    .issuer("i")
+                    .audience("a"),
+                "jwks_file",
+                builder(),
+            ),
+        ];
+        for (refused, field, twin) in cases {
+            let err = refused.build().map(|_| ()).map_err(|e| e.to_string());
+            let err = err.expect_err(field);
+            assert!(
+                err.starts_with(&format!("[jwt]: field `{field}`: ")),
+                "{err}"
+            );
+            assert!(twin.build().is_ok(), "the twin of {field}");
+        }
+    }
+
+    #[test]
+    fn listing_an_algorithm_twice_keeps_it_once() {
+        let b = builder().algorithms([Algorithm::EdDSA, Algorithm::EdDSA, Algorithm::ES256]);
+        assert_eq!(b.algorithms, [Algorithm::EdDSA, Algorithm::ES256]);
+        assert_eq!(
+            DEFAULT_MAX_TOKEN_LEN,
+            8 * 1024,
+            "the documented default: 8 KiB"
+        );
+    }
+}
