@@ -663,3 +663,211 @@ impl crate::credential::Authenticator for JwtAuthenticator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::{Duration, SystemTime};
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+
+    use crate::ManualClock;
+    use crate::credential::jwt::{
+        Algorithm, JwtAuthenticator, KeySet, MintError, MintRequest, SigningKey, TokenIssuer,
+    };
+    use crate::policy::ScopeSet;
+
+    const START: u64 = 1_800_000_000;
+
+    fn signing_key(alg: Algorithm) -> SigningKey {
+        let rng = SystemRandom::new();
+        if alg == Algorithm::EdDSA {
+            let der = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+            SigningKey::ed25519_from_pkcs8_der(der.as_ref()).unwrap()
+        } else {
+            let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            SigningKey::es256_from_pkcs8_der(der.as_ref()).unwrap()
+        }
+    }
+
+    struct Fixture {
+        clock: ManualClock,
+        issuer: TokenIssuer,
+        auth: JwtAuthenticator,
+    }
+
+    fn fixture(alg: Algorithm) -> Fixture {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+        let issuer = TokenIssuer::new(
+            signing_key(alg),
+            "key-1",
+            "https://issuer.example",
+            "orders-api",
+        )
+        .clock(clock.clone());
+        let auth = JwtAuthenticator::builder()
+            .algorithms([alg])
+            .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
+            .issuer("https://issuer.example")
+            .audience("orders-api")
+            .leeway(Duration::ZERO)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        Fixture {
+            clock,
+            issuer,
+            auth,
+        }
+    }
+
+    fn mint(f: &Fixture, lifetime: Duration) -> String {
+        let scopes = ScopeSet::parse(["orders:read"]).unwrap();
+        let request = MintRequest::new("svc-billing", scopes, lifetime);
+        f.issuer
+            .issue(&request)
+            .unwrap()
+            .expose_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn reason(f: &Fixture, token: &str) -> &'static str {
+        match f.auth.verify(token) {
+            Ok(_) => "allowed",
+            Err(denial) => denial.kind().as_str(),
+        }
+    }
+
+    /// `token` with one byte of segment `segment` (0 header, 1 payload, 2 signature) changed to another base64url
+    /// character.
+    fn forged(token: &str, segment: usize) -> String {
+        let start: usize = token.split('.').take(segment).map(|s| s.len() + 1).sum();
+        let mut bytes = token.as_bytes().to_vec();
+        let i = start + 3;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_minted_token_verifies_and_any_changed_byte_is_refused() {
+        for alg in [Algorithm::EdDSA, Algorithm::ES256] {
+            let f = fixture(alg);
+            let token = mint(&f, Duration::from_secs(300));
+            let grant = f.auth.verify(&token).unwrap();
+            assert_eq!(grant.principal(), "svc-billing");
+            assert_eq!(grant.scopes().to_string(), "orders:read");
+            for segment in [1, 2] {
+                assert_eq!(
+                    reason(&f, &forged(&token, segment)),
+                    "invalid_credential",
+                    "{alg:?} {segment}"
+                );
+            }
+            // A signature cut short, or taken from another token.
+            let cut = &token[..token.len() - 4];
+            assert_eq!(reason(&f, cut), "invalid_credential");
+            let other = mint(&f, Duration::from_secs(300));
+            let (head, _) = token.rsplit_once('.').unwrap();
+            let (_, signature) = other.rsplit_once('.').unwrap();
+            assert_eq!(
+                reason(&f, &format!("{head}.{signature}")),
+                "invalid_credential"
+            );
+        }
+    }
+
+    #[test]
+    fn another_key_issuer_or_audience_is_refused() {
+        let f = fixture(Algorithm::EdDSA);
+        let request = MintRequest::new(
+            "svc",
+            ScopeSet::parse(["orders:read"]).unwrap(),
+            Duration::from_secs(300),
+        );
+        let mint_with = |issuer: &str, audience: &str, key: SigningKey| {
+            TokenIssuer::new(key, "key-1", issuer, audience)
+                .clock(f.clock.clone())
+                .issue(&request)
+                .unwrap()
+                .expose_str()
+                .unwrap()
+                .to_owned()
+        };
+        let same_names_other_key = mint_with(
+            "https://issuer.example",
+            "orders-api",
+            signing_key(Algorithm::EdDSA),
+        );
+        assert_eq!(reason(&f, &same_names_other_key), "invalid_credential");
+        // The key matches, but the token names another issuer, then another audience.
+        for (iss, aud) in [
+            ("https://other.example", "orders-api"),
+            ("https://issuer.example", "billing-api"),
+        ] {
+            let issuer = TokenIssuer::new(signing_key(Algorithm::EdDSA), "key-1", iss, aud)
+                .clock(f.clock.clone());
+            let auth = JwtAuthenticator::builder()
+                .algorithms([Algorithm::EdDSA])
+                .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
+                .issuer("https://issuer.example")
+                .audience("orders-api")
+                .clock(f.clock.clone())
+                .build()
+                .unwrap();
+            let token = issuer.issue(&request).unwrap();
+            let denial = auth.verify(token.expose_str().unwrap()).unwrap_err();
+            assert_eq!(denial.kind().as_str(), "invalid_credential", "{iss} {aud}");
+        }
+    }
+
+    #[test]
+    fn a_token_expires_at_its_exp() {
+        let f = fixture(Algorithm::EdDSA);
+        let token = mint(&f, Duration::from_secs(60));
+        f.clock.advance(Duration::from_secs(59));
+        assert_eq!(reason(&f, &token), "allowed");
+        f.clock.advance(Duration::from_secs(1));
+        assert_eq!(reason(&f, &token), "expired_credential");
+    }
+
+    #[test]
+    fn minting_refuses_what_it_cannot_stand_behind() {
+        let f = fixture(Algorithm::EdDSA);
+        let scopes = || ScopeSet::parse(["orders:read"]).unwrap();
+        let refusal = |request: MintRequest| f.issuer.issue(&request).map(|_| ()).unwrap_err();
+        let hour = Duration::from_secs(3600);
+        assert!(matches!(
+            refusal(MintRequest::new("", scopes(), hour)),
+            MintError::EmptySubject
+        ));
+        for lifetime in [Duration::ZERO, hour + Duration::from_secs(1)] {
+            assert!(matches!(
+                refusal(MintRequest::new("s", scopes(), lifetime)),
+                MintError::Lifetime { .. }
+            ));
+        }
+        assert!(
+            f.issuer
+                .issue(&MintRequest::new("s", scopes(), hour))
+                .is_ok()
+        );
+        let wildcard = ScopeSet::parse(["orders:*"]).unwrap();
+        assert!(matches!(
+            refusal(MintRequest::new("s", wildcard, hour)),
+            MintError::WildcardScope
+        ));
+        for reserved in ["sub", "scope", "allowed_ips"] {
+            let request = MintRequest::new("s", scopes(), hour).attribute(reserved, "x");
+            assert!(
+                matches!(refusal(request), MintError::ReservedAttribute(_)),
+                "{reserved}"
+            );
+        }
+        let tenant = MintRequest::new("s", scopes(), hour).attribute("tenant", "acme");
+        let token = f.issuer.issue(&tenant).unwrap();
+        let grant = f.auth.verify(token.expose_str().unwrap());
+        assert!(grant.is_ok());
+    }
+}
