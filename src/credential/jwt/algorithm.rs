@@ -134,6 +134,7 @@ mod tests {
     fn names_round_trip_and_agree_with_jsonwebtoken() {
         for alg in ALL {
             assert_eq!(alg.as_str().parse::<Algorithm>(), Ok(alg));
+            assert_eq!(alg.to_string(), alg.as_str());
             assert_eq!(
                 alg.as_str().parse::<jsonwebtoken::Algorithm>().ok(),
                 alg.to_jsonwebtoken()

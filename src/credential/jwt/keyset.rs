@@ -663,4 +663,99 @@ mod tests {
             Some(Selection::UnknownKid)
         );
     }
+
+    #[test]
+    fn a_document_keeps_its_bytes_and_its_freshness_hint() {
+        let plain = JwksDocument::new(b"{\"keys\":[]}".to_vec());
+        assert_eq!(plain.bytes(), b"{\"keys\":[]}");
+        assert_eq!(plain.max_age(), None);
+        let hinted = plain.with_max_age(Duration::from_secs(600));
+        assert_eq!(hinted.bytes(), b"{\"keys\":[]}");
+        assert_eq!(hinted.max_age(), Some(Duration::from_secs(600)));
+    }
+
+    /// An RSA JWK of `n` (big-endian, as given) and e = 65537.
+    fn rsa_jwk(kid: &str, n: &[u8]) -> String {
+        let n = URL_SAFE_NO_PAD.encode(n);
+        format!(r#"{{"kty":"RSA","kid":"{kid}","n":"{n}","e":"AQAB"}}"#)
+    }
+
+    #[test]
+    fn each_rsa_algorithm_checks_its_own_signatures_only() {
+        use aws_lc_rs::rsa::{KeyPair, KeySize};
+        use aws_lc_rs::signature::{
+            self as sig, KeyPair as _, RsaEncoding, RsaPublicKeyComponents,
+        };
+        let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let public = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+        let set = KeySet::from_jwks_json(
+            format!(r#"{{"keys":[{}]}}"#, rsa_jwk("r", &public.n)).as_bytes(),
+        )
+        .unwrap();
+        let debug = format!("{set:?}");
+        assert!(
+            debug.contains("\"r\"") && debug.contains("PS512"),
+            "{debug}"
+        );
+        assert!(
+            !debug.contains(&URL_SAFE_NO_PAD.encode(&public.n)[..16]),
+            "{debug}"
+        );
+        let encodings: [(Algorithm, &'static dyn RsaEncoding); 6] = [
+            (Algorithm::RS256, &sig::RSA_PKCS1_SHA256),
+            (Algorithm::RS384, &sig::RSA_PKCS1_SHA384),
+            (Algorithm::RS512, &sig::RSA_PKCS1_SHA512),
+            (Algorithm::PS256, &sig::RSA_PSS_SHA256),
+            (Algorithm::PS384, &sig::RSA_PSS_SHA384),
+            (Algorithm::PS512, &sig::RSA_PSS_SHA512),
+        ];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let message = b"header.payload";
+        for (signed_as, encoding) in encodings {
+            let mut signature = vec![0; pair.public_modulus_len()];
+            pair.sign(encoding, &rng, message, &mut signature).unwrap();
+            for (checked_as, _) in encodings {
+                let verified = set.verify(Some("r"), checked_as, message, &signature);
+                assert_eq!(
+                    verified,
+                    Ok(signed_as == checked_as),
+                    "{signed_as} checked as {checked_as}"
+                );
+            }
+            assert_eq!(
+                set.verify(Some("r"), signed_as, b"header.payloaD", &signature),
+                Ok(false)
+            );
+        }
+    }
+
+    #[test]
+    fn an_rsa_modulus_counts_its_bits_from_the_first_set_one() {
+        let at = |n: &[u8]| {
+            KeySet::parse(
+                format!(r#"{{"keys":[{}]}}"#, rsa_jwk("r", n)).as_bytes(),
+                "jwks.json",
+                Origin::Local,
+            )
+        };
+        // 2048 bits: usable. The same number with a leading zero byte still counts 2048 bits, so it is not refused
+        // as weak (the parser then refuses the non-minimal encoding).
+        let mut n = vec![0xC5u8; 256];
+        n[255] = 0xC7;
+        assert_eq!(at(&n).unwrap().len(), 1);
+        let mut padded = vec![0u8];
+        padded.extend_from_slice(&n);
+        let err = at(&padded).unwrap_err().to_string();
+        assert!(
+            err.contains("does not parse") && !err.contains("2048"),
+            "{err}"
+        );
+        // One bit fewer: 2047 bits, refused as weak, with and without the leading zero byte.
+        n[0] = 0x7F;
+        padded[1] = 0x7F;
+        for weak in [&n, &padded] {
+            let err = at(weak).unwrap_err();
+            assert!(err.to_string().contains("2048"), "{err}");
+        }
+    }
 }

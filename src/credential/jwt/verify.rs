@@ -870,4 +870,59 @@ mod tests {
         let grant = f.auth.verify(token.expose_str().unwrap());
         assert!(grant.is_ok());
     }
+
+    #[test]
+    fn a_key_set_is_replaced_by_hand_on_one_issuer_only() {
+        let f = fixture(Algorithm::EdDSA);
+        let old = mint(&f, Duration::from_secs(300));
+        assert_eq!(reason(&f, &old), "allowed");
+        let next = TokenIssuer::new(
+            signing_key(Algorithm::EdDSA),
+            "key-2",
+            "https://issuer.example",
+            "orders-api",
+        )
+        .clock(f.clock.clone());
+        let scopes = ScopeSet::parse(["orders:read"]).unwrap();
+        let request = MintRequest::new("svc-billing", scopes, Duration::from_secs(300));
+        let new = next.issue(&request).unwrap();
+        let new = new.expose_str().unwrap();
+        assert_eq!(reason(&f, new), "invalid_credential");
+        let next_keys = || KeySet::from_jwks_json(next.jwks_json().as_bytes()).unwrap();
+        assert!(f.auth.replace_key_set(next_keys()));
+        assert_eq!(reason(&f, new), "allowed");
+        // The old key is gone, and its cached answer with it.
+        assert_eq!(reason(&f, &old), "invalid_credential");
+
+        // Combined with another issuer: nothing is replaced, and the combination keeps its keys.
+        let other = fixture(Algorithm::EdDSA);
+        let other_issuer = JwtAuthenticator::builder()
+            .algorithms([Algorithm::EdDSA])
+            .key_set(KeySet::from_jwks_json(other.issuer.jwks_json().as_bytes()).unwrap())
+            .issuer("https://other.example")
+            .audience("orders-api")
+            .clock(f.clock.clone())
+            .build()
+            .unwrap();
+        let both = JwtAuthenticator::by_issuer([f.auth.clone(), other_issuer]).unwrap();
+        assert!(!both.replace_key_set(KeySet::empty()));
+        assert!(both.verify(new).is_ok());
+    }
+
+    #[test]
+    fn a_combination_names_the_issuer_it_refuses() {
+        let f = fixture(Algorithm::EdDSA);
+        let twice = JwtAuthenticator::by_issuer([f.auth.clone(), f.auth.clone()]).unwrap_err();
+        let none = JwtAuthenticator::by_issuer([]).unwrap_err();
+        for (err, detail) in [(twice, "named by two entries"), (none, "no issuer entry")] {
+            let location = err.location().unwrap();
+            assert_eq!(
+                location.section.as_deref(),
+                Some("[[jwt.issuers]]"),
+                "{err}"
+            );
+            assert_eq!(location.field.as_deref(), Some("issuer"), "{err}");
+            assert!(err.to_string().contains(detail), "{err}");
+        }
+    }
 }
