@@ -758,4 +758,30 @@ mod tests {
             assert!(err.to_string().contains("2048"), "{err}");
         }
     }
+
+    #[test]
+    fn each_hmac_algorithm_checks_its_own_tags_only() {
+        let k64 = [9u8; 64];
+        let doc = format!(
+            r#"{{"keys":[{{"kty":"oct","kid":"h","k":"{}"}}]}}"#,
+            URL_SAFE_NO_PAD.encode(k64)
+        );
+        let set = KeySet::from_jwks_json(doc.as_bytes()).unwrap();
+        let hashes = [
+            (Algorithm::HS256, hmac::HMAC_SHA256),
+            (Algorithm::HS384, hmac::HMAC_SHA384),
+            (Algorithm::HS512, hmac::HMAC_SHA512),
+        ];
+        for (signed_as, hash) in hashes {
+            let tag = hmac::sign(&hmac::Key::new(hash, &k64), b"header.payload");
+            for (checked_as, _) in hashes {
+                let verified = set.verify(Some("h"), checked_as, b"header.payload", tag.as_ref());
+                assert_eq!(
+                    verified,
+                    Ok(signed_as == checked_as),
+                    "{signed_as} checked as {checked_as}"
+                );
+            }
+        }
+    }
 }

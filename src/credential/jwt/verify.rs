@@ -925,4 +925,92 @@ mod tests {
             assert!(err.to_string().contains(detail), "{err}");
         }
     }
+
+    /// An HS256 token of `claims` (JSON text), under the key of [`hs256_auth`].
+    fn hs256(claims: &str) -> String {
+        use aws_lc_rs::hmac;
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let message = format!(
+            "{}.{}",
+            B64.encode(r#"{"alg":"HS256","kid":"h"}"#),
+            B64.encode(claims)
+        );
+        let tag = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &[5; 32]),
+            message.as_bytes(),
+        );
+        format!("{message}.{}", B64.encode(tag))
+    }
+
+    fn hs256_auth(clock: &ManualClock) -> JwtAuthenticator {
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"oct","kid":"h","k":"{}"}}]}}"#,
+            "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU"
+        );
+        JwtAuthenticator::builder()
+            .algorithms([Algorithm::HS256])
+            .key_set(KeySet::from_jwks_json(jwks.as_bytes()).unwrap())
+            .issuer("https://issuer.example")
+            .audience("orders-api")
+            .leeway(Duration::ZERO)
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn nbf_and_iat_may_be_now_but_not_later() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+        let auth = hs256_auth(&clock);
+        let verdict = |name: &str, at: u64| {
+            let claims = format!(
+                r#"{{"iss":"https://issuer.example","aud":"orders-api","sub":"s","scope":"orders:read","exp":{},"{name}":{at}}}"#,
+                START + 300
+            );
+            auth.verify(&hs256(&claims))
+                .map(|_| ())
+                .map_err(|d| d.detail())
+        };
+        for name in ["nbf", "iat"] {
+            assert_eq!(verdict(name, START - 1), Ok(()), "{name}");
+            assert_eq!(verdict(name, START), Ok(()), "{name}");
+            assert!(
+                verdict(name, START + 1).unwrap_err().contains(name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_segment_is_named() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+        let auth = hs256_auth(&clock);
+        let good = hs256(&format!(
+            r#"{{"iss":"https://issuer.example","aud":"orders-api","sub":"s","exp":{}}}"#,
+            START + 300
+        ));
+        assert!(auth.verify(&good).is_ok());
+        let [header, payload, signature]: [&str; 3] =
+            good.split('.').collect::<Vec<_>>().try_into().unwrap();
+        for (token, detail) in [
+            (
+                format!(".{payload}.{signature}"),
+                "the token has an empty segment",
+            ),
+            (
+                format!("{header}..{signature}"),
+                "the token has an empty segment",
+            ),
+            (format!("{header}.{payload}."), "the token is unsigned"),
+        ] {
+            assert_eq!(auth.verify(&token).unwrap_err().detail(), detail, "{token}");
+        }
+    }
+
+    #[test]
+    fn events_name_the_first_issuer_of_an_entry() {
+        let f = fixture(Algorithm::EdDSA);
+        assert_eq!(f.auth.0[0].label(), "https://issuer.example");
+    }
 }
