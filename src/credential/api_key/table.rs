@@ -302,6 +302,19 @@ mod tests {
     }
 
     #[test]
+    fn the_table_doubles_only_when_more_than_half_would_be_full() {
+        let mut t = HotTable::new(1000, RandomState::default());
+        for n in 0..8 {
+            t.insert(entry(n, 1));
+        }
+        // 8 of 16 slots: half full, not more.
+        assert_eq!((t.len(), t.slots.len()), (8, MIN_SLOTS));
+        t.insert(entry(8, 1));
+        assert_eq!((t.len(), t.slots.len()), (9, 2 * MIN_SLOTS));
+        assert!((0..9).all(|n| t.get(&id(n)).is_some()));
+    }
+
+    #[test]
     fn zero_capacity_keeps_nothing() {
         let mut t = HotTable::new(0, RandomState::default());
         t.insert(entry(1, 1));

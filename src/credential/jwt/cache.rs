@@ -223,4 +223,16 @@ mod tests {
         off.insert(b"t", grant("a"), 1000, 0);
         assert!(off.get(b"t", 0).is_none());
     }
+
+    #[test]
+    fn a_token_inserted_again_is_the_youngest() {
+        let c = TokenCache::new(2);
+        c.insert(b"a", grant("a"), 1000, 0);
+        c.insert(b"b", grant("b"), 1000, 0);
+        // Verified again (two requests missed at once): `a` is now younger than `b`.
+        c.insert(b"a", grant("a"), 1000, 0);
+        c.insert(b"c", grant("c"), 1000, 0);
+        assert!(c.get(b"b", 0).is_none(), "the oldest went first");
+        assert!(c.get(b"a", 0).is_some() && c.get(b"c", 0).is_some());
+    }
 }
