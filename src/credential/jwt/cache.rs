@@ -235,4 +235,20 @@ mod tests {
         assert!(c.get(b"b", 0).is_none(), "the oldest went first");
         assert!(c.get(b"a", 0).is_some() && c.get(b"c", 0).is_some());
     }
+
+    #[test]
+    fn tokens_verified_again_and_again_keep_the_bound() {
+        let c = TokenCache::new(3);
+        for _ in 0..20 {
+            for t in [b"a", b"b", b"c"] {
+                c.insert(t, grant("x"), 1000, 0);
+            }
+        }
+        // Each insertion past twice the bound dropped the stale records, and kept the live ones.
+        assert!(c.lock().order.len() <= 6);
+        c.insert(b"d", grant("d"), 1000, 0);
+        assert_eq!(c.len(), 3);
+        assert!(c.get(b"a", 0).is_none(), "the oldest went first");
+        assert!([b"b", b"c", b"d"].iter().all(|t| c.get(*t, 0).is_some()));
+    }
 }
