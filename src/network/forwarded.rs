@@ -173,7 +173,10 @@ pub(super) fn parse_forwarded(headers: &HeaderMap) -> Result<Vec<Element>, Denia
         let text = value
             .to_str()
             .map_err(|_| malformed("Forwarded is not visible ASCII"))?;
-        for raw_element in split_outside_quotes(text, b',') {
+        // A split of `text` has at most one piece more than `text` has bytes, and only when every byte is a comma (all
+        // pieces empty, and skipped): taking `text.len()` pieces changes nothing, and bounds the loop by the input
+        // even if the split stopped advancing.
+        for raw_element in split_outside_quotes(text, b',').take(text.len()) {
             let raw_element = raw_element?.trim_matches([' ', '\t']);
             if raw_element.is_empty() {
                 continue;
