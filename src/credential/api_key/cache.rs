@@ -220,7 +220,17 @@ impl<V> Tier<V> {
             return;
         }
         if !self.map.contains_key(&id) {
-            while self.map.len() >= self.cap && self.evict_oldest() {}
+            // Oldest first. Each pass takes one record from the order, which is finite: the loop always ends.
+            while self.map.len() >= self.cap {
+                let map = &self.map;
+                let Some(oldest) = self
+                    .order
+                    .pop_oldest(|id, seq| map.get(id).is_some_and(|s| s.seq == seq))
+                else {
+                    break;
+                };
+                self.map.remove(&oldest);
+            }
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -235,20 +245,6 @@ impl<V> Tier<V> {
         let map = &self.map;
         self.order
             .push(id, seq, |id, seq| map.get(id).is_some_and(|s| s.seq == seq));
-    }
-
-    fn evict_oldest(&mut self) -> bool {
-        let map = &self.map;
-        match self
-            .order
-            .pop_oldest(|id, seq| map.get(id).is_some_and(|s| s.seq == seq))
-        {
-            Some(id) => {
-                self.map.remove(&id);
-                true
-            }
-            None => false,
-        }
     }
 
     fn remove(&mut self, id: &KeyId) {
@@ -990,6 +986,12 @@ mod tests {
             assert_eq!(cache.compact_pepper.get(), Some(&1));
             cache.fetch(id, NOW).await.unwrap();
             assert_eq!(peek(&cache, id, NOW), "compact");
+            // Counted with the keys, and beside a full entry (the unclaimed cache's).
+            assert_eq!(cache.entry_counts(), (1, 0));
+            let unknown: KeyId = "0123456789abcdef".parse().unwrap();
+            cache.fetch(unknown, NOW).await.unwrap();
+            assert_eq!(cache.entry_counts(), (1, 1));
+            assert_eq!(unclaimed.entry_counts(), (1, 0));
             // A compact entry serves to the last whole second of its TTL.
             assert_eq!(peek(&cache, id, NOW + 10 * SEC - 1), "compact");
             assert_eq!(peek(&cache, id, NOW + 10 * SEC), "miss");

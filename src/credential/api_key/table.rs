@@ -121,7 +121,15 @@ impl HotTable {
         if let Some(pos) = self.position(&id) {
             self.slots[pos] = Some(entry);
         } else {
-            while self.len >= self.max_len && self.evict_oldest() {}
+            // Oldest first. Each pass takes one record from the order, which is finite: the loop always ends.
+            while self.len >= self.max_len {
+                let oldest = self
+                    .with_order(|order, table| order.pop_oldest(|id, s| table.is_stamped(id, s)));
+                let Some(oldest) = oldest else {
+                    break;
+                };
+                self.remove(&oldest);
+            }
             if 2 * (self.len + 1) > self.slots.len() {
                 self.grow();
             }
@@ -133,16 +141,6 @@ impl HotTable {
             self.len += 1;
         }
         self.with_order(|order, table| order.push(id, stamp, |id, s| table.is_stamped(id, s)));
-    }
-
-    fn evict_oldest(&mut self) -> bool {
-        match self.with_order(|order, table| order.pop_oldest(|id, s| table.is_stamped(id, s))) {
-            Some(id) => {
-                self.remove(&id);
-                true
-            }
-            None => false,
-        }
     }
 
     /// Whether the entry for `id` is the one inserted with `stamp`.
