@@ -784,4 +784,99 @@ mod tests {
             }
         }
     }
+
+    /// An EC JWK for `pair`'s public point (uncompressed: 0x04, x, y).
+    fn ec_jwk(kid: &str, crv: &str, pair: &aws_lc_rs::signature::EcdsaKeyPair) -> String {
+        use aws_lc_rs::signature::KeyPair as _;
+        let point = pair.public_key().as_ref();
+        let (x, y) = point[1..].split_at((point.len() - 1) / 2);
+        let (x, y) = (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y));
+        format!(r#"{{"kty":"EC","crv":"{crv}","kid":"{kid}","x":"{x}","y":"{y}"}}"#)
+    }
+
+    #[test]
+    fn each_ec_curve_checks_its_own_signatures_and_its_coordinates_lengths() {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pair = |alg| {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+            EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).unwrap()
+        };
+        let (p256, p384) = (
+            pair(&ECDSA_P256_SHA256_FIXED_SIGNING),
+            pair(&ECDSA_P384_SHA384_FIXED_SIGNING),
+        );
+        let doc = format!(
+            r#"{{"keys":[{},{}]}}"#,
+            ec_jwk("p256", "P-256", &p256),
+            ec_jwk("p384", "P-384", &p384)
+        );
+        let set = KeySet::from_jwks_json(doc.as_bytes()).unwrap();
+        assert_eq!((set.len(), set.is_empty()), (2, false));
+        for (kid, alg, pair) in [
+            ("p256", Algorithm::ES256, &p256),
+            ("p384", Algorithm::ES384, &p384),
+        ] {
+            let signature = pair.sign(&rng, b"header.payload").unwrap();
+            assert_eq!(
+                set.verify(Some(kid), alg, b"header.payload", signature.as_ref()),
+                Ok(true),
+                "{kid}"
+            );
+            assert_eq!(
+                set.verify(Some(kid), alg, b"header.payloaD", signature.as_ref()),
+                Ok(false),
+                "{kid}"
+            );
+        }
+        assert_eq!(
+            set.verify(Some("p384"), Algorithm::ES256, b"m", &[0; 64])
+                .err(),
+            Some(Selection::KeyAlgMismatch)
+        );
+        // One coordinate of the wrong length is enough to refuse the key; so is a curve left unnamed.
+        let p256_jwk = ec_jwk("k", "P-256", &p256);
+        for (bad, reason) in [
+            (p256_jwk.replace(r#""y":""#, r#""y":"AAAA"#), "wrong length"),
+            (p256_jwk.replace(r#""crv":"P-256","#, ""), "no crv"),
+            (r#"{"kty":"OKP","kid":"k","x":"AAAA"}"#.to_owned(), "no crv"),
+        ] {
+            let doc = format!(r#"{{"keys":[{bad}]}}"#);
+            let err = KeySet::from_jwks_json(doc.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(reason), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_set_says_so_and_a_document_shows_no_key_material() {
+        let empty = KeySet::empty();
+        assert_eq!((empty.len(), empty.is_empty()), (0, true));
+        let one =
+            KeySet::from_jwks_json(format!(r#"{{"keys":[{}]}}"#, oct("a", "")).as_bytes()).unwrap();
+        assert_eq!((one.len(), one.is_empty()), (1, false));
+        let doc = JwksDocument::new(format!(r#"{{"keys":[{}]}}"#, oct("a", "")))
+            .with_max_age(Duration::from_secs(90));
+        let debug = format!("{doc:?}");
+        assert!(
+            debug.contains("JwksDocument") && debug.contains("90"),
+            "{debug}"
+        );
+        assert!(!debug.contains(SECRET_32), "{debug}");
+    }
+
+    #[test]
+    fn a_source_describes_itself_by_default_without_a_secret() {
+        #[derive(Debug)]
+        struct Vault;
+        impl JwksSource for Vault {
+            fn fetch(&self) -> JwksFetch<'_> {
+                Box::pin(async { Ok(JwksDocument::new(b"{\"keys\":[]}".to_vec())) })
+            }
+        }
+        assert_eq!(Vault.describe(), "a refreshable JWKS source");
+    }
 }

@@ -1013,4 +1013,19 @@ mod tests {
         let f = fixture(Algorithm::EdDSA);
         assert_eq!(f.auth.0[0].label(), "https://issuer.example");
     }
+
+    #[test]
+    fn debug_shows_the_settings_and_no_key() {
+        let f = fixture(Algorithm::EdDSA);
+        let debug = format!("{:?}", f.auth);
+        for part in [
+            "https://issuer.example",
+            "orders-api",
+            "EdDSA",
+            "live: false",
+        ] {
+            assert!(debug.contains(part), "{part}: {debug}");
+        }
+        assert!(!debug.contains("\"x\""), "{debug}");
+    }
 }
