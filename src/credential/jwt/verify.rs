@@ -674,7 +674,8 @@ mod tests {
 
     use crate::ManualClock;
     use crate::credential::jwt::{
-        Algorithm, JwtAuthenticator, KeySet, MintError, MintRequest, SigningKey, TokenIssuer,
+        Algorithm, JwtAuthenticator, JwtAuthenticatorBuilder, KeySet, MintError, MintRequest,
+        SigningKey, TokenIssuer,
     };
     use crate::policy::ScopeSet;
 
@@ -943,20 +944,93 @@ mod tests {
         format!("{message}.{}", B64.encode(tag))
     }
 
-    fn hs256_auth(clock: &ManualClock) -> JwtAuthenticator {
-        let jwks = format!(
-            r#"{{"keys":[{{"kty":"oct","kid":"h","k":"{}"}}]}}"#,
-            "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU"
-        );
+    fn hs256_builder(clock: &ManualClock, issuer: &str) -> JwtAuthenticatorBuilder {
+        let jwks = r#"{"keys":[{"kty":"oct","kid":"h","k":"BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU"}]}"#;
         JwtAuthenticator::builder()
             .algorithms([Algorithm::HS256])
             .key_set(KeySet::from_jwks_json(jwks.as_bytes()).unwrap())
-            .issuer("https://issuer.example")
+            .issuer(issuer)
             .audience("orders-api")
             .leeway(Duration::ZERO)
             .clock(clock.clone())
+    }
+
+    fn hs256_auth(clock: &ManualClock) -> JwtAuthenticator {
+        hs256_builder(clock, "https://issuer.example")
             .build()
             .unwrap()
+    }
+
+    /// Claims that `hs256_auth` accepts until `exp`.
+    fn claims_until(exp: u64) -> String {
+        format!(r#"{{"iss":"https://issuer.example","aud":"orders-api","sub":"s","exp":{exp}}}"#)
+    }
+
+    #[test]
+    fn the_size_bound_admits_a_token_of_exactly_its_length() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+        let token = hs256(&claims_until(START + 300));
+        let one = |max: usize| {
+            hs256_builder(&clock, "https://issuer.example")
+                .max_token_len(max)
+                .build()
+                .unwrap()
+        };
+        // Several issuers: the bound is checked before the token's iss is read to choose one.
+        let several = |max: usize| {
+            let other = hs256_builder(&clock, "https://other.example")
+                .max_token_len(max)
+                .build()
+                .unwrap();
+            JwtAuthenticator::by_issuer([one(max), other]).unwrap()
+        };
+        for auth in [one(token.len()), several(token.len())] {
+            assert!(auth.verify(&token).is_ok());
+        }
+        for auth in [one(token.len() - 1), several(token.len() - 1)] {
+            let detail = auth.verify(&token).unwrap_err().detail();
+            assert_eq!(detail, "the token is longer than the configured maximum");
+        }
+    }
+
+    #[test]
+    fn a_token_needs_exactly_three_segments() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+        let auth = hs256_auth(&clock);
+        let good = hs256(&claims_until(START + 300));
+        assert!(auth.verify(&good).is_ok());
+        for (token, detail) in [
+            ("aaa.bbb", "the token does not have three segments"),
+            ("aaa.bbb.ccc.ddd", "the token does not have three segments"),
+            (
+                "aaa.bbb.ccc.ddd.eee",
+                "the token has five segments (JWE is not accepted)",
+            ),
+            (
+                "aaa.bbb.ccc.ddd.eee.fff",
+                "the token does not have three segments",
+            ),
+        ] {
+            assert_eq!(auth.verify(token).unwrap_err().detail(), detail, "{token}");
+        }
+    }
+
+    #[test]
+    fn a_token_alive_only_within_the_leeway_is_allowed_and_not_cached() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+        let auth = hs256_builder(&clock, "https://issuer.example")
+            .leeway(Duration::from_secs(30))
+            .cache_capacity(1)
+            .build()
+            .unwrap();
+        let cache = &auth.0[0].cache;
+        let fresh = hs256(&claims_until(START + 300));
+        assert!(auth.verify(&fresh).is_ok());
+        assert!(cache.get(fresh.as_bytes(), START.cast_signed()).is_some());
+        // Past its exp but within the leeway: allowed, and not remembered (it would take the one place).
+        let late = hs256(&claims_until(START));
+        assert!(auth.verify(&late).is_ok());
+        assert!(cache.get(fresh.as_bytes(), START.cast_signed()).is_some());
     }
 
     #[test]
