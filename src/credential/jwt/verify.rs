@@ -1102,4 +1102,25 @@ mod tests {
         }
         assert!(!debug.contains("\"x\""), "{debug}");
     }
+
+    #[test]
+    fn only_a_live_key_set_can_learn_a_kid() {
+        use crate::credential::jwt::keyset::Selection;
+        let f = fixture(Algorithm::EdDSA);
+        let issuer = &f.auth.0[0];
+        for selection in [
+            Selection::UnknownKid,
+            Selection::NoKeyForAlg,
+            Selection::KeyAlgMismatch,
+            Selection::AmbiguousKey,
+        ] {
+            let failure = issuer.selection_failure(selection);
+            assert!(!failure.refresh_may_help, "{selection:?}");
+            assert_eq!(
+                failure.denial.kind().as_str(),
+                "invalid_credential",
+                "{selection:?}"
+            );
+        }
+    }
 }
