@@ -671,6 +671,8 @@ mod tests {
 
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
     use crate::ManualClock;
     use crate::credential::jwt::{
@@ -707,20 +709,30 @@ mod tests {
             "orders-api",
         )
         .clock(clock.clone());
-        let auth = JwtAuthenticator::builder()
-            .algorithms([alg])
-            .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
-            .issuer("https://issuer.example")
-            .audience("orders-api")
-            .leeway(Duration::ZERO)
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+        let auth = trusting(&issuer, alg, "https://issuer.example", &clock);
         Fixture {
             clock,
             issuer,
             auth,
         }
+    }
+
+    /// An authenticator for tokens of `iss` and audience `orders-api`, trusting `issuer`'s keys (no leeway).
+    fn trusting(
+        issuer: &TokenIssuer,
+        alg: Algorithm,
+        iss: &str,
+        clock: &ManualClock,
+    ) -> JwtAuthenticator {
+        JwtAuthenticator::builder()
+            .algorithms([alg])
+            .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
+            .issuer(iss)
+            .audience("orders-api")
+            .leeway(Duration::ZERO)
+            .clock(clock.clone())
+            .build()
+            .unwrap()
     }
 
     fn mint(f: &Fixture, lifetime: Duration) -> String {
@@ -809,14 +821,12 @@ mod tests {
         ] {
             let issuer = TokenIssuer::new(signing_key(Algorithm::EdDSA), "key-1", iss, aud)
                 .clock(f.clock.clone());
-            let auth = JwtAuthenticator::builder()
-                .algorithms([Algorithm::EdDSA])
-                .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
-                .issuer("https://issuer.example")
-                .audience("orders-api")
-                .clock(f.clock.clone())
-                .build()
-                .unwrap();
+            let auth = trusting(
+                &issuer,
+                Algorithm::EdDSA,
+                "https://issuer.example",
+                &f.clock,
+            );
             let token = issuer.issue(&request).unwrap();
             let denial = auth.verify(token.expose_str().unwrap()).unwrap_err();
             assert_eq!(denial.kind().as_str(), "invalid_credential", "{iss} {aud}");
@@ -889,22 +899,22 @@ mod tests {
         let new = next.issue(&request).unwrap();
         let new = new.expose_str().unwrap();
         assert_eq!(reason(&f, new), "invalid_credential");
-        let next_keys = || KeySet::from_jwks_json(next.jwks_json().as_bytes()).unwrap();
-        assert!(f.auth.replace_key_set(next_keys()));
+        assert!(
+            f.auth
+                .replace_key_set(KeySet::from_jwks_json(next.jwks_json().as_bytes()).unwrap())
+        );
         assert_eq!(reason(&f, new), "allowed");
         // The old key is gone, and its cached answer with it.
         assert_eq!(reason(&f, &old), "invalid_credential");
 
         // Combined with another issuer: nothing is replaced, and the combination keeps its keys.
         let other = fixture(Algorithm::EdDSA);
-        let other_issuer = JwtAuthenticator::builder()
-            .algorithms([Algorithm::EdDSA])
-            .key_set(KeySet::from_jwks_json(other.issuer.jwks_json().as_bytes()).unwrap())
-            .issuer("https://other.example")
-            .audience("orders-api")
-            .clock(f.clock.clone())
-            .build()
-            .unwrap();
+        let other_issuer = trusting(
+            &other.issuer,
+            Algorithm::EdDSA,
+            "https://other.example",
+            &f.clock,
+        );
         let both = JwtAuthenticator::by_issuer([f.auth.clone(), other_issuer]).unwrap();
         assert!(!both.replace_key_set(KeySet::empty()));
         assert!(both.verify(new).is_ok());
@@ -927,25 +937,29 @@ mod tests {
         }
     }
 
-    /// An HS256 token of `claims` (JSON text), under the key of [`hs256_auth`].
+    /// The HS256 key of [`hs256`] and [`hs256_builder`].
+    const HS_KEY: [u8; 32] = [5; 32];
+
+    /// An HS256 token of `claims` (JSON text), under [`HS_KEY`].
     fn hs256(claims: &str) -> String {
         use aws_lc_rs::hmac;
-        use base64::Engine as _;
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
         let message = format!(
             "{}.{}",
             B64.encode(r#"{"alg":"HS256","kid":"h"}"#),
             B64.encode(claims)
         );
         let tag = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, &[5; 32]),
+            &hmac::Key::new(hmac::HMAC_SHA256, &HS_KEY),
             message.as_bytes(),
         );
         format!("{message}.{}", B64.encode(tag))
     }
 
     fn hs256_builder(clock: &ManualClock, issuer: &str) -> JwtAuthenticatorBuilder {
-        let jwks = r#"{"keys":[{"kty":"oct","kid":"h","k":"BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU"}]}"#;
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"oct","kid":"h","k":"{}"}}]}}"#,
+            B64.encode(HS_KEY)
+        );
         JwtAuthenticator::builder()
             .algorithms([Algorithm::HS256])
             .key_set(KeySet::from_jwks_json(jwks.as_bytes()).unwrap())
