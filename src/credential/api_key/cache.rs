@@ -196,6 +196,11 @@ struct Slot<V> {
     value: V,
 }
 
+/// Whether the order's record `(id, seq)` is still current: `map`'s slot for `id` is the one inserted with `seq`.
+fn is_current<V>(map: &HashMap<KeyId, Slot<V>, RandomState>, id: &KeyId, seq: u64) -> bool {
+    map.get(id).is_some_and(|s| s.seq == seq)
+}
+
 /// One bounded map with oldest-first eviction.
 struct Tier<V> {
     map: HashMap<KeyId, Slot<V>, RandomState>,
@@ -223,10 +228,7 @@ impl<V> Tier<V> {
             // Oldest first. Each pass takes one record from the order, which is finite: the loop always ends.
             while self.map.len() >= self.cap {
                 let map = &self.map;
-                let Some(oldest) = self
-                    .order
-                    .pop_oldest(|id, seq| map.get(id).is_some_and(|s| s.seq == seq))
-                else {
+                let Some(oldest) = self.order.pop_oldest(|id, seq| is_current(map, id, seq)) else {
                     break;
                 };
                 self.map.remove(&oldest);
@@ -243,8 +245,7 @@ impl<V> Tier<V> {
             },
         );
         let map = &self.map;
-        self.order
-            .push(id, seq, |id, seq| map.get(id).is_some_and(|s| s.seq == seq));
+        self.order.push(id, seq, |id, seq| is_current(map, id, seq));
     }
 
     fn remove(&mut self, id: &KeyId) {

@@ -38,6 +38,15 @@ impl Hasher for Prehashed {
     }
 }
 
+/// Whether the order's record `(key, seq)` is still current: `map`'s entry for `key` is the one inserted with `seq`.
+fn is_current(
+    map: &HashMap<u64, Entry, BuildHasherDefault<Prehashed>>,
+    key: u64,
+    seq: u64,
+) -> bool {
+    map.get(&key).is_some_and(|e| e.seq == seq)
+}
+
 struct Entry {
     token: Secret,
     grant: Grant,
@@ -120,9 +129,7 @@ impl TokenCache {
             ..
         } = &mut *inner;
         while map.len() >= self.capacity && !map.contains_key(&key) {
-            let Some(oldest) =
-                order.pop_oldest(|key, seq| map.get(key).is_some_and(|e| e.seq == seq))
-            else {
+            let Some(oldest) = order.pop_oldest(|key, seq| is_current(map, *key, seq)) else {
                 break;
             };
             map.remove(&oldest);
@@ -136,9 +143,7 @@ impl TokenCache {
             seq,
         };
         map.insert(key, entry);
-        order.push(key, seq, |key, seq| {
-            map.get(key).is_some_and(|e| e.seq == seq)
-        });
+        order.push(key, seq, |key, seq| is_current(map, *key, seq));
     }
 
     /// Drops every entry; from now on only insertions made under `generation` are kept.
