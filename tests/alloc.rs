@@ -80,6 +80,14 @@ fn request(path: &str, key: Option<&HeaderValue>) -> Request<()> {
     req
 }
 
+fn policy() -> Policy {
+    Policy::builder()
+        .route(Route::get("/health").public())
+        .route(Route::get("/v1/orders/{id}").require_all(["orders:read"]))
+        .build()
+        .unwrap()
+}
+
 /// One request through the gate: the status and the allocations, the response dropped inside the count.
 fn count<S, B>(service: &mut S, req: Request<()>) -> (usize, u16)
 where
@@ -113,12 +121,7 @@ fn the_request_path_allocates_no_more_than_it_did() {
     let verifier = ApiKeyVerifier::builder(peppers, cache)
         .last_used(None)
         .build();
-    let policy = Policy::builder()
-        .route(Route::get("/health").public())
-        .route(Route::get("/v1/orders/{id}").require_all(["orders:read"]))
-        .build()
-        .unwrap();
-    let layer = ScopeGateLayer::builder(policy)
+    let layer = ScopeGateLayer::builder(policy())
         .api_keys(verifier)
         .audit(NoAudit)
         .build()
@@ -158,6 +161,35 @@ fn the_request_path_allocates_no_more_than_it_did() {
         allowed <= grant_insert,
         "an allowed request allocates {allowed} times, more than inserting its grant does ({grant_insert})"
     );
+    // A bearer token the JWT authenticator remembers: of its one issuer, and of one of two issuers (found without
+    // reading the token's payload to choose the issuer).
+    #[cfg(feature = "jwt")]
+    for (label, authenticator, token) in remembered_tokens() {
+        let layer = ScopeGateLayer::builder(policy())
+            .jwt(authenticator)
+            .audit(NoAudit)
+            .build()
+            .unwrap();
+        let mut service = layer.layer(tower::service_fn(hello));
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        let with_bearer = || {
+            let mut req = request("/v1/orders/7", None);
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, bearer.clone());
+            req
+        };
+        for _ in 0..3 {
+            assert_eq!(count(&mut service, with_bearer()).1, 200, "{label}");
+        }
+        let (jwt_allowed, status) = count(&mut service, with_bearer());
+        assert_eq!(status, 200, "{label}");
+        let jwt_allowed = jwt_allowed - inner;
+        eprintln!("allocations: allowed JWT, {label}: {jwt_allowed}");
+        assert!(
+            jwt_allowed <= ALLOWED,
+            "an allowed JWT ({label}) allocates {jwt_allowed} times (bound {ALLOWED})"
+        );
+    }
     // The bounds as measured when this test was written; lower them when a change removes allocations.
     assert!(
         allowed <= ALLOWED,
@@ -183,3 +215,44 @@ const PUBLIC: usize = 1;
 /// body and the header values are prepared once per gate and shared (from 19: 3 once each kind's problem body and
 /// challenge were made once per gate, then 2 once the path check stopped collecting the segments).
 const DENIED: usize = 2;
+
+/// Two issuers' authenticators, each trusting its own ES256 key; a token of the second issuer. Returns the first
+/// issuer's authenticator alone with its token, and both combined with the second's token.
+#[cfg(feature = "jwt")]
+fn remembered_tokens() -> Vec<(
+    &'static str,
+    scopegate::credential::jwt::JwtAuthenticator,
+    String,
+)> {
+    use scopegate::credential::jwt::{
+        Algorithm, JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
+    };
+    let issue = |iss: &str| {
+        let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let issuer = TokenIssuer::new(
+            SigningKey::from_pem(pem.as_bytes()).unwrap(),
+            "k1",
+            iss,
+            "orders-api",
+        );
+        let scopes = ScopeSet::parse(["orders:read"]).unwrap();
+        let token = issuer
+            .issue(&MintRequest::new("svc", scopes, Duration::from_secs(3600)))
+            .unwrap();
+        let authenticator = JwtAuthenticator::builder()
+            .algorithms([Algorithm::ES256])
+            .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
+            .issuer(iss)
+            .audience("orders-api")
+            .build()
+            .unwrap();
+        (authenticator, token.expose_str().unwrap().to_owned())
+    };
+    let (first, first_token) = issue("https://one.example");
+    let (second, second_token) = issue("https://two.example");
+    let both = JwtAuthenticator::by_issuer([first.clone(), second]).unwrap();
+    vec![
+        ("one issuer", first, first_token),
+        ("one of two issuers", both, second_token),
+    ]
+}

@@ -98,6 +98,22 @@ pub(crate) fn extract_credential<'a>(
     key_header: &HeaderName,
     max_len: usize,
 ) -> Result<Option<PresentedCredential<'a>>, Denial> {
+    let never = |_: SecretRef<'a>| None::<std::convert::Infallible>;
+    read_credential(headers, key_header, max_len, never)
+        .map(|read| read.map(|(presented, _)| presented))
+}
+
+/// [`extract_credential`], with one shortcut: a bearer token with a `.` (shaped like a JWT) is first offered to
+/// `recall`, after the length checks. When `recall` answers, the credential comes back with its answer, and its
+/// characters are not checked: `recall` must answer only for bytes that passed that check, or a stricter one, before
+/// (the JWT authenticator's memory of tokens it verified: base64url segments and `.`s only). The check is the one
+/// pass over the whole token that the gate makes; a remembered token needs none.
+pub(crate) fn read_credential<'a, R>(
+    headers: &'a HeaderMap,
+    key_header: &HeaderName,
+    max_len: usize,
+    recall: impl FnOnce(SecretRef<'a>) -> Option<R>,
+) -> Result<Option<(PresentedCredential<'a>, Option<R>)>, Denial> {
     let mut authorization = headers.get_all(AUTHORIZATION).iter();
     let mut api_key = headers.get_all(key_header).iter();
     let (auth_first, auth_second) = (authorization.next(), authorization.next());
@@ -118,22 +134,26 @@ pub(crate) fn extract_credential<'a>(
         (None, Some(v)) => (CredentialSource::KeyHeader, v.as_bytes()),
     };
     // A comma-joined value is refused before any other finding about the value. It is looked for only when the value
-    // is refused anyway: an accepted value has none (`Bearer`, spaces, then `b64token` bytes, none of them a comma).
-    presented(source, raw, max_len).map(Some).map_err(|denial| {
-        if raw.contains(&b',') {
-            Denial::malformed_credentials("a comma-joined credential header")
-        } else {
-            denial
-        }
-    })
+    // is refused anyway: an accepted value has none (`Bearer`, spaces, then `b64token` bytes or a remembered token,
+    // none of them a comma).
+    presented(source, raw, max_len, recall)
+        .map(Some)
+        .map_err(|denial| {
+            if raw.contains(&b',') {
+                Denial::malformed_credentials("a comma-joined credential header")
+            } else {
+                denial
+            }
+        })
 }
 
 /// The credential in one header's value: the token after `Bearer` (for `Authorization`) or the whole value, checked.
-fn presented(
+fn presented<'a, R>(
     source: CredentialSource,
-    raw: &[u8],
+    raw: &'a [u8],
     max_len: usize,
-) -> Result<PresentedCredential<'_>, Denial> {
+    recall: impl FnOnce(SecretRef<'a>) -> Option<R>,
+) -> Result<(PresentedCredential<'a>, Option<R>), Denial> {
     let token = match source {
         CredentialSource::KeyHeader => raw,
         CredentialSource::Authorization => {
@@ -157,14 +177,27 @@ fn presented(
             "credential longer than the maximum",
         ));
     }
+    let secret = SecretRef::new(token);
+    if source == CredentialSource::Authorization
+        && token.contains(&b'.')
+        && let Some(recalled) = recall(secret)
+    {
+        let presented = PresentedCredential {
+            source,
+            secret,
+            dotted: true,
+        };
+        return Ok((presented, Some(recalled)));
+    }
     let dotted = b64token(token).ok_or_else(|| {
         Denial::invalid_credential("credential has characters outside RFC 6750 b64token")
     })?;
-    Ok(PresentedCredential {
+    let presented = PresentedCredential {
         source,
-        secret: SecretRef::new(token),
+        secret,
         dotted,
-    })
+    };
+    Ok((presented, None))
 }
 
 #[cfg(test)]
@@ -385,5 +418,57 @@ mod tests {
         headers.insert(key_header(), HeaderValue::from_str(&past).unwrap());
         let got = extract_credential(&headers, &key_header(), DEFAULT_MAX_CREDENTIAL_LEN);
         assert_eq!(kind(&got), "invalid_credential");
+    }
+
+    #[test]
+    fn only_a_dotted_bearer_token_within_the_bound_is_offered_to_recall() {
+        use std::cell::RefCell;
+        let read = |name: &str, value: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+            let offered = RefCell::new(Vec::new());
+            // Remembers every token offered; answers for the ones starting with `known`.
+            let recall = |token: SecretRef<'_>| {
+                let bytes = token.expose().to_vec();
+                let known = bytes.starts_with(b"known");
+                offered.borrow_mut().push(String::from_utf8(bytes).unwrap());
+                known.then_some("remembered")
+            };
+            let outcome = read_credential(&headers, &key_header(), 64, recall).map(|read| {
+                read.map(|(presented, recalled)| (presented.is_jwt_shaped(), recalled))
+            });
+            (outcome.map_err(|d| d.detail()), offered.into_inner())
+        };
+        // Remembered: answered from memory, JWT-shaped, and the characters left unchecked (the recaller vouches
+        // for them: `!` is outside `b64token`).
+        let (got, offered) = read("authorization", b"Bearer known.a!b");
+        assert_eq!(got, Ok(Some((true, Some("remembered")))));
+        assert_eq!(offered, ["known.a!b"]);
+        // Not remembered: checked as ever, accepted or refused by the grammar.
+        let (got, offered) = read("authorization", b"Bearer other.a!b");
+        assert_eq!(
+            got,
+            Err("credential has characters outside RFC 6750 b64token")
+        );
+        assert_eq!(offered, ["other.a!b"]);
+        let (got, _) = read("authorization", b"Bearer other.ab");
+        assert_eq!(got, Ok(Some((true, None))));
+        // Never offered: a token without a dot, an API-key header (dots or not), an overlong or empty token.
+        for (name, value) in [
+            ("authorization", &b"Bearer knownab"[..]),
+            ("x-api-key", b"known.ab"),
+            (
+                "authorization",
+                &[b"Bearer known.".as_slice(), &[b'a'; 64]].concat(),
+            ),
+            ("authorization", b"Bearer "),
+        ] {
+            let (got, offered) = read(name, value);
+            assert!(offered.is_empty(), "{name}: {value:?} was offered");
+            assert_ne!(got, Ok(Some((true, Some("remembered")))));
+        }
     }
 }

@@ -8,7 +8,9 @@ mod order;
 pub(crate) use order::InsertionOrder;
 
 pub use header::DEFAULT_MAX_CREDENTIAL_LEN;
-pub(crate) use header::{CredentialSource, PresentedCredential, extract_credential};
+pub(crate) use header::{
+    CredentialSource, PresentedCredential, extract_credential, read_credential,
+};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -67,6 +69,26 @@ pub trait Authenticator: Send + Sync + 'static {
     fn attach_audit(&self, sink: &std::sync::Arc<dyn crate::layer::AuditSink>) {
         let _ = sink;
     }
+
+    /// A grant this authenticator established before for exactly these bytes and that still holds now, found
+    /// without verifying anything or waiting (a cache hit); `None` otherwise. Only the crate's own authenticators
+    /// answer it (the argument can't be named outside the crate), because the gate relies on the answer: it asks
+    /// before checking a bearer token's characters, and skips that check on `Some`. That is sound only for bytes
+    /// that passed it (or a stricter one) when they were first verified, which the JWT authenticator guarantees:
+    /// it accepts only base64url segments joined by `.`, a subset of RFC 6750 `b64token`.
+    #[doc(hidden)]
+    fn recall(&self, credential: SecretRef<'_>, inside: sealed::Inside) -> Option<Grant> {
+        let _ = (credential, inside);
+        None
+    }
+}
+
+/// The argument of [`Authenticator::recall`]: public, in a private module, so that no other crate can name it (and so
+/// implement or call the method).
+pub(crate) mod sealed {
+    /// Made only inside the crate.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Inside(pub(crate) ());
 }
 
 #[cfg(test)]

@@ -18,8 +18,9 @@ use super::render::{DenialBodyHook, GrpcFlavor, PreparedDenials, render};
 use super::resource::ResourceDocument;
 use super::throttle::Throttle;
 use super::{AuditEvent, AuditSink, GateBody};
+use crate::credential::sealed::Inside;
 use crate::credential::{
-    Authentication, Authenticator, CredentialSource, PresentedCredential, extract_credential,
+    Authentication, Authenticator, CredentialSource, PresentedCredential, read_credential,
 };
 use crate::grant::Grant;
 use crate::network::{CidrSet, ClientFacts, ConnectionInfo, resolve_client};
@@ -134,9 +135,9 @@ impl Gate {
     ) -> Progress {
         match self.steps_to_credential(&self.policy, req, client, forwarding) {
             Started::Decided(decision, lookup) => Progress::Decided(decision, lookup),
-            Started::Authenticate(presented, lookup) => {
+            Started::Authenticate((presented, recalled), lookup) => {
                 let source = presented.source();
-                Progress::Authenticating(self.authenticate(presented), lookup, source)
+                Progress::Authenticating(self.authenticate(presented, recalled), lookup, source)
             }
         }
     }
@@ -150,7 +151,7 @@ impl Gate {
         req: &'r Request<B>,
         client: &ClientFacts,
         forwarding: Option<Denial>,
-    ) -> Started<PresentedCredential<'r>> {
+    ) -> Started<(PresentedCredential<'r>, Option<Grant>)> {
         let facts = RequestFacts {
             method: req.method(),
             path: req.uri().path(),
@@ -163,13 +164,29 @@ impl Gate {
                 .as_ref()
                 .and_then(|throttle| throttle.locked_out(client.throttle_ip()))
         };
-        let credential =
-            || extract_credential(req.headers(), &self.key_header, self.max_credential_len);
+        // A bearer token the JWT authenticator remembers is read without its character check (see
+        // `read_credential`), and authenticated by that memory.
+        let recall = |token| self.jwt.as_ref()?.recall(token, Inside(()));
+        let credential = || {
+            read_credential(
+                req.headers(),
+                &self.key_header,
+                self.max_credential_len,
+                recall,
+            )
+        };
         policy.start(facts, self.require_tls, locked_out, credential)
     }
 
-    /// 6. Authenticate: choose the authenticator by the credential's shape.
-    fn authenticate(&self, presented: PresentedCredential<'_>) -> Authentication {
+    /// 6. Authenticate: choose the authenticator by the credential's shape (or take the grant step 5 recalled).
+    fn authenticate(
+        &self,
+        presented: PresentedCredential<'_>,
+        recalled: Option<Grant>,
+    ) -> Authentication {
+        if let Some(grant) = recalled {
+            return Authentication::Ready(Ok(grant));
+        }
         let authenticator = if presented.is_jwt_shaped() {
             &self.jwt
         } else {
@@ -197,9 +214,9 @@ impl Gate {
         Some(
             match self.steps_to_credential(shadow, req, &ctx.client, ctx.forwarding.clone()) {
                 Started::Decided(decision, _) => decision,
-                Started::Authenticate(presented, lookup) => match outcome {
+                Started::Authenticate((presented, recalled), lookup) => match outcome {
                     Some(outcome) => shadow.finish(&lookup, outcome, ctx.client.client_ip),
-                    None => match self.authenticate(presented) {
+                    None => match self.authenticate(presented, recalled) {
                         Authentication::Ready(outcome) => {
                             shadow.finish(&lookup, outcome.as_ref(), ctx.client.client_ip)
                         }

@@ -369,10 +369,11 @@ impl Issuer {
         crate::clock::unix_secs(self.clock.now())
     }
 
-    fn verify_inner(self: &Arc<Self>, token: &[u8]) -> Result<Grant, Failure> {
-        let config = &self.config;
+    /// Steps 1–2 of verification: the size, the key set's freshness, then a token that verified before. The time
+    /// they were judged at, and the remembered grant if there is one (else verification goes on).
+    fn recalled(&self, token: &[u8]) -> Result<(i64, Option<Grant>), Failure> {
         // 1. Size, before anything else (no base64, no JSON, no crypto, no cache hashing).
-        if token.len() > config.max_token_len {
+        if token.len() > self.config.max_token_len {
             return Err(Denial::invalid_credential(
                 "the token is longer than the configured maximum",
             )
@@ -384,7 +385,13 @@ impl Issuer {
             live.check_fresh(now)?;
         }
         // 2. A token that verified before.
-        if let Some(grant) = self.cache.get(token, now) {
+        Ok((now, self.cache.get(token, now)))
+    }
+
+    fn verify_inner(self: &Arc<Self>, token: &[u8]) -> Result<Grant, Failure> {
+        let config = &self.config;
+        let (now, recalled) = self.recalled(token)?;
+        if let Some(grant) = recalled {
             return Ok(grant);
         }
         // 3. Structure: three non-empty base64url segments.
@@ -651,6 +658,22 @@ impl crate::credential::Authenticator for JwtAuthenticator {
             }
             outcome => Authentication::Ready(outcome.map_err(|f| f.denial)),
         }
+    }
+
+    /// A token one of the issuers verified before and still remembers (steps 1–2 of its verification, which only
+    /// ever remember tokens made of base64url segments and `.`s). Each issuer's cache is asked in order: a token is
+    /// only ever verified, and so remembered, by the first issuer accepting its `iss`, so this finds what
+    /// [`authenticate`](crate::credential::Authenticator::authenticate) would, without reading the token's payload
+    /// to choose the issuer.
+    fn recall(
+        &self,
+        credential: crate::SecretRef<'_>,
+        _: crate::credential::sealed::Inside,
+    ) -> Option<Grant> {
+        let token = credential.expose();
+        self.0
+            .iter()
+            .find_map(|issuer| issuer.recalled(token).ok()?.1)
     }
 
     /// Key-set refresh failures (and recoveries) go to the gate's audit sink instead of `tracing`; the first sink
@@ -1005,6 +1028,51 @@ mod tests {
             let detail = auth.verify(&token).unwrap_err().detail();
             assert_eq!(detail, "the token is longer than the configured maximum");
         }
+    }
+
+    #[test]
+    fn recall_finds_only_tokens_verified_before_and_still_valid() {
+        use crate::credential::Authenticator;
+        use crate::credential::sealed::Inside;
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
+        let recall = |auth: &JwtAuthenticator, token: &str| {
+            auth.recall(crate::SecretRef::new(token.as_bytes()), Inside(()))
+                .map(|grant| grant.principal().to_owned())
+        };
+        let other_claims =
+            r#"{"iss":"https://other.example","aud":"orders-api","sub":"o","exp":1800000300}"#;
+        let (mine, theirs) = (hs256(&claims_until(START + 300)), hs256(other_claims));
+        let other = hs256_builder(&clock, "https://other.example")
+            .build()
+            .unwrap();
+        for auth in [
+            hs256_auth(&clock),
+            JwtAuthenticator::by_issuer([hs256_auth(&clock), other]).unwrap(),
+        ] {
+            // Never verified: nothing to recall, though the token is valid.
+            assert_eq!(recall(&auth, &mine), None);
+            assert!(auth.verify(&mine).is_ok());
+            assert_eq!(recall(&auth, &mine).as_deref(), Some("s"));
+            // Another byte string is another token.
+            assert_eq!(recall(&auth, &format!("{mine}x")), None);
+        }
+        // Several issuers: each remembers its own tokens, found without choosing the issuer from the payload.
+        let other = hs256_builder(&clock, "https://other.example")
+            .build()
+            .unwrap();
+        let both = JwtAuthenticator::by_issuer([hs256_auth(&clock), other]).unwrap();
+        assert!(both.verify(&theirs).is_ok());
+        assert_eq!(recall(&both, &theirs).as_deref(), Some("o"));
+        assert_eq!(recall(&both, &mine), None);
+        // Expired since: not recalled (and verification refuses it).
+        let single = hs256_auth(&clock);
+        assert!(single.verify(&mine).is_ok());
+        clock.advance(Duration::from_secs(300));
+        assert_eq!(recall(&single, &mine), None);
+        assert_eq!(
+            single.verify(&mine).unwrap_err().kind().as_str(),
+            "expired_credential"
+        );
     }
 
     #[test]
