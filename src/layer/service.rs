@@ -204,6 +204,7 @@ impl Gate {
     /// authenticated, the same outcome (`outcome`); `None` without a shadow policy. The store is never asked for
     /// the shadow: when only the shadow needs a credential authenticated, a cached answer is used, and without one
     /// the shadow decision is `unavailable`.
+    #[inline]
     pub(super) fn shadow_decision<B>(
         &self,
         req: &Request<B>,
@@ -211,24 +212,32 @@ impl Gate {
         outcome: Option<Result<&Grant, &Denial>>,
     ) -> Option<Decision> {
         let shadow = self.shadow.as_ref()?;
-        Some(
-            match self.steps_to_credential(shadow, req, &ctx.client, ctx.forwarding.clone()) {
-                Started::Decided(decision, _) => decision,
-                Started::Authenticate((presented, recalled), lookup) => match outcome {
-                    Some(outcome) => shadow.finish(&lookup, outcome, ctx.client.client_ip),
-                    None => match self.authenticate(presented, recalled) {
-                        Authentication::Ready(outcome) => {
-                            shadow.finish(&lookup, outcome.as_ref(), ctx.client.client_ip)
-                        }
-                        // Dropped unpolled: no store read, no key set fetch.
-                        Authentication::Pending(_) => Decision::Deny(Denial::new(
-                            DenialKind::Unavailable,
-                            "the shadow policy needed a credential that only a store read could authenticate",
-                        )),
-                    },
+        Some(self.decide_shadow(shadow, req, ctx, outcome))
+    }
+
+    fn decide_shadow<B>(
+        &self,
+        shadow: &Policy,
+        req: &Request<B>,
+        ctx: &RequestContext,
+        outcome: Option<Result<&Grant, &Denial>>,
+    ) -> Decision {
+        match self.steps_to_credential(shadow, req, &ctx.client, ctx.forwarding.clone()) {
+            Started::Decided(decision, _) => decision,
+            Started::Authenticate((presented, recalled), lookup) => match outcome {
+                Some(outcome) => shadow.finish(&lookup, outcome, ctx.client.client_ip),
+                None => match self.authenticate(presented, recalled) {
+                    Authentication::Ready(outcome) => {
+                        shadow.finish(&lookup, outcome.as_ref(), ctx.client.client_ip)
+                    }
+                    // Dropped unpolled: no store read, no key set fetch.
+                    Authentication::Pending(_) => Decision::Deny(Denial::new(
+                        DenialKind::Unavailable,
+                        "the shadow policy needed a credential that only a store read could authenticate",
+                    )),
                 },
             },
-        )
+        }
     }
 
     fn count_failure(&self, denial: &Denial, client: &ClientFacts) {
@@ -324,25 +333,12 @@ pub(super) fn mark_sensitive<B>(
         }
         return;
     }
-    for name in [&AUTHORIZATION, key_header] {
-        // `entry` reserves room for an insertion first: on a full map (hyper sizes the map to the headers it
-        // parsed) it would reallocate the map on every request. A single value, the usual case, is reached with
-        // `get_mut`; several (only on a route that reads no credential: step 5 refuses them) through `entry`.
-        let mut values = headers.get_all(name).iter();
-        match (values.next(), values.next()) {
-            (None, _) => {}
-            (Some(_), None) => {
-                if let Some(value) = headers.get_mut(name) {
-                    value.set_sensitive(true);
-                }
-            }
-            (Some(_), Some(_)) => {
-                if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
-                    for value in entry.iter_mut() {
-                        value.set_sensitive(true);
-                    }
-                }
-            }
+    // Every value of either name, in one walk over the request's header lines: no name is hashed (a custom one, the
+    // API-key header, costs a hash of its bytes per lookup), nothing is reserved (`entry` would reallocate a full
+    // map), and every repeated value is reached.
+    for (name, value) in headers.iter_mut() {
+        if name == AUTHORIZATION || name == key_header {
+            value.set_sensitive(true);
         }
     }
 }
