@@ -371,6 +371,7 @@ impl Issuer {
 
     /// Steps 1–2 of verification: the size, the key set's freshness, then a token that verified before. The time
     /// they were judged at, and the remembered grant if there is one (else verification goes on).
+    #[inline]
     fn recalled(&self, token: &[u8]) -> Result<(i64, Option<Grant>), Failure> {
         // 1. Size, before anything else (no base64, no JSON, no crypto, no cache hashing).
         if token.len() > self.config.max_token_len {
