@@ -1137,3 +1137,70 @@ fn a_protected_resource_with_a_plain_http_identifier_is_refused() {
         .to_string();
     assert!(err.contains("uri") && err.contains("https://"), "{err}");
 }
+
+/// A real JWT authenticator (ES256, its own key) for `/v1/invoices/{id}`, and one token it accepts.
+fn es256_authenticator() -> (scopegate::credential::jwt::JwtAuthenticator, String) {
+    use scopegate::credential::jwt::{
+        Algorithm, JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
+    };
+    use scopegate::policy::ScopeSet;
+    let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let key = SigningKey::from_pem(pem.as_bytes()).unwrap();
+    let issuer = TokenIssuer::new(key, "k1", "https://issuer.test", "invoices-api");
+    let scopes = ScopeSet::parse(["invoices:read"]).unwrap();
+    let token = issuer
+        .issue(&MintRequest::new("svc-7", scopes, Duration::from_secs(600)))
+        .unwrap();
+    let authenticator = JwtAuthenticator::builder()
+        .algorithms([Algorithm::ES256])
+        .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
+        .issuer("https://issuer.test")
+        .audience("invoices-api")
+        .build()
+        .unwrap();
+    (authenticator, token.expose_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_allowed_and_its_altered_copies_are_still_checked() {
+    let (authenticator, token) = es256_authenticator();
+    let mut h = harness(|b| b.jwt(authenticator).danger_disable_throttle());
+    // Verified, then remembered: the same grant, the same decision, the route's scopes still checked.
+    for _ in 0..2 {
+        let answer = h.send(get("/v1/invoices/7").bearer(&token)).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "hello svc-7");
+    }
+    let answer = h
+        .send(get("/v1/invoices").method("POST").bearer(&token))
+        .await;
+    assert_eq!(answer.status, 403);
+    // Copies that differ from the remembered bytes: a character outside b64token is refused by the character
+    // check, a `b64token` tail by the token's own verification.
+    let outside = format!("{token}!");
+    let padded = format!("{token}=");
+    for altered in [&outside, &padded] {
+        let answer = h.send(get("/v1/invoices/7").bearer(altered)).await;
+        assert_eq!(answer.status, 401, "{altered}");
+    }
+    let details: Vec<String> = h
+        .audit
+        .events()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        details[..3],
+        [
+            "allowed",
+            "allowed",
+            "scopes fall short of the route's requirement"
+        ]
+    );
+    assert_eq!(
+        details[3],
+        "credential has characters outside RFC 6750 b64token"
+    );
+    assert!(details[4].contains("base64url"), "{}", details[4]);
+    assert_eq!(h.calls(), 2);
+}
