@@ -1,6 +1,7 @@
 //! Heap allocations on the gate's request path, counted by a global allocator: an allowed API-key request (a cache
-//! hit), an allowed public route, and a denied request (401, no credential). Each count is pinned: a change that
-//! adds an allocation fails here, and one that removes some lowers the bound in the same commit.
+//! hit), an allowed JWT (a remembered token, of one issuer and of one of two), an allowed public route, and a denied
+//! request (401, no credential). Each count is pinned: a change that adds an allocation fails here, and one that
+//! removes some lowers the bound in the same commit.
 //!
 //! Counted: everything between handing the request to the service and dropping the response (the request is built
 //! before counting starts; the service and its response future run on this thread, polled without an executor),
