@@ -15,7 +15,8 @@
 //!   `MemoryKeyStore`, every one a cache hit (the cache is warmed first), beside `api_key_verify_only_random_1M`,
 //!   the verifier alone on the same keys;
 //! - `jwt_es256_cached`: an ES256 token minted by `TokenIssuer`, a verified-token cache hit, beside
-//!   `jwt_authenticate_only`;
+//!   `jwt_authenticate_only`; `overhead/jwt_es256_cached_one_of_two_issuers`: the same token through an authenticator
+//!   of two issuers, its own the second;
 //! - `deny_missing_credential`: a protected route without a credential (401, rendered);
 //! - `api_key_cached_random_1M_tracing_audit`: the API-key variant with the default `TracingAudit` and no
 //!   `tracing` subscriber installed;
@@ -114,14 +115,16 @@ fn api_keys() -> ApiKeys {
     ApiKeys { fixture, verifier }
 }
 
-fn jwt() -> (HeaderValue, String, JwtAuthenticator) {
+/// An ES256 issuer `iss` of its own key: a token it minted (verified once, so remembered) as a bearer header, the
+/// token, and an authenticator trusting it.
+fn jwt(iss: &str) -> (HeaderValue, String, JwtAuthenticator) {
     let pkcs8 =
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
             .unwrap();
     let issuer = TokenIssuer::new(
         SigningKey::es256_from_pkcs8_der(pkcs8.as_ref()).unwrap(),
         "k1",
-        ISS,
+        iss,
         AUD,
     );
     let token = issuer
@@ -135,7 +138,7 @@ fn jwt() -> (HeaderValue, String, JwtAuthenticator) {
     let authenticator = JwtAuthenticator::builder()
         .algorithms([Algorithm::ES256])
         .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
-        .issuer(ISS)
+        .issuer(iss)
         .audience(AUD)
         .build()
         .unwrap();
@@ -227,7 +230,10 @@ fn gate(keys: &ApiKeys, jwt: &JwtAuthenticator, audit: impl AuditSink) -> ScopeG
 #[allow(clippy::too_many_lines)] // one linear script: the fixture, then each measurement in order
 fn bench(c: &mut Criterion) {
     let keys = api_keys();
-    let (bearer, token, jwt) = jwt();
+    // Several issuers: the token's issuer is the second of two entries, so a cache hit asks the other one first.
+    let (_, _, other) = jwt("https://other-issuer.example");
+    let (bearer, token, jwt) = jwt(ISS);
+    let two_issuers = JwtAuthenticator::by_issuer([other, jwt.clone()]).unwrap();
     let peer: IpAddr = "198.51.100.7".parse().unwrap();
     let health: Uri = "/health".parse().unwrap();
     let order: Uri = "/v1/orders/42".parse().unwrap();
@@ -236,6 +242,7 @@ fn bench(c: &mut Criterion) {
     let mut bare = service_fn(hello);
     let mut gated = gate(&keys, &jwt, NoAudit).layer(service_fn(hello));
     let mut traced = gate(&keys, &jwt, scopegate::layer::TracingAudit).layer(service_fn(hello));
+    let mut two = gate(&keys, &two_issuers, NoAudit).layer(service_fn(hello));
 
     // Check every variant's outcome once before timing it.
     assert_eq!(
@@ -254,6 +261,8 @@ fn bench(c: &mut Criterion) {
     assert_eq!(call(&mut gated, req).unwrap().status(), 200);
     let req = request(&order, peer, Some((AUTHORIZATION, bearer.clone())));
     assert_eq!(call(&mut gated, req).unwrap().status(), 200);
+    let req = request(&order, peer, Some((AUTHORIZATION, bearer.clone())));
+    assert_eq!(call(&mut two, req).unwrap().status(), 200);
     assert_eq!(
         call(&mut gated, request(&order, peer, None))
             .unwrap()
@@ -363,6 +372,13 @@ fn bench(c: &mut Criterion) {
             b,
             || drop(black_box(call(&mut bare, bearer_request()))),
             || drop(black_box(call(&mut gated, bearer_request()))),
+        );
+    });
+    group.bench_function("overhead/jwt_es256_cached_one_of_two_issuers", |b| {
+        interleaved(
+            b,
+            || drop(black_box(call(&mut bare, bearer_request()))),
+            || drop(black_box(call(&mut two, bearer_request()))),
         );
     });
     group.bench_function("overhead/deny_missing_credential", |b| {
