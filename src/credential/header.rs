@@ -86,13 +86,8 @@ fn is_b64token_byte(b: u8) -> bool {
         | (b == b'~')
 }
 
-/// Finds the request's one credential.
-///
-/// - `Ok(None)`: no credential header at all (401 `missing_credential` on a protected route).
-/// - `Err` 400 `malformed_request`: two field lines of either header, a comma-joined value, or both headers
-///   (RFC 6750 §3.1 `invalid_request`).
-/// - `Err` 401 `invalid_credential`: another scheme, an empty or overlong token, non-`b64token` bytes, trailing
-///   garbage — decided here, before any store or crypto work.
+/// [`read_credential`] without a memory to offer tokens to: the fuzz harness's and the tests' view of step 5.
+#[cfg(any(test, feature = "__fuzz"))]
 pub(crate) fn extract_credential<'a>(
     headers: &'a HeaderMap,
     key_header: &HeaderName,
@@ -103,11 +98,19 @@ pub(crate) fn extract_credential<'a>(
         .map(|read| read.map(|(presented, _)| presented))
 }
 
-/// [`extract_credential`], with one shortcut: a bearer token with a `.` (shaped like a JWT) is first offered to
-/// `recall`, after the length checks. When `recall` answers, the credential comes back with its answer, and its
-/// characters are not checked: `recall` must answer only for bytes that passed that check, or a stricter one, before
-/// (the JWT authenticator's memory of tokens it verified: base64url segments and `.`s only). The check is the one
-/// pass over the whole token that the gate makes; a remembered token needs none.
+/// Finds the request's one credential.
+///
+/// - `Ok(None)`: no credential header at all (401 `missing_credential` on a protected route).
+/// - `Err` 400 `malformed_request`: two field lines of either header, a comma-joined value, or both headers
+///   (RFC 6750 §3.1 `invalid_request`).
+/// - `Err` 401 `invalid_credential`: another scheme, an empty or overlong token, non-`b64token` bytes, trailing
+///   garbage — decided here, before any store or crypto work.
+///
+/// One shortcut: a bearer token with a `.` (shaped like a JWT) is first offered to `recall`, after the length checks.
+/// When `recall` answers, the credential comes back with its answer, and its characters are not checked: `recall`
+/// must answer only for bytes that passed that check, or a stricter one, before (the JWT authenticator's memory of
+/// tokens it verified: base64url segments and `.`s only). The check is the one pass over the whole token that the
+/// gate makes; a remembered token needs none.
 pub(crate) fn read_credential<'a, R>(
     headers: &'a HeaderMap,
     key_header: &HeaderName,

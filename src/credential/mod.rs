@@ -8,9 +8,9 @@ mod order;
 pub(crate) use order::InsertionOrder;
 
 pub use header::DEFAULT_MAX_CREDENTIAL_LEN;
-pub(crate) use header::{
-    CredentialSource, PresentedCredential, extract_credential, read_credential,
-};
+#[cfg(feature = "__fuzz")]
+pub(crate) use header::extract_credential;
+pub(crate) use header::{CredentialSource, PresentedCredential, read_credential};
 
 use std::future::Future;
 use std::pin::Pin;
