@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Throughput of hello-world axum on loopback: no auth, behind the scopegate layer (API key, plaintext allowed so that
-# TLS does not swamp the comparison), and behind tower-http's bearer check, with wrk.
+# TLS does not swamp the comparison), behind tower-http's bearer check, and behind a layer that does nothing (the
+# control: what one more layer's code layout and the machine's drift alone do to the figures), with wrk.
 #
 # The server runs on one core and wrk on the other (taskset); the variants alternate within each pair so that drift
 # on a shared machine hits all of them alike; the script prints each pair's ratios and their medians
@@ -18,7 +19,8 @@ SERVER_CPU=${SERVER_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 CONNECTIONS=${WRK_CONNECTIONS:-64}
 PORT=${PORT:-18080}
-VARIANTS=(none scopegate tower-http)
+# identity: a layer that does nothing, the control for code layout and drift (see examples/bench_server.rs).
+VARIANTS=(none scopegate tower-http identity)
 
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
@@ -68,27 +70,32 @@ median() {
 }
 
 echo "pairs=$PAIRS seconds=$SECONDS_PER_RUN connections=$CONNECTIONS server_cpu=$SERVER_CPU wrk_cpu=$WRK_CPU"
-printf '%-5s %12s %12s %12s %10s %10s %10s\n' pair none scopegate tower-http sg/none th/none sg/th
+printf '%-5s %12s %12s %12s %12s %10s %10s %10s %10s\n' pair none scopegate tower-http identity sg/none th/none \
+    sg/th id/none
 SG_RATIOS=()
 TH_RATIOS=()
 SG_TH_RATIOS=()
+ID_RATIOS=()
 for pair in $(seq "$PAIRS"); do
     declare -A rps=()
     # Alternate the order from pair to pair so that no variant always runs first.
-    if (( pair % 2 )); then order=("${VARIANTS[@]}"); else order=(tower-http scopegate none); fi
+    if (( pair % 2 )); then order=("${VARIANTS[@]}"); else order=(identity tower-http scopegate none); fi
     for variant in "${order[@]}"; do
         rps[$variant]=$(run "$variant")
     done
     sg=$(awk -v a="${rps[scopegate]}" -v b="${rps[none]}" 'BEGIN { printf "%.3f", a / b }')
     th=$(awk -v a="${rps[tower-http]}" -v b="${rps[none]}" 'BEGIN { printf "%.3f", a / b }')
     sg_th=$(awk -v a="${rps[scopegate]}" -v b="${rps[tower-http]}" 'BEGIN { printf "%.3f", a / b }')
+    id=$(awk -v a="${rps[identity]}" -v b="${rps[none]}" 'BEGIN { printf "%.3f", a / b }')
     SG_RATIOS+=("$sg")
     TH_RATIOS+=("$th")
     SG_TH_RATIOS+=("$sg_th")
-    printf '%-5s %12s %12s %12s %10s %10s %10s\n' "$pair" "${rps[none]}" "${rps[scopegate]}" "${rps[tower-http]}" \
-        "$sg" "$th" "$sg_th"
+    ID_RATIOS+=("$id")
+    printf '%-5s %12s %12s %12s %12s %10s %10s %10s %10s\n' "$pair" "${rps[none]}" "${rps[scopegate]}" \
+        "${rps[tower-http]}" "${rps[identity]}" "$sg" "$th" "$sg_th" "$id"
     unset rps
 done
 echo "median scopegate/none:       $(printf '%s\n' "${SG_RATIOS[@]}" | median)  (target >= 0.93)"
 echo "median tower-http/none:      $(printf '%s\n' "${TH_RATIOS[@]}" | median)"
 echo "median scopegate/tower-http: $(printf '%s\n' "${SG_TH_RATIOS[@]}" | median)  (target >= 0.95)"
+echo "median identity/none:        $(printf '%s\n' "${ID_RATIOS[@]}" | median)  (control: a layer that does nothing)"

@@ -1,4 +1,4 @@
-//! A hello-world axum server on loopback for the throughput comparison of `benches/wrk.sh`, in one of three
+//! A hello-world axum server on loopback for the throughput comparison of `benches/wrk.sh`, in one of four
 //! variants:
 //!
 //! - `none`: no authorization at all (the baseline);
@@ -6,10 +6,12 @@
 //!   through the cache of a `MemoryKeyStore` holding 100,000 keys. Plaintext is allowed (`danger_allow_plaintext`)
 //!   so that TLS cost does not swamp the comparison: never do this outside a benchmark;
 //! - `tower-http`: tower-http's `ValidateRequestHeaderLayer::bearer`, a plain string compare of the header (the
-//!   reference bearer check of the throughput target).
+//!   reference bearer check of the throughput target);
+//! - `identity`: a layer that does nothing (tower's `MapResponseLayer` with `|r| r`), the control: how far a binary
+//!   whose only difference from `none` is one more layer's code layout moves the figures on this machine.
 //!
-//! All three serve through the same accept loop (`scopegate::serve::serve_plaintext`, hyper-util's auto HTTP/1.1 +
-//! HTTP/2 connection, which marks each request with its peer) on a current-thread runtime, and all three expect
+//! All four serve through the same accept loop (`scopegate::serve::serve_plaintext`, hyper-util's auto HTTP/1.1 +
+//! HTTP/2 connection, which marks each request with its peer) on a current-thread runtime, and all four expect
 //! the same request: `GET /v1/orders/42` with `Authorization: Bearer <key>`. The key is printed on the first line of
 //! stdout; the address on the second.
 //!
@@ -120,8 +122,12 @@ async fn main() -> std::io::Result<()> {
             let check = ValidateRequestHeaderLayer::bearer(&key);
             scopegate::serve::serve_plaintext(listener, check.layer(router), shutdown).await
         }
+        "identity" => {
+            let nothing = tower::util::MapResponseLayer::new(|r: axum::response::Response| r);
+            scopegate::serve::serve_plaintext(listener, nothing.layer(router), shutdown).await
+        }
         other => {
-            eprintln!("unknown variant {other:?}: none, scopegate or tower-http");
+            eprintln!("unknown variant {other:?}: none, scopegate, tower-http or identity");
             std::process::exit(2);
         }
     }
