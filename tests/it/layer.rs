@@ -47,6 +47,13 @@ impl Captured {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
+    /// One text field of every event, in order.
+    pub(crate) fn field(&self, name: &str) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|e| e[name].as_str().unwrap().to_owned())
+            .collect()
+    }
     fn raw(&self) -> String {
         self.0.lock().unwrap().join("\n")
     }
@@ -378,12 +385,7 @@ async fn every_denial_kind_on_the_wire_and_the_service_never_runs() {
         );
     }
     assert_eq!(h.calls(), 0, "the inner service never runs on a denial");
-    let reasons: Vec<String> = h
-        .audit
-        .events()
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap().to_owned())
-        .collect();
+    let reasons = h.audit.field("reason");
     assert_eq!(
         reasons,
         [
@@ -1183,12 +1185,7 @@ async fn a_remembered_token_is_allowed_and_its_altered_copies_are_still_checked(
         let answer = h.send(get("/v1/invoices/7").bearer(altered)).await;
         assert_eq!(answer.status, 401, "{altered}");
     }
-    let details: Vec<String> = h
-        .audit
-        .events()
-        .iter()
-        .map(|e| e["detail"].as_str().unwrap().to_owned())
-        .collect();
+    let details = h.audit.field("detail");
     assert_eq!(
         details[..3],
         [
