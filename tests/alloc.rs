@@ -30,6 +30,10 @@ use scopegate::policy::{Policy, Route, ScopeSet};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{Layer, Service};
 
+#[cfg(feature = "jwt")]
+#[path = "support/minted.rs"]
+mod minted;
+
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -217,41 +221,20 @@ const PUBLIC: usize = 1;
 /// challenge were made once per gate, then 2 once the path check stopped collecting the segments).
 const DENIED: usize = 2;
 
-/// Two issuers' authenticators, each trusting its own ES256 key; a token of the second issuer. Returns the first
-/// issuer's authenticator alone with its token, and both combined with the second's token.
+/// Two issuers' authenticators, each trusting its own ES256 key, and a token of each. Returns the first issuer's
+/// authenticator alone with its token, and both combined with the second's token.
 #[cfg(feature = "jwt")]
 fn remembered_tokens() -> Vec<(
     &'static str,
     scopegate::credential::jwt::JwtAuthenticator,
     String,
 )> {
-    use scopegate::credential::jwt::{
-        Algorithm, JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
-    };
-    let issue = |iss: &str| {
-        let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
-        let issuer = TokenIssuer::new(
-            SigningKey::from_pem(pem.as_bytes()).unwrap(),
-            "k1",
-            iss,
-            "orders-api",
-        );
-        let scopes = ScopeSet::parse(["orders:read"]).unwrap();
-        let token = issuer
-            .issue(&MintRequest::new("svc", scopes, Duration::from_secs(3600)))
-            .unwrap();
-        let authenticator = JwtAuthenticator::builder()
-            .algorithms([Algorithm::ES256])
-            .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
-            .issuer(iss)
-            .audience("orders-api")
-            .build()
-            .unwrap();
-        (authenticator, token.expose_str().unwrap().to_owned())
-    };
+    use minted::minted;
+    let issue = |iss: &str| minted(iss, "orders-api", "svc", &["orders:read"]);
     let (first, first_token) = issue("https://one.example");
     let (second, second_token) = issue("https://two.example");
-    let both = JwtAuthenticator::by_issuer([first.clone(), second]).unwrap();
+    let both =
+        scopegate::credential::jwt::JwtAuthenticator::by_issuer([first.clone(), second]).unwrap();
     vec![
         ("one issuer", first, first_token),
         ("one of two issuers", both, second_token),

@@ -1140,32 +1140,14 @@ fn a_protected_resource_with_a_plain_http_identifier_is_refused() {
     assert!(err.contains("uri") && err.contains("https://"), "{err}");
 }
 
-/// A real JWT authenticator (ES256, its own key) for `/v1/invoices/{id}`, and one token it accepts.
-fn es256_authenticator() -> (scopegate::credential::jwt::JwtAuthenticator, String) {
-    use scopegate::credential::jwt::{
-        Algorithm, JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
-    };
-    use scopegate::policy::ScopeSet;
-    let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
-    let key = SigningKey::from_pem(pem.as_bytes()).unwrap();
-    let issuer = TokenIssuer::new(key, "k1", "https://issuer.test", "invoices-api");
-    let scopes = ScopeSet::parse(["invoices:read"]).unwrap();
-    let token = issuer
-        .issue(&MintRequest::new("svc-7", scopes, Duration::from_secs(600)))
-        .unwrap();
-    let authenticator = JwtAuthenticator::builder()
-        .algorithms([Algorithm::ES256])
-        .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
-        .issuer("https://issuer.test")
-        .audience("invoices-api")
-        .build()
-        .unwrap();
-    (authenticator, token.expose_str().unwrap().to_owned())
-}
-
 #[tokio::test]
 async fn a_remembered_token_is_allowed_and_its_altered_copies_are_still_checked() {
-    let (authenticator, token) = es256_authenticator();
+    let (authenticator, token) = crate::minted::minted(
+        "https://issuer.test",
+        "invoices-api",
+        "svc-7",
+        &["invoices:read"],
+    );
     let mut h = harness(|b| b.jwt(authenticator).danger_disable_throttle());
     // Verified, then remembered: the same grant, the same decision, the route's scopes still checked.
     for _ in 0..2 {

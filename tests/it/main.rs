@@ -19,6 +19,8 @@ mod idp;
 mod jwt;
 mod layer;
 mod live_keys;
+#[path = "../support/minted.rs"]
+mod minted;
 mod oidc_interop;
 mod policy_props;
 mod policy_vectors;
