@@ -36,17 +36,13 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use criterion::{Bencher, Criterion, SamplingMode, criterion_group, criterion_main};
 use http::header::{ACCEPT, AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use http::{Request, Uri};
 use scopegate::SecretRef;
 use scopegate::credential::Authenticator;
 use scopegate::credential::api_key::ApiKeyVerifier;
-use scopegate::credential::jwt::{
-    Algorithm, JwtAuthenticator, KeySet, MintRequest, SigningKey, TokenIssuer,
-};
+use scopegate::credential::jwt::JwtAuthenticator;
 use scopegate::layer::{AuditSink, ScopeGateLayer};
 use scopegate::network::ConnectionInfo;
 use scopegate::policy::{Policy, Route, ScopeSet};
@@ -54,6 +50,8 @@ use tower::{Layer, service_fn};
 
 #[path = "support/keys.rs"]
 mod keys;
+#[path = "../tests/support/minted.rs"]
+mod minted;
 #[path = "support/poll.rs"]
 mod poll;
 #[path = "support/service.rs"]
@@ -118,30 +116,8 @@ fn api_keys() -> ApiKeys {
 /// An ES256 issuer `iss` of its own key: a token it minted (verified once, so remembered) as a bearer header, the
 /// token, and an authenticator trusting it.
 fn jwt(iss: &str) -> (HeaderValue, String, JwtAuthenticator) {
-    let pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .unwrap();
-    let issuer = TokenIssuer::new(
-        SigningKey::es256_from_pkcs8_der(pkcs8.as_ref()).unwrap(),
-        "k1",
-        iss,
-        AUD,
-    );
-    let token = issuer
-        .issue(&MintRequest::new(
-            "svc-billing-7f3a9c21",
-            ScopeSet::parse(["orders:read", "invoices:read"]).unwrap(),
-            Duration::from_secs(3600),
-        ))
-        .unwrap();
-    let token = token.expose_str().unwrap().to_owned();
-    let authenticator = JwtAuthenticator::builder()
-        .algorithms([Algorithm::ES256])
-        .key_set(KeySet::from_jwks_json(issuer.jwks_json().as_bytes()).unwrap())
-        .issuer(iss)
-        .audience(AUD)
-        .build()
-        .unwrap();
+    let scopes = ["orders:read", "invoices:read"];
+    let (authenticator, token) = minted::minted(iss, AUD, "svc-billing-7f3a9c21", &scopes);
     authenticator.verify(&token).expect("warm the token cache");
     let header = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
     (header, token, authenticator)
