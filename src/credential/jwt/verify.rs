@@ -1040,9 +1040,10 @@ mod tests {
             auth.recall(crate::SecretRef::new(token.as_bytes()), Inside(()))
                 .map(|grant| grant.principal().to_owned())
         };
-        let other_claims =
-            r#"{"iss":"https://other.example","aud":"orders-api","sub":"o","exp":1800000300}"#;
-        let (mine, theirs) = (hs256(&claims_until(START + 300)), hs256(other_claims));
+        let other_claims = claims_until(START + 300)
+            .replace("issuer.example", "other.example")
+            .replace(r#""sub":"s""#, r#""sub":"o""#);
+        let (mine, theirs) = (hs256(&claims_until(START + 300)), hs256(&other_claims));
         let other = hs256_builder(&clock, "https://other.example")
             .build()
             .unwrap();
