@@ -9,6 +9,7 @@ use super::algorithm::Algorithm;
 use super::keyset::{JwksSource, KeySet, KeySetError};
 use super::live::{KeyRefresh, Live};
 use super::verify::{Config, JwtAuthenticator};
+use crate::clock::HeldClock;
 use crate::error::{ConfigError, Location};
 use crate::{Clock, SystemClock};
 
@@ -132,7 +133,7 @@ pub struct JwtAuthenticatorBuilder {
     typ: Option<Vec<String>>,
     max_token_len: usize,
     cache_capacity: usize,
-    clock: Arc<dyn Clock>,
+    clock: HeldClock,
     superuser: bool,
 }
 
@@ -163,7 +164,7 @@ impl JwtAuthenticatorBuilder {
             typ: None,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
-            clock: Arc::new(SystemClock),
+            clock: HeldClock::new(SystemClock),
             superuser: false,
         }
     }
@@ -310,7 +311,7 @@ impl JwtAuthenticatorBuilder {
 
     /// The clock for `exp`/`nbf`/`iat`, cache expiry and the refresh rate. Defaults to the system clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = HeldClock::new(clock);
         self
     }
 

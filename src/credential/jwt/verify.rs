@@ -16,9 +16,10 @@ use super::claims;
 use super::config::JwtAuthenticatorBuilder;
 use super::keyset::{JwksFetchError, KeySet, KeySetError, Selection};
 use super::live::{Live, Why};
+use crate::clock::HeldClock;
 use crate::error::{ConfigError, Location};
 use crate::policy::{Denial, DenialKind};
-use crate::{Attributes, Clock, CredentialKind, Grant};
+use crate::{Attributes, CredentialKind, Grant};
 
 /// The longest decoded signature accepted (RSA 8192 bits).
 const MAX_SIGNATURE_LEN: usize = 1024;
@@ -100,7 +101,7 @@ pub enum RefreshError {
 /// One issuer's settings, key set, refresh state and verified-token cache.
 pub(super) struct Issuer {
     config: Config,
-    clock: Arc<dyn Clock>,
+    clock: HeldClock,
     keys: ArcSwap<KeyState>,
     /// Serialises key-set swaps (never taken on the request path).
     swapping: Mutex<()>,
@@ -209,7 +210,7 @@ impl JwtAuthenticator {
         keys: KeySet,
         live: Option<Live>,
         cache_capacity: usize,
-        clock: Arc<dyn Clock>,
+        clock: HeldClock,
     ) -> Self {
         let issuer = Issuer {
             config,
@@ -369,10 +370,12 @@ impl Issuer {
         crate::clock::unix_secs(self.clock.now())
     }
 
-    /// Steps 1–2 of verification: the size, the key set's freshness, then a token that verified before. The time
-    /// they were judged at, and the remembered grant if there is one (else verification goes on).
+    /// Steps 1–2 of verification: the size, the key set's freshness, then a token that verified before; the
+    /// remembered grant if there is one (else verification goes on). Both judge only that something has not yet
+    /// expired (the key set its staleness bound, the token its `exp`), so the clock is read the cheap way, never
+    /// behind (see [`HeldClock::secs_not_behind`]).
     #[inline]
-    fn recalled(&self, token: &[u8]) -> Result<(i64, Option<Grant>), Failure> {
+    fn recalled(&self, token: &[u8]) -> Result<Option<Grant>, Failure> {
         // 1. Size, before anything else (no base64, no JSON, no crypto, no cache hashing).
         if token.len() > self.config.max_token_len {
             return Err(Denial::invalid_credential(
@@ -380,21 +383,22 @@ impl Issuer {
             )
             .into());
         }
-        let now = self.now_secs();
+        let now = self.clock.secs_not_behind();
         // A live key set: refreshed in the background, and never used past its staleness bound.
         if let Some(live) = &self.live {
             live.check_fresh(now)?;
         }
         // 2. A token that verified before.
-        Ok((now, self.cache.get(token, now)))
+        Ok(self.cache.get(token, now))
     }
 
     fn verify_inner(self: &Arc<Self>, token: &[u8]) -> Result<Grant, Failure> {
         let config = &self.config;
-        let (now, recalled) = self.recalled(token)?;
-        if let Some(grant) = recalled {
+        if let Some(grant) = self.recalled(token)? {
             return Ok(grant);
         }
+        // Verification judges starts (`nbf`, `iat`) as well as ends: the exact clock.
+        let now = self.now_secs();
         // 3. Structure: three non-empty base64url segments.
         let mut dots = [0usize; 2];
         let mut count = 0usize;
@@ -674,7 +678,7 @@ impl crate::credential::Authenticator for JwtAuthenticator {
         let token = credential.expose();
         self.0
             .iter()
-            .find_map(|issuer| issuer.recalled(token).ok()?.1)
+            .find_map(|issuer| issuer.recalled(token).ok()?)
     }
 
     /// Key-set refresh failures (and recoveries) go to the gate's audit sink instead of `tracing`; the first sink
