@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use http::header::{AUTHORIZATION, HeaderMap, HeaderName};
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
 use crate::policy::Denial;
 use crate::secret::SecretRef;
@@ -117,16 +117,13 @@ pub(crate) fn read_credential<'a, R>(
     max_len: usize,
     recall: impl FnOnce(SecretRef<'a>) -> Option<R>,
 ) -> Result<Option<(PresentedCredential<'a>, Option<R>)>, Denial> {
-    let mut authorization = headers.get_all(AUTHORIZATION).iter();
-    let mut api_key = headers.get_all(key_header).iter();
-    let (auth_first, auth_second) = (authorization.next(), authorization.next());
-    let (key_first, key_second) = (api_key.next(), api_key.next());
-    if auth_second.is_some() || key_second.is_some() {
+    let (authorization, api_key) = credential_lines(headers, key_header);
+    if authorization.repeated || api_key.repeated {
         return Err(Denial::malformed_credentials(
             "a credential header appears more than once",
         ));
     }
-    let (source, raw) = match (auth_first, key_first) {
+    let (source, raw) = match (authorization.first, api_key.first) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
             return Err(Denial::malformed_credentials(
@@ -148,6 +145,57 @@ pub(crate) fn read_credential<'a, R>(
                 denial
             }
         })
+}
+
+/// Up to this many header values, a walk over the request's header lines finds the two credential headers sooner
+/// than two lookups by name: each lookup hashes its name's bytes (the API-key header's custom name costs the most),
+/// while the walk compares names, standard ones by their index. Beyond it, the lookups (their cost does not grow
+/// with the map).
+pub(crate) const WALK_AT_MOST: usize = 16;
+
+/// The field lines of one credential header: the first value, and whether there is another.
+#[derive(Default)]
+struct Lines<'a> {
+    first: Option<&'a HeaderValue>,
+    repeated: bool,
+}
+
+impl<'a> Lines<'a> {
+    fn note(&mut self, value: &'a HeaderValue) {
+        if self.first.is_some() {
+            self.repeated = true;
+        } else {
+            self.first = Some(value);
+        }
+    }
+
+    fn of(values: &http::header::GetAll<'a, HeaderValue>) -> Self {
+        let mut values = values.iter();
+        Lines {
+            first: values.next(),
+            repeated: values.next().is_some(),
+        }
+    }
+}
+
+/// The `Authorization` lines and the API-key header's lines: every value of each is counted, whichever way they are
+/// found (see [`WALK_AT_MOST`]).
+fn credential_lines<'a>(headers: &'a HeaderMap, key_header: &HeaderName) -> (Lines<'a>, Lines<'a>) {
+    if headers.len() > WALK_AT_MOST {
+        return (
+            Lines::of(&headers.get_all(AUTHORIZATION)),
+            Lines::of(&headers.get_all(key_header)),
+        );
+    }
+    let (mut authorization, mut api_key) = (Lines::default(), Lines::default());
+    for (name, value) in headers {
+        if name == AUTHORIZATION {
+            authorization.note(value);
+        } else if name == key_header {
+            api_key.note(value);
+        }
+    }
+    (authorization, api_key)
 }
 
 /// The credential in one header's value: the token after `Bearer` (for `Authorization`) or the whole value, checked.
@@ -205,8 +253,6 @@ fn presented<'a, R>(
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
     use crate::policy::DenialKind;
 
@@ -214,17 +260,38 @@ mod tests {
         HeaderName::from_static("x-api-key")
     }
 
+    /// Step 5 on a request of these header lines, read twice: as they are (a map small enough to be walked), and
+    /// among enough other lines to be looked up by name. Both ways must find the same.
     fn run(lines: &[(&str, &[u8])]) -> Result<Option<PresentedCredential<'static>>, Denial> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in lines {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
+        let read = |filler: usize| {
+            let mut headers = HeaderMap::new();
+            for i in 0..filler {
+                headers.append(
+                    HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap(),
+                    HeaderValue::from_static("v"),
+                );
+            }
+            for (name, value) in lines {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(value).unwrap(),
+                );
+            }
+            // Leaked: each test's few headers outlive the borrowed credential.
+            let headers: &'static HeaderMap = Box::leak(Box::new(headers));
+            extract_credential(headers, &key_header(), 64)
+        };
+        let walked = read(0);
+        let looked_up = read(WALK_AT_MOST + 1);
+        assert_eq!(kind(&walked), kind(&looked_up), "{lines:?}");
+        if let (Ok(Some(a)), Ok(Some(b))) = (&walked, &looked_up) {
+            assert_eq!(a.secret().expose(), b.secret().expose());
+            assert_eq!(a.source(), b.source());
         }
-        // Leaked: each test's few headers outlive the borrowed credential.
-        let headers: &'static HeaderMap = Box::leak(Box::new(headers));
-        extract_credential(headers, &key_header(), 64)
+        if let (Err(a), Err(b)) = (&walked, &looked_up) {
+            assert_eq!(a.detail(), b.detail());
+        }
+        walked
     }
 
     fn kind(r: &Result<Option<PresentedCredential<'_>>, Denial>) -> &'static str {

@@ -10,7 +10,7 @@ pub(crate) use order::InsertionOrder;
 pub use header::DEFAULT_MAX_CREDENTIAL_LEN;
 #[cfg(feature = "__fuzz")]
 pub(crate) use header::extract_credential;
-pub(crate) use header::{CredentialSource, PresentedCredential, read_credential};
+pub(crate) use header::{CredentialSource, PresentedCredential, WALK_AT_MOST, read_credential};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -20,7 +20,8 @@ use super::throttle::Throttle;
 use super::{AuditEvent, AuditSink, GateBody};
 use crate::credential::sealed::Inside;
 use crate::credential::{
-    Authentication, Authenticator, CredentialSource, PresentedCredential, read_credential,
+    Authentication, Authenticator, CredentialSource, PresentedCredential, WALK_AT_MOST,
+    read_credential,
 };
 use crate::grant::Grant;
 use crate::network::{CidrSet, ClientFacts, ConnectionInfo, resolve_client};
@@ -322,7 +323,9 @@ pub(super) fn mark_sensitive<B>(
     read: Option<CredentialSource>,
 ) {
     let headers = req.headers_mut();
-    if let Some(source) = read {
+    if let Some(source) = read
+        && headers.len() > WALK_AT_MOST
+    {
         let name = match source {
             CredentialSource::Authorization => &AUTHORIZATION,
             CredentialSource::KeyHeader => key_header,
@@ -335,7 +338,8 @@ pub(super) fn mark_sensitive<B>(
     }
     // Every value of either name, in one walk over the request's header lines: no name is hashed (a custom one, the
     // API-key header, costs a hash of its bytes per lookup), nothing is reserved (`entry` would reallocate a full
-    // map), and every repeated value is reached.
+    // map), and every repeated value is reached. After step 5 read a credential, the other name has no line, so
+    // marking both names marks the one read. Beyond `WALK_AT_MOST` lines, a lookup of the name read costs less.
     for (name, value) in headers.iter_mut() {
         if name == AUTHORIZATION || name == key_header {
             value.set_sensitive(true);
@@ -529,29 +533,43 @@ mod tests {
     #[test]
     fn credential_headers_are_marked_sensitive() {
         let key = HeaderName::from_static("x-api-key");
-        let request = || {
-            Request::get("/")
-                .header(AUTHORIZATION, "Bearer t")
-                .header(&key, "sg_k")
-                .header("x-other", "v")
-                .body(())
-                .unwrap()
-        };
-        let sensitive = |req: &Request<()>| {
-            ["authorization", "x-api-key", "x-other"].map(|n| req.headers()[n].is_sensitive())
-        };
-        let mut read_key = request();
-        mark_sensitive(&mut read_key, &key, Some(CredentialSource::KeyHeader));
-        assert_eq!(sensitive(&read_key), [false, true, false]);
-        let mut read_bearer = request();
-        mark_sensitive(
-            &mut read_bearer,
-            &key,
-            Some(CredentialSource::Authorization),
-        );
-        assert_eq!(sensitive(&read_bearer), [true, false, false]);
-        let mut none_read = request();
-        mark_sensitive(&mut none_read, &key, None);
-        assert_eq!(sensitive(&none_read), [true, true, false]);
+        // Walked (a few lines), and looked up by name (more lines than a walk takes on).
+        for filler in [0, WALK_AT_MOST] {
+            let request = || {
+                let mut req = Request::get("/")
+                    .header(AUTHORIZATION, "Bearer t")
+                    .header(&key, "sg_k")
+                    .header("x-other", "v")
+                    .body(())
+                    .unwrap();
+                for i in 0..filler {
+                    let name = HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap();
+                    req.headers_mut()
+                        .insert(name, HeaderValue::from_static("v"));
+                }
+                req
+            };
+            let sensitive = |req: &Request<()>| {
+                ["authorization", "x-api-key", "x-other"].map(|n| req.headers()[n].is_sensitive())
+            };
+            let mut none_read = request();
+            mark_sensitive(&mut none_read, &key, None);
+            assert_eq!(sensitive(&none_read), [true, true, false]);
+            // After step 5 read a credential, its header is the only credential header: it is marked, nothing else.
+            let mut only_key = request();
+            only_key.headers_mut().remove(AUTHORIZATION);
+            mark_sensitive(&mut only_key, &key, Some(CredentialSource::KeyHeader));
+            assert!(only_key.headers()["x-api-key"].is_sensitive());
+            assert!(!only_key.headers()["x-other"].is_sensitive());
+            let mut only_bearer = request();
+            only_bearer.headers_mut().remove(&key);
+            mark_sensitive(
+                &mut only_bearer,
+                &key,
+                Some(CredentialSource::Authorization),
+            );
+            assert!(only_bearer.headers()[AUTHORIZATION].is_sensitive());
+            assert!(!only_bearer.headers()["x-other"].is_sensitive());
+        }
     }
 }
