@@ -26,6 +26,7 @@ pub enum CredentialKind {
 
 impl CredentialKind {
     /// `api_key` or `jwt`, as in audit events and `serve` responses.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialKind::ApiKey => "api_key",
@@ -164,6 +165,7 @@ impl Grant {
     }
 
     /// The same grant, carrying the gate's decision about the request it is attached to.
+    #[inline]
     pub(crate) fn with_allowed(mut self, allowed: Allowed) -> Self {
         self.allowed = Some(allowed);
         self
@@ -185,21 +187,25 @@ impl Grant {
     }
 
     /// API key or JWT.
+    #[inline]
     pub fn kind(&self) -> CredentialKind {
         self.kind
     }
 
     /// The credential's public identifier: an API key's id, or a JWT's `sub`. Never a secret.
+    #[inline]
     pub fn principal(&self) -> &str {
         self.principal.as_str()
     }
 
     /// The granted scopes.
+    #[inline]
     pub fn scopes(&self) -> &ScopeSet {
         &self.rights.scopes
     }
 
     /// The credential's network restriction, if it has one.
+    #[inline]
     pub fn allow_ips(&self) -> Option<&CidrSet> {
         self.rights.allow_ips.as_ref()
     }
@@ -211,6 +217,7 @@ impl Grant {
     }
 
     /// The API key's id, for a grant of an API key.
+    #[inline]
     pub(crate) fn key_id(&self) -> Option<KeyId> {
         match self.principal {
             Principal::Key(id) => Some(id),
@@ -219,6 +226,7 @@ impl Grant {
     }
 
     /// The API key's rate limit, if it has one (the gate enforces it after authorization).
+    #[inline]
     pub fn rate_limit(&self) -> Option<RateLimit> {
         self.rights.rate_limit
     }

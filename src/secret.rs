@@ -92,11 +92,13 @@ pub struct SecretRef<'a>(&'a [u8]);
 
 impl<'a> SecretRef<'a> {
     /// Borrows bytes as a secret.
+    #[inline]
     pub fn new(bytes: &'a [u8]) -> Self {
         Self(bytes)
     }
 
     /// The secret bytes. Call sites of this method are the places to review.
+    #[inline]
     pub fn expose(&self) -> &'a [u8] {
         self.0
     }

@@ -35,16 +35,19 @@ pub(crate) struct PresentedCredential<'a> {
 
 impl<'a> PresentedCredential<'a> {
     /// Where it was found.
+    #[inline]
     pub(crate) fn source(&self) -> CredentialSource {
         self.source
     }
 
     /// The credential itself.
+    #[inline]
     pub(crate) fn secret(&self) -> SecretRef<'a> {
         self.secret
     }
 
     /// A bearer token with a `.`: shaped like a JWT (an API key has none), so the JWT authenticator's to judge.
+    #[inline]
     pub(crate) fn is_jwt_shaped(&self) -> bool {
         self.source == CredentialSource::Authorization && self.dotted
     }

@@ -53,6 +53,7 @@ pub struct AuditEvent<'a> {
 }
 
 impl AuditEvent<'_> {
+    #[inline]
     pub(crate) fn latency_of(elapsed: Duration) -> u64 {
         u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
     }

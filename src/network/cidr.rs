@@ -186,6 +186,7 @@ impl CidrSet {
     }
 
     /// Whether the address (canonicalised) is inside one of the networks.
+    #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
         // No trusted proxies, the common case: no trie walk.
         if self.is_empty() {
@@ -208,6 +209,7 @@ impl CidrSet {
     }
 
     /// Whether the set has no network (and so contains no address).
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.listed.is_empty()
     }

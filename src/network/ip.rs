@@ -52,6 +52,7 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, IpLiteralError> {
 
 /// The address as it takes part in decisions: an IPv4-mapped IPv6 address (`::ffff:0:0/96`) becomes its IPv4
 /// address; every other address is returned unchanged (IPv4-compatible, 6to4, NAT64 and Teredo stay IPv6).
+#[inline]
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

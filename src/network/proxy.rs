@@ -54,6 +54,7 @@ impl ClientFacts {
     /// The address the throttle counts failures against and locks out: the client, or, when it is unknown, the
     /// trusted proxy that forwarded the request (`None` when neither is known: the throttle then counts the request
     /// in one shared bucket). Lock-out checks and failure counts must use the same one.
+    #[inline]
     pub(crate) fn throttle_ip(&self) -> Option<IpAddr> {
         self.client_ip.or(self.peer_ip)
     }
@@ -79,19 +80,33 @@ pub(crate) fn check_trusted_proxy(cidr: &Cidr) -> Result<(), String> {
 }
 
 /// Resolves the client IP and TLS evidence (see the module docs).
+///
+/// Inlined into the gate: the common case, a peer that is no trusted proxy, is a few register moves; the returned
+/// facts written to memory by a call and read back at once by its caller cost more than that.
+#[inline]
 pub(crate) fn resolve_client(
     headers: &HeaderMap,
     connection: ConnectionInfo,
     trusted: &CidrSet,
 ) -> Result<ClientFacts, Denial> {
     let peer = connection.peer.map(canonical);
-    let Some(peer_ip) = peer.filter(|p| trusted.contains(*p)) else {
-        return Ok(ClientFacts {
+    match peer.filter(|p| trusted.contains(*p)) {
+        None => Ok(ClientFacts {
             client_ip: peer,
             peer_ip: None,
             tls: connection.tls,
-        });
-    };
+        }),
+        Some(peer_ip) => forwarded_client(headers, connection, peer_ip, trusted),
+    }
+}
+
+/// [`resolve_client`] for a peer that is a trusted proxy: its forwarding headers name the client.
+fn forwarded_client(
+    headers: &HeaderMap,
+    connection: ConnectionInfo,
+    peer_ip: IpAddr,
+    trusted: &CidrSet,
+) -> Result<ClientFacts, Denial> {
     let xfp_https = x_forwarded_proto_is_https(headers)?;
     let (client_ip, hop_https) = if headers.contains_key(FORWARDED) {
         let elements = parse_forwarded(headers)?;

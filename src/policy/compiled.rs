@@ -360,6 +360,7 @@ impl Policy {
     }
 
     /// The matched route pattern of a lookup, if it matched a rule.
+    #[inline]
     pub(crate) fn route_of(&self, lookup: &Lookup) -> Option<&str> {
         match lookup {
             Lookup::Public { rule } | Lookup::Protected(RouteMatch { rule, .. }) => {
@@ -370,6 +371,7 @@ impl Policy {
     }
 
     /// Step 3's allow: `Some` for a public route, which is allowed anonymously.
+    #[inline]
     pub(super) fn public_decision(&self, lookup: &Lookup) -> Option<Decision> {
         match lookup {
             Lookup::Public { rule } => Some(Decision::Allow {
@@ -436,6 +438,7 @@ impl Policy {
     }
 
     /// Steps 7–8 after authentication, for any lookup: the one place where an authenticated request is decided.
+    #[inline]
     pub(super) fn decide_authenticated(
         &self,
         lookup: &Lookup,
@@ -521,6 +524,7 @@ impl Policy {
 }
 
 /// Step 7 for one allowlist: the client must be inside it, if there is one; an unknown client never is.
+#[inline]
 fn check_network(
     allow: Option<&CidrSet>,
     client_ip: Option<IpAddr>,

@@ -100,6 +100,7 @@ impl DenialKind {
     ];
 
     /// The stable reason string (`insufficient_scope`, …).
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             DenialKind::TlsRequired => "tls_required",
@@ -309,6 +310,7 @@ pub enum AllowKind {
 
 impl AllowKind {
     /// The stable reason string: `public`, `granted` or `anonymous`.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             AllowKind::Public => "public",
@@ -347,6 +349,7 @@ impl Decision {
     }
 
     /// The stable reason string: `public`, `granted` or a [`DenialKind`] string.
+    #[inline]
     pub fn reason(&self) -> &'static str {
         match self {
             Decision::Allow { kind, .. } => kind.as_str(),
@@ -355,6 +358,7 @@ impl Decision {
     }
 
     /// The HTTP status the request gets (200 when allowed).
+    #[inline]
     pub fn status(&self) -> u16 {
         match self {
             Decision::Allow { .. } => 200,

@@ -108,6 +108,7 @@ impl Scope {
     }
 
     /// Whether this granted scope covers the concrete scope `required`.
+    #[inline]
     pub fn covers(&self, required: &Scope) -> bool {
         if self.is_superuser() {
             return true;
@@ -215,6 +216,7 @@ impl ScopeSet {
     }
 
     /// Whether a granted scope covers the concrete scope `required`.
+    #[inline]
     pub fn covers(&self, required: &Scope) -> bool {
         self.exact.contains(required) || self.wildcards.iter().any(|w| w.covers(required))
     }
