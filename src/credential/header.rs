@@ -23,6 +23,30 @@ pub(crate) enum CredentialSource {
     KeyHeader,
 }
 
+impl CredentialSource {
+    /// The credential header a header line's `name` is, if it is one (the builder refuses `authorization` as the
+    /// API-key header, so at most one matches).
+    #[inline]
+    pub(crate) fn of(name: &HeaderName, key_header: &HeaderName) -> Option<Self> {
+        if name == AUTHORIZATION {
+            Some(CredentialSource::Authorization)
+        } else if name == key_header {
+            Some(CredentialSource::KeyHeader)
+        } else {
+            None
+        }
+    }
+
+    /// The header this source is, for a gate whose API-key header is `key_header`.
+    #[inline]
+    pub(crate) fn name(self, key_header: &HeaderName) -> &HeaderName {
+        match self {
+            CredentialSource::Authorization => &AUTHORIZATION,
+            CredentialSource::KeyHeader => key_header,
+        }
+    }
+}
+
 /// A credential as presented: where it came from, and the secret text (already checked to be RFC 6750
 /// `b64token` characters within the length limit), borrowed from the header it arrived in.
 #[derive(Clone, Copy)]
@@ -192,10 +216,10 @@ fn credential_lines<'a>(headers: &'a HeaderMap, key_header: &HeaderName) -> (Lin
     }
     let (mut authorization, mut api_key) = (Lines::default(), Lines::default());
     for (name, value) in headers {
-        if name == AUTHORIZATION {
-            authorization.note(value);
-        } else if name == key_header {
-            api_key.note(value);
+        match CredentialSource::of(name, key_header) {
+            Some(CredentialSource::Authorization) => authorization.note(value),
+            Some(CredentialSource::KeyHeader) => api_key.note(value),
+            None => {}
         }
     }
     (authorization, api_key)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Extensions, Request, Response};
 use http_body_util::Full;
 use tower_layer::Layer;
@@ -330,12 +330,8 @@ pub(super) fn mark_sensitive<B>(
     if let Some(source) = read
         && headers.len() > WALK_AT_MOST
     {
-        let name = match source {
-            CredentialSource::Authorization => &AUTHORIZATION,
-            CredentialSource::KeyHeader => key_header,
-        };
         // One value, so `get_mut` reaches all of it.
-        if let Some(value) = headers.get_mut(name) {
+        if let Some(value) = headers.get_mut(source.name(key_header)) {
             value.set_sensitive(true);
         }
         return;
@@ -345,7 +341,7 @@ pub(super) fn mark_sensitive<B>(
     // map), and every repeated value is reached. After step 5 read a credential, the other name has no line, so
     // marking both names marks the one read. Beyond `WALK_AT_MOST` lines, a lookup of the name read costs less.
     for (name, value) in headers.iter_mut() {
-        if name == AUTHORIZATION || name == key_header {
+        if CredentialSource::of(name, key_header).is_some() {
             value.set_sensitive(true);
         }
     }
@@ -448,6 +444,8 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::convert::Infallible;
+
+    use http::header::AUTHORIZATION;
 
     use super::*;
     use crate::policy::Route;
