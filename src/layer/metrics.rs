@@ -75,7 +75,6 @@ impl DecisionMetrics {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::sync::Arc;
 
     use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -84,7 +83,7 @@ mod tests {
 
     fn allow(kind: AllowKind) -> Decision {
         Decision::Allow {
-            route: Arc::from("/v1/x"),
+            route: crate::policy::RoutePattern::from("/v1/x"),
             kind,
         }
     }

@@ -55,9 +55,9 @@ pub use throttle::{MAX_LOCKED_CLIENTS, ThrottleConfig};
 /// The RFC 6750 realm of challenges when none is configured.
 const DEFAULT_REALM: &str = "scopegate";
 
-use crate::policy::AllowKind;
 #[cfg(feature = "axum")]
 use crate::policy::Denial;
+use crate::policy::{AllowKind, RoutePattern};
 
 /// What the gate decided about an allowed request: the matched route and the client.
 ///
@@ -67,7 +67,7 @@ use crate::policy::Denial;
 /// handler takes `Allowed` as an argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {
-    route: std::sync::Arc<str>,
+    route: RoutePattern,
     kind: AllowKind,
     client_ip: Option<IpAddr>,
     peer_ip: Option<IpAddr>,
@@ -130,7 +130,7 @@ mod tests {
 
     fn allowed(kind: AllowKind) -> Allowed {
         Allowed {
-            route: Arc::from("/v1/orders/{id}"),
+            route: RoutePattern::from("/v1/orders/{id}"),
             kind,
             client_ip: Some(IpAddr::from([192, 0, 2, 7])),
             peer_ip: Some(IpAddr::from([10, 0, 0, 1])),

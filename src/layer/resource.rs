@@ -7,7 +7,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, Response};
 use http_body_util::Full;
 
-use crate::policy::Policy;
+use crate::policy::{Policy, RoutePattern};
 
 /// The well-known path of the metadata document (RFC 9728 §3).
 pub const PROTECTED_RESOURCE_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -146,7 +146,7 @@ impl ProtectedResource {
             "bearer_methods_supported": ["header"],
         });
         Ok(ResourceDocument {
-            paths,
+            paths: paths.iter().map(|p| RoutePattern::compiled(p)).collect(),
             body: Bytes::from(body.to_string()),
             challenge: format!(", resource_metadata=\"{metadata_url}\""),
         })
@@ -155,7 +155,8 @@ impl ProtectedResource {
 
 /// The compiled document.
 pub(super) struct ResourceDocument {
-    paths: Vec<String>,
+    /// Kept like a policy's route patterns: an allow of the document hands one out.
+    paths: Vec<RoutePattern>,
     body: Bytes,
     /// `, resource_metadata="…"`, appended to 401 challenges.
     pub(super) challenge: String,
@@ -163,11 +164,11 @@ pub(super) struct ResourceDocument {
 
 impl ResourceDocument {
     /// The well-known path this request asks for, if it is a GET or HEAD of one.
-    pub(super) fn path_for(&self, method: &Method, path: &str) -> Option<&str> {
+    pub(super) fn path_for(&self, method: &Method, path: &str) -> Option<&RoutePattern> {
         if method != Method::GET && method != Method::HEAD {
             return None;
         }
-        self.paths.iter().find(|p| *p == path).map(String::as_str)
+        self.paths.iter().find(|p| p.as_str() == path)
     }
 
     /// Adds `resource_metadata` to a 401's `WWW-Authenticate` challenge.

@@ -384,7 +384,7 @@ where
             && forwarding.is_none()
         {
             let decision = Decision::Allow {
-                route: std::sync::Arc::from(path),
+                route: path.clone(),
                 kind: crate::policy::AllowKind::Public,
             };
             // Served whatever either policy says.
@@ -395,7 +395,7 @@ where
                 &decision,
                 200,
                 None,
-                Some(path),
+                Some(path.as_str()),
                 shadow.as_ref(),
             );
             return ResponseFuture::ready(resource.response());

@@ -9,6 +9,7 @@ use http::Method;
 
 use super::decision::{AllowKind, Decision, Denial, DenialKind};
 use super::path::{CheckedPath, decode_segment};
+use super::pattern::RoutePattern;
 use super::requirement::Requirement;
 use super::route::{RequireSpec, Route, pattern_params};
 use super::scope::Scope;
@@ -60,8 +61,8 @@ impl PatternRules {
 }
 
 struct Rule {
-    /// Shared with every allow on this rule (a reference count, not a copy of the text).
-    pattern: Arc<str>,
+    /// Handed to every allow on this rule (kept for the process: a copy, no reference count).
+    pattern: RoutePattern,
     access: Access,
 }
 
@@ -122,7 +123,7 @@ impl PolicyBuilder {
             let access = compile_access(route, &params, &at)?;
             let rule_id = rules.len();
             rules.push(Rule {
-                pattern: Arc::from(route.path.as_str()),
+                pattern: RoutePattern::compiled(&route.path),
                 access,
             });
 

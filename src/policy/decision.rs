@@ -13,6 +13,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::pattern::RoutePattern;
 use super::scope::Scope;
 
 /// Why a request was refused: a stable, coarse reason. The string forms are part of the public contract (audit
@@ -325,8 +326,9 @@ impl AllowKind {
 pub enum Decision {
     /// Allowed on the matched route pattern.
     Allow {
-        /// The matched route pattern (`/v1/tenants/{tenant}/invoices/{id}`), shared with the policy.
-        route: std::sync::Arc<str>,
+        /// The matched route pattern (`/v1/tenants/{tenant}/invoices/{id}`), as the policy keeps it (a copy costs no
+        /// reference count: see [`RoutePattern`]).
+        route: RoutePattern,
         /// Public, or granted to a credential.
         kind: AllowKind,
     },
@@ -476,7 +478,7 @@ mod tests {
         ] {
             assert_eq!(kind.as_str(), text);
             let allow = Decision::Allow {
-                route: std::sync::Arc::from("/x"),
+                route: RoutePattern::from("/x"),
                 kind,
             };
             assert!(allow.is_allowed());
