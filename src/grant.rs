@@ -59,7 +59,7 @@ pub struct Grant {
 impl PartialEq for Grant {
     fn eq(&self, other: &Self) -> bool {
         self.kind == other.kind
-            && self.principal == other.principal
+            && self.principal() == other.principal()
             && self.expires_at == other.expires_at
             && self.rights == other.rights
     }
@@ -67,35 +67,22 @@ impl PartialEq for Grant {
 
 impl Eq for Grant {}
 
-/// Who the grant is for: an API key's id (kept inline), or a token's subject. Equal when the text is.
-#[derive(Clone)]
+/// Who the grant is for: an API key's id (kept inline), or a name held with the rights.
+#[derive(Clone, Copy)]
 enum Principal {
     Key(KeyId),
-    /// A JWT's subject, or a test grant's name.
+    /// A JWT's subject, or a test grant's name: the rights' `name` (so that a remembered token's grant is one
+    /// reference count to take per request, not two).
     #[cfg_attr(not(any(feature = "jwt", feature = "testing")), allow(dead_code))]
-    Named(Arc<str>),
+    Named,
 }
-
-impl Principal {
-    fn as_str(&self) -> &str {
-        match self {
-            Principal::Key(id) => id.as_str(),
-            Principal::Named(name) => name,
-        }
-    }
-}
-
-impl PartialEq for Principal {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Principal {}
 
 /// What a credential may do: its scopes, network restriction and attributes. Immutable once built; holds no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rights {
+    /// The principal of a named grant (a JWT's subject); empty for an API key's rights, which keys with equal
+    /// rights share.
+    name: Box<str>,
     scopes: ScopeSet,
     allow_ips: Option<CidrSet>,
     attributes: Attributes,
@@ -110,6 +97,7 @@ impl Rights {
         attributes: Attributes,
     ) -> Self {
         Rights {
+            name: Box::default(),
             scopes,
             allow_ips,
             attributes,
@@ -127,6 +115,7 @@ impl Rights {
 /// Consistent with `Eq`: equal sets of networks have equal sizes.
 impl Hash for Rights {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
         self.scopes.hash(state);
         self.attributes.hash(state);
         self.allow_ips.as_ref().map(CidrSet::len).hash(state);
@@ -146,9 +135,12 @@ impl Grant {
     ) -> Self {
         Grant {
             kind,
-            principal: Principal::Named(principal.into()),
+            principal: Principal::Named,
             expires_at: None,
-            rights: Arc::new(Rights::new(scopes, allow_ips, attributes)),
+            rights: Arc::new(Rights {
+                name: principal.into_boxed_str(),
+                ..Rights::new(scopes, allow_ips, attributes)
+            }),
             allowed: None,
         }
     }
@@ -195,7 +187,10 @@ impl Grant {
     /// The credential's public identifier: an API key's id, or a JWT's `sub`. Never a secret.
     #[inline]
     pub fn principal(&self) -> &str {
-        self.principal.as_str()
+        match &self.principal {
+            Principal::Key(id) => id.as_str(),
+            Principal::Named => &self.rights.name,
+        }
     }
 
     /// The granted scopes.
@@ -221,7 +216,7 @@ impl Grant {
     pub(crate) fn key_id(&self) -> Option<KeyId> {
         match self.principal {
             Principal::Key(id) => Some(id),
-            Principal::Named(_) => None,
+            Principal::Named => None,
         }
     }
 
