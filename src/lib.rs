@@ -45,6 +45,7 @@ mod error;
 pub mod fuzz;
 mod grant;
 pub mod integrations;
+mod kept;
 pub mod layer;
 pub mod network;
 pub mod policy;

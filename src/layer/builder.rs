@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 
 use super::metrics::DecisionMetrics;
@@ -206,11 +207,7 @@ impl ScopeGateBuilder {
                 "must be at least 1",
             ));
         }
-        let hsts = self.hsts_max_age.map(|age| {
-            // Digits only: always a valid header value.
-            HeaderValue::try_from(format!("max-age={}", age.as_secs()))
-                .unwrap_or(HeaderValue::from_static("max-age=0"))
-        });
+        let hsts = self.hsts_max_age.map(|age| hsts_value(age.as_secs()));
         let resource = self
             .resource
             .map(|r| r.compile(&self.policy))
@@ -252,6 +249,18 @@ impl ScopeGateBuilder {
             }),
         })
     }
+}
+
+/// The `Strict-Transport-Security` value for `max_age` seconds, kept for the process when the budget allows (each
+/// allowed response over TLS gets a clone: of kept text, a pointer copy; of a counted one, an atomic increment and
+/// decrement).
+fn hsts_value(max_age: u64) -> HeaderValue {
+    let text = format!("max-age={max_age}");
+    crate::kept::keep(&text)
+        .and_then(|kept| HeaderValue::from_maybe_shared(Bytes::from_static(kept.as_bytes())).ok())
+        // Digits only: always a valid header value.
+        .or_else(|| HeaderValue::try_from(text).ok())
+        .unwrap_or(HeaderValue::from_static("max-age=0"))
 }
 
 #[cfg(test)]
@@ -335,6 +344,26 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(day.gate.hsts.as_ref().unwrap(), "max-age=86400");
+    }
+
+    #[test]
+    fn the_hsts_value_is_kept_text_shared_by_gates_with_the_same_age() {
+        let value = |secs| {
+            builder()
+                .hsts_max_age(Duration::from_secs(secs))
+                .build()
+                .unwrap()
+                .gate
+                .hsts
+                .clone()
+                .unwrap()
+        };
+        let (a, b, other) = (value(31_536_017), value(31_536_017), value(31_536_018));
+        // One kept text behind both gates' values (and behind every clone a response gets).
+        assert!(std::ptr::eq(a.as_bytes(), b.as_bytes()));
+        assert!(std::ptr::eq(a.clone().as_bytes(), a.as_bytes()));
+        assert_eq!(other, "max-age=31536018");
+        assert!(!std::ptr::eq(a.as_bytes(), other.as_bytes()));
     }
 
     #[test]

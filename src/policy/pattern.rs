@@ -3,20 +3,15 @@
 //! An allowed request carries its route pattern out of the gate (in the decision, then in its extensions), and the
 //! same few patterns are handed to every request. A reference-counted string costs two atomic operations per
 //! request on a count every thread shares; a pattern kept for the life of the process costs none. So compiling a
-//! policy keeps each distinct pattern once, for good, up to [`INTERNED_BYTES`] of text in all (a process compiling
+//! policy keeps each distinct pattern once, for good, within the budget of [`kept`](crate::kept) (1 MiB of text) (a process compiling
 //! ever new patterns, e.g. from untrusted gate files, must not grow without bound); beyond that budget a pattern is
 //! reference-counted as before. Either way a [`RoutePattern`] reads, compares and prints as its text.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-/// Text kept for the life of the process at most, in bytes (each pattern counted with a bookkeeping overhead).
-pub(crate) const INTERNED_BYTES: usize = 1 << 20;
-
-/// Bookkeeping counted per kept pattern beyond its text (the set's entry).
-const ENTRY_OVERHEAD: usize = 32;
+use crate::kept;
 
 /// A route pattern (`/v1/tenants/{tenant}/invoices/{id}`) as a [`Decision`](super::Decision) carries it. Reads as
 /// its text (`Deref<Target = str>`), and two are equal when their text is.
@@ -52,12 +47,7 @@ impl RoutePattern {
     /// The pattern a compiled policy hands out: the process's kept copy of `text` (made now if there is none and the
     /// budget allows), else a counted one.
     pub(crate) fn compiled(text: &str) -> Self {
-        RoutePattern::compiled_in(&KEPT, INTERNED_BYTES, text)
-    }
-
-    /// [`compiled`](Self::compiled) with the kept patterns of `kept`, under `budget`.
-    fn compiled_in(kept: &Mutex<Option<Kept>>, budget: usize, text: &str) -> Self {
-        RoutePattern(match keep(kept, budget, text) {
+        RoutePattern(match kept::keep(text) {
             Some(kept) => Repr::Kept(kept),
             None => Repr::Counted(Arc::from(text)),
         })
@@ -68,35 +58,6 @@ impl RoutePattern {
     fn is_kept(&self) -> bool {
         matches!(self.0, Repr::Kept(_))
     }
-}
-
-/// The kept patterns and the bytes they count.
-struct Kept {
-    texts: HashSet<&'static str>,
-    bytes: usize,
-}
-
-static KEPT: Mutex<Option<Kept>> = Mutex::new(None);
-
-/// The kept copy of `text` in `kept`: found, or made while `budget` allows. Called only when a policy is compiled.
-fn keep(kept: &Mutex<Option<Kept>>, budget: usize, text: &str) -> Option<&'static str> {
-    // A panic while the lock was held cannot leave the set inconsistent: it is only read and inserted into.
-    let mut guard = kept.lock().unwrap_or_else(PoisonError::into_inner);
-    let kept = guard.get_or_insert_with(|| Kept {
-        texts: HashSet::new(),
-        bytes: 0,
-    });
-    if let Some(found) = kept.texts.get(text) {
-        return Some(found);
-    }
-    let cost = text.len().saturating_add(ENTRY_OVERHEAD);
-    if kept.bytes.saturating_add(cost) > budget {
-        return None;
-    }
-    kept.bytes += cost;
-    let made: &'static str = Box::leak(Box::from(text));
-    kept.texts.insert(made);
-    Some(made)
 }
 
 /// A counted pattern, not kept: for decisions made by hand (tests, expected values).
@@ -204,30 +165,5 @@ mod tests {
         assert!(first.is_kept());
         assert!(std::ptr::eq(first.as_str(), again.as_str()));
         assert_eq!(first, "/pattern-tests/health");
-    }
-
-    #[test]
-    fn past_the_budget_patterns_are_counted_and_still_read_as_their_text() {
-        // A store of its own, with room for two patterns of this length (the process's budget is left alone).
-        let kept = Mutex::new(None);
-        let budget = 2 * (10 + ENTRY_OVERHEAD);
-        let compile = |text: &str| RoutePattern::compiled_in(&kept, budget, text);
-        let (a, b, c) = (
-            compile("/budget/aa"),
-            compile("/budget/bb"),
-            compile("/budget/cc"),
-        );
-        assert!(a.is_kept() && b.is_kept());
-        assert!(!c.is_kept(), "past the budget: counted");
-        assert_eq!(c, "/budget/cc");
-        // A pattern already kept is found, not made: it stays kept with the budget spent, and costs nothing more.
-        let again = compile("/budget/aa");
-        assert!(again.is_kept() && std::ptr::eq(again.as_str(), a.as_str()));
-        let spent = kept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|k| k.bytes);
-        assert_eq!(spent, Some(budget));
     }
 }
