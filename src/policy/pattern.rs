@@ -135,6 +135,17 @@ mod tests {
         assert_eq!(first, again);
         assert_eq!(first, text);
         assert_eq!(format!("{first} {first:?}"), format!("{text} {text:?}"));
+        assert_eq!(first.as_ref(), text);
+        assert!(<RoutePattern as PartialEq<str>>::eq(&first, text));
+        assert!(!<RoutePattern as PartialEq<str>>::eq(&first, "/v1/other"));
+        assert_ne!(first, "/v1/other");
+        assert_eq!(&*first, text);
+        // Hashes as its text: found in a set by its text.
+        let hasher = std::collections::hash_map::RandomState::new();
+        assert_eq!(
+            std::hash::BuildHasher::hash_one(&hasher, &first),
+            std::hash::BuildHasher::hash_one(&hasher, text)
+        );
         // A pattern made by hand is counted, not kept, and equal to the kept one with the same text.
         let by_hand = RoutePattern::from(text);
         assert!(!by_hand.is_kept());
