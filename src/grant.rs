@@ -260,3 +260,55 @@ impl fmt::Debug for Grant {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    fn rights(scopes: &[&str]) -> Rights {
+        Rights::new(ScopeSet::parse(scopes).unwrap(), None, Attributes::new())
+    }
+
+    fn key(id: &str, rights: Rights) -> Grant {
+        Grant::api_key(id.parse().unwrap(), Arc::new(rights), None)
+    }
+
+    #[test]
+    fn grants_are_equal_when_they_grant_the_same_to_the_same_principal() {
+        let a = key("0123456789abcdef", rights(&["orders:read"]));
+        // Equal: the same principal and rights, even when the rights are separate copies.
+        assert_eq!(a, key("0123456789abcdef", rights(&["orders:read"])));
+        // Unequal in any one part: the principal, the rights, the expiry, the kind.
+        assert_ne!(a, key("fedcba9876543210", rights(&["orders:read"])));
+        assert_ne!(a, key("0123456789abcdef", rights(&["orders:write"])));
+        let mut expiring = a.clone();
+        expiring.expires_at = Some(SystemTime::UNIX_EPOCH);
+        assert_ne!(a, expiring);
+        let mut named = a.clone();
+        named.kind = CredentialKind::Jwt;
+        assert_ne!(a, named, "the same id as another kind of credential");
+    }
+
+    #[test]
+    fn rights_hash_by_what_they_grant_and_name() {
+        let hasher = std::collections::hash_map::RandomState::new();
+        let hash = |r: &Rights| hasher.hash_one(r);
+        let read = rights(&["orders:read"]);
+        assert_eq!(
+            hash(&read),
+            hash(&rights(&["orders:read"])),
+            "equal rights, equal hashes"
+        );
+        // Rights that differ hash apart (keys with equal rights share one copy, found by this hash).
+        assert_ne!(hash(&read), hash(&rights(&["orders:write"])));
+        let named = Rights {
+            name: "alice".into(),
+            ..rights(&["orders:read"])
+        };
+        assert_ne!(hash(&read), hash(&named));
+        assert_ne!(read, named);
+    }
+}
