@@ -287,9 +287,9 @@ mod tests {
         let mut expiring = a.clone();
         expiring.expires_at = Some(SystemTime::UNIX_EPOCH);
         assert_ne!(a, expiring);
-        let mut named = a.clone();
-        named.kind = CredentialKind::Jwt;
-        assert_ne!(a, named, "the same id as another kind of credential");
+        let mut other_kind = a.clone();
+        other_kind.kind = CredentialKind::Jwt;
+        assert_ne!(a, other_kind, "the same id as another kind of credential");
     }
 
     #[test]

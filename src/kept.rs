@@ -9,13 +9,13 @@ use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 /// Text kept for the life of the process at most, in bytes (each text counted with [`ENTRY_OVERHEAD`]).
-pub(crate) const BUDGET: usize = 1 << 20;
+const BUDGET: usize = 1 << 20;
 
 /// Bookkeeping counted per kept text beyond its bytes (the set's entry).
 const ENTRY_OVERHEAD: usize = 32;
 
 /// The kept texts and the bytes they count.
-pub(crate) struct Store {
+struct Store {
     texts: HashSet<&'static str>,
     bytes: usize,
 }

@@ -3,9 +3,9 @@
 //! An allowed request carries its route pattern out of the gate (in the decision, then in its extensions), and the
 //! same few patterns are handed to every request. A reference-counted string costs two atomic operations per
 //! request on a count every thread shares; a pattern kept for the life of the process costs none. So compiling a
-//! policy keeps each distinct pattern once, for good, within the budget of [`kept`](crate::kept) (1 MiB of text) (a process compiling
-//! ever new patterns, e.g. from untrusted gate files, must not grow without bound); beyond that budget a pattern is
-//! reference-counted as before. Either way a [`RoutePattern`] reads, compares and prints as its text.
+//! policy keeps each distinct pattern once, in the process's bounded store of kept text ([`kept`](crate::kept));
+//! past its budget a pattern is reference-counted as before. Either way a [`RoutePattern`] reads, compares and
+//! prints as its text.
 
 use std::fmt;
 use std::ops::Deref;
@@ -53,7 +53,7 @@ impl RoutePattern {
         })
     }
 
-    /// Whether this pattern is a kept copy (for tests of the budget).
+    /// Whether this pattern is a kept copy (for the tests).
     #[cfg(test)]
     fn is_kept(&self) -> bool {
         matches!(self.0, Repr::Kept(_))
