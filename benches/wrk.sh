@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Throughput of hello-world axum on loopback: no auth, behind the scopegate layer (API key, plaintext allowed so that
-# TLS does not swamp the comparison), behind tower-http's bearer check, and behind a layer that does nothing (the
-# control: what one more layer's code layout and the machine's drift alone do to the figures), with wrk.
+# TLS does not swamp the comparison), behind tower-http's bearer check, behind the API-key verifier alone (the floor
+# of keys stored only as keyed hashes: parse, keyed hash, lookup, compare, the grant inserted; no gate), and behind a
+# layer that does nothing (the control: what one more layer's code layout and the machine's drift alone do to the
+# figures), with wrk.
 #
 # The server runs on one core and wrk on the other (taskset); the variants alternate within each pair so that drift
 # on a shared machine hits all of them alike; the script prints each pair's ratios and their medians
@@ -19,8 +21,9 @@ SERVER_CPU=${SERVER_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 CONNECTIONS=${WRK_CONNECTIONS:-64}
 PORT=${PORT:-18080}
-# identity: a layer that does nothing, the control for code layout and drift (see examples/bench_server.rs).
-VARIANTS=(none scopegate tower-http identity)
+# verifier: the API-key verifier alone; identity: a layer that does nothing, the control for code layout and drift
+# (see examples/bench_server.rs).
+VARIANTS=(none scopegate tower-http verifier identity)
 
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
@@ -70,32 +73,41 @@ median() {
 }
 
 echo "pairs=$PAIRS seconds=$SECONDS_PER_RUN connections=$CONNECTIONS server_cpu=$SERVER_CPU wrk_cpu=$WRK_CPU"
-printf '%-5s %12s %12s %12s %12s %10s %10s %10s %10s\n' pair none scopegate tower-http identity sg/none th/none \
-    sg/th id/none
+printf '%-5s %10s %10s %10s %10s %10s %8s %8s %8s %8s %8s %8s\n' pair none scopegate tower-http verifier identity \
+    sg/none th/none sg/th vf/none sg/vf id/none
 SG_RATIOS=()
 TH_RATIOS=()
 SG_TH_RATIOS=()
+VF_RATIOS=()
+SG_VF_RATIOS=()
 ID_RATIOS=()
 for pair in $(seq "$PAIRS"); do
     declare -A rps=()
     # Alternate the order from pair to pair so that no variant always runs first.
-    if (( pair % 2 )); then order=("${VARIANTS[@]}"); else order=(identity tower-http scopegate none); fi
+    if (( pair % 2 )); then order=("${VARIANTS[@]}"); else order=(identity verifier tower-http scopegate none); fi
     for variant in "${order[@]}"; do
         rps[$variant]=$(run "$variant")
     done
     sg=$(awk -v a="${rps[scopegate]}" -v b="${rps[none]}" 'BEGIN { printf "%.3f", a / b }')
     th=$(awk -v a="${rps[tower-http]}" -v b="${rps[none]}" 'BEGIN { printf "%.3f", a / b }')
     sg_th=$(awk -v a="${rps[scopegate]}" -v b="${rps[tower-http]}" 'BEGIN { printf "%.3f", a / b }')
+    vf=$(awk -v a="${rps[verifier]}" -v b="${rps[none]}" 'BEGIN { printf "%.3f", a / b }')
+    sg_vf=$(awk -v a="${rps[scopegate]}" -v b="${rps[verifier]}" 'BEGIN { printf "%.3f", a / b }')
     id=$(awk -v a="${rps[identity]}" -v b="${rps[none]}" 'BEGIN { printf "%.3f", a / b }')
     SG_RATIOS+=("$sg")
     TH_RATIOS+=("$th")
     SG_TH_RATIOS+=("$sg_th")
+    VF_RATIOS+=("$vf")
+    SG_VF_RATIOS+=("$sg_vf")
     ID_RATIOS+=("$id")
-    printf '%-5s %12s %12s %12s %12s %10s %10s %10s %10s\n' "$pair" "${rps[none]}" "${rps[scopegate]}" \
-        "${rps[tower-http]}" "${rps[identity]}" "$sg" "$th" "$sg_th" "$id"
+    printf '%-5s %10.0f %10.0f %10.0f %10.0f %10.0f %8s %8s %8s %8s %8s %8s\n' "$pair" "${rps[none]}" \
+        "${rps[scopegate]}" "${rps[tower-http]}" "${rps[verifier]}" "${rps[identity]}" "$sg" "$th" "$sg_th" "$vf" \
+        "$sg_vf" "$id"
     unset rps
 done
 echo "median scopegate/none:       $(printf '%s\n' "${SG_RATIOS[@]}" | median)  (target >= 0.93)"
 echo "median tower-http/none:      $(printf '%s\n' "${TH_RATIOS[@]}" | median)"
 echo "median scopegate/tower-http: $(printf '%s\n' "${SG_TH_RATIOS[@]}" | median)  (target >= 0.95)"
+echo "median verifier/none:        $(printf '%s\n' "${VF_RATIOS[@]}" | median)  (the keyed-hash floor, no gate)"
+echo "median scopegate/verifier:   $(printf '%s\n' "${SG_VF_RATIOS[@]}" | median)  (the gate's own share)"
 echo "median identity/none:        $(printf '%s\n' "${ID_RATIOS[@]}" | median)  (control: a layer that does nothing)"

@@ -1,4 +1,4 @@
-//! A hello-world axum server on loopback for the throughput comparison of `benches/wrk.sh`, in one of four
+//! A hello-world axum server on loopback for the throughput comparison of `benches/wrk.sh`, in one of five
 //! variants:
 //!
 //! - `none`: no authorization at all (the baseline);
@@ -7,11 +7,15 @@
 //!   so that TLS cost does not swamp the comparison: never do this outside a benchmark;
 //! - `tower-http`: tower-http's `ValidateRequestHeaderLayer::bearer`, a plain string compare of the header (the
 //!   reference bearer check of the throughput target);
+//! - `verifier`: the floor that storing keys only as keyed hashes sets: tower-http's `ValidateRequestHeaderLayer`
+//!   with a check that strips `Bearer `, verifies the key with the same verifier as `scopegate` (parse, keyed hash,
+//!   cache lookup, constant-time compare) and inserts the grant into the request's extensions, else answers 401.
+//!   No route, scope, transport, throttle or audit step: what the gate adds beyond this is the gate's own cost;
 //! - `identity`: a layer that does nothing (tower's `MapResponseLayer` with `|r| r`), the control: how far a binary
 //!   whose only difference from `none` is one more layer's code layout moves the figures on this machine.
 //!
-//! All four serve through the same accept loop (`scopegate::serve::serve_plaintext`, hyper-util's auto HTTP/1.1 +
-//! HTTP/2 connection, which marks each request with its peer) on a current-thread runtime, and all four expect
+//! All five serve through the same accept loop (`scopegate::serve::serve_plaintext`, hyper-util's auto HTTP/1.1 +
+//! HTTP/2 connection, which marks each request with its peer) on a current-thread runtime, and all five expect
 //! the same request: `GET /v1/orders/42` with `Authorization: Bearer <key>`. The key is printed on the first line of
 //! stdout; the address on the second.
 //!
@@ -25,7 +29,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http::Request;
+use hyper::body::Incoming;
 use scopegate::credential::api_key::{
     ApiKeyVerifier, CacheConfig, KeyCache, KeyFormat, KeyIssuer, KeyStore, MemoryKeyStore, NewKey,
     Pepper, Peppers,
@@ -122,12 +129,37 @@ async fn main() -> std::io::Result<()> {
             let check = ValidateRequestHeaderLayer::bearer(&key);
             scopegate::serve::serve_plaintext(listener, check.layer(router), shutdown).await
         }
+        "verifier" => {
+            // This check cannot wait for a store read: the key is verified once here, so that the cache holds it
+            // (a miss would answer 401; wrk.sh checks for 200 before loading).
+            ready(verifier.verify(&key)).unwrap();
+            #[allow(clippy::result_large_err)] // the signature tower-http's check asks for
+            let check = ValidateRequestHeaderLayer::custom(
+                move |req: &mut Request<Incoming>| -> Result<(), Response> {
+                    let key = req
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "));
+                    match key.and_then(|key| verifier.verify_cached(key)) {
+                        Some(Ok(grant)) => {
+                            req.extensions_mut().insert(grant);
+                            Ok(())
+                        }
+                        _ => Err(http::StatusCode::UNAUTHORIZED.into_response()),
+                    }
+                },
+            );
+            scopegate::serve::serve_plaintext(listener, check.layer(router), shutdown).await
+        }
         "identity" => {
             let nothing = tower::util::MapResponseLayer::new(|r: axum::response::Response| r);
             scopegate::serve::serve_plaintext(listener, nothing.layer(router), shutdown).await
         }
         other => {
-            eprintln!("unknown variant {other:?}: none, scopegate, tower-http or identity");
+            eprintln!(
+                "unknown variant {other:?}: none, scopegate, tower-http, verifier or identity"
+            );
             std::process::exit(2);
         }
     }
