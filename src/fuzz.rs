@@ -85,7 +85,7 @@ pub fn forwarding_headers(data: &[u8]) {
         .collect();
     let resolved = resolve_client(
         &headers,
-        ConnectionInfo {
+        &ConnectionInfo {
             peer: Some(proxy),
             tls: false,
         },
@@ -138,7 +138,7 @@ pub fn forwarding_headers(data: &[u8]) {
     let untrusted = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let facts = resolve_client(
         &headers,
-        ConnectionInfo {
+        &ConnectionInfo {
             peer: Some(untrusted),
             tls: false,
         },

@@ -351,14 +351,16 @@ impl Policy {
             method: &probe.method,
             path: &probe.path,
             tls: probe.tls,
-            client_ip: probe.client_ip,
+            client_ip: probe.client_ip.as_ref(),
             forwarding: None,
         };
         match self.start(facts, true, || None, || Ok(probe.credential.as_ref())) {
             Started::Decided(decision, _) => decision,
-            Started::Authenticate(credential, lookup) => {
-                self.finish(&lookup, credential.build().as_ref(), probe.client_ip)
-            }
+            Started::Authenticate(credential, lookup) => self.finish(
+                &lookup,
+                credential.build().as_ref(),
+                probe.client_ip.as_ref(),
+            ),
         }
     }
 }

@@ -50,7 +50,7 @@ where
         // 7–8.
         let decision = gate
             .policy
-            .finish(&lookup, outcome.as_ref(), ctx.client.client_ip);
+            .finish(&lookup, outcome.as_ref(), ctx.client.client_ip.as_ref());
         let grant = match (&decision, outcome) {
             (Decision::Allow { .. }, Ok(grant)) => grant,
             (Decision::Deny(denial), outcome) => {

@@ -92,7 +92,7 @@ pub(super) struct RequestContext {
     /// the decision).
     pub(super) started: u64,
     pub(super) client: ClientFacts,
-    /// Step 0's refusal, kept for the shadow policy (only when there is one).
+    /// Step 0's refusal: a trusted proxy's forwarding headers that could not be read.
     pub(super) forwarding: Option<Denial>,
 }
 
@@ -105,18 +105,44 @@ pub(super) fn latency_clock() -> &'static quanta::Clock {
     CLOCK.get_or_init(quanta::Clock::new)
 }
 
-/// The request's connection facts: the acceptor's marker, else a framework's connect info (`integrations`), else
+impl RequestContext {
+    /// Step 0: the client, from the connection and a trusted proxy's forwarding headers. Made in place (never
+    /// inlined: its caller gets the context written where it keeps it; inlined, the facts were built in one place
+    /// and copied to another straight after, a copy that reloads bytes still in the store queue and stalls).
+    #[inline(never)]
+    fn of<B>(req: &Request<B>, gate: &Gate, started: u64) -> Self {
+        // The acceptor's marker, borrowed where it lies.
+        let fallback;
+        let connection = if let Some(marker) = req.extensions().get::<ConnectionInfo>() {
+            marker
+        } else {
+            fallback = connection_fallback(req.extensions());
+            &fallback
+        };
+        match resolve_client(req.headers(), connection, &gate.trusted_proxies) {
+            Ok(client) => RequestContext {
+                started,
+                client,
+                forwarding: None,
+            },
+            // Unknown client: audited with the peer only.
+            Err(denial) => RequestContext {
+                started,
+                client: ClientFacts::unresolved(connection.peer),
+                forwarding: Some(denial),
+            },
+        }
+    }
+}
+
+/// The request's connection facts when the acceptor left no marker: a framework's connect info (`integrations`), else
 /// plaintext from an unknown peer.
-#[inline]
-fn connection(extensions: &Extensions) -> ConnectionInfo {
-    extensions
-        .get::<ConnectionInfo>()
-        .copied()
-        .or_else(|| crate::integrations::connection_info(extensions))
-        .unwrap_or(ConnectionInfo {
-            peer: None,
-            tls: false,
-        })
+#[cold]
+fn connection_fallback(extensions: &Extensions) -> ConnectionInfo {
+    crate::integrations::connection_info(extensions).unwrap_or(ConnectionInfo {
+        peer: None,
+        tls: false,
+    })
 }
 
 /// Where the synchronous steps left a request.
@@ -130,13 +156,8 @@ enum Progress {
 impl Gate {
     /// Steps 0–6 up to the start of authentication, through the policy's decision order.
     #[inline]
-    fn start<B>(
-        &self,
-        req: &Request<B>,
-        client: &ClientFacts,
-        forwarding: Option<Denial>,
-    ) -> Progress {
-        match self.steps_to_credential(&self.policy, req, client, forwarding) {
+    fn start<B>(&self, req: &Request<B>, ctx: &RequestContext) -> Progress {
+        match self.steps_to_credential(&self.policy, req, ctx) {
             Started::Decided(decision, lookup) => Progress::Decided(decision, lookup),
             Started::Authenticate((presented, recalled), lookup) => {
                 let source = presented.source();
@@ -154,15 +175,15 @@ impl Gate {
         &self,
         policy: &Policy,
         req: &'r Request<B>,
-        client: &ClientFacts,
-        forwarding: Option<Denial>,
+        ctx: &'r RequestContext,
     ) -> Started<(PresentedCredential<'r>, Option<Grant>)> {
+        let client = &ctx.client;
         let facts = RequestFacts {
             method: req.method(),
             path: req.uri().path(),
             tls: client.tls,
-            client_ip: client.client_ip,
-            forwarding,
+            client_ip: client.client_ip.as_ref(),
+            forwarding: ctx.forwarding.as_ref(),
         };
         let locked_out = || {
             self.throttle
@@ -227,13 +248,13 @@ impl Gate {
         ctx: &RequestContext,
         outcome: Option<Result<&Grant, &Denial>>,
     ) -> Decision {
-        match self.steps_to_credential(shadow, req, &ctx.client, ctx.forwarding.clone()) {
+        match self.steps_to_credential(shadow, req, ctx) {
             Started::Decided(decision, _) => decision,
             Started::Authenticate((presented, recalled), lookup) => match outcome {
-                Some(outcome) => shadow.finish(&lookup, outcome, ctx.client.client_ip),
+                Some(outcome) => shadow.finish(&lookup, outcome, ctx.client.client_ip.as_ref()),
                 None => match self.authenticate(presented, recalled) {
                     Authentication::Ready(outcome) => {
-                        shadow.finish(&lookup, outcome.as_ref(), ctx.client.client_ip)
+                        shadow.finish(&lookup, outcome.as_ref(), ctx.client.client_ip.as_ref())
                     }
                     // Dropped unpolled: no store read, no key set fetch.
                     Authentication::Pending(_) => Decision::Deny(Denial::new(
@@ -364,24 +385,12 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = latency_clock().raw();
         let gate = &*self.gate;
-        let connection = connection(req.extensions());
-        // 0. The client, from the connection and a trusted proxy's forwarding headers.
-        let (client, forwarding) =
-            match resolve_client(req.headers(), connection, &gate.trusted_proxies) {
-                Ok(client) => (client, None),
-                // Unknown client: audited with the peer only.
-                Err(denial) => (ClientFacts::unresolved(connection.peer), Some(denial)),
-            };
-        let ctx = RequestContext {
-            started,
-            client,
-            forwarding: gate.shadow.as_ref().and(forwarding.clone()),
-        };
+        let ctx = RequestContext::of(&req, gate, started);
         // The protected resource metadata: public, but only where the gate would serve anything (TLS).
         if let Some(resource) = &gate.resource
             && let Some(path) = resource.path_for(req.method(), req.uri().path())
             && (ctx.client.tls || !gate.require_tls)
-            && forwarding.is_none()
+            && ctx.forwarding.is_none()
         {
             let decision = Decision::Allow {
                 route: path.clone(),
@@ -403,7 +412,7 @@ where
         // Take the service that was driven to readiness; leave a clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        match gate.start(&req, &ctx.client, forwarding) {
+        match gate.start(&req, &ctx) {
             Progress::Decided(Decision::Deny(denial), lookup) => {
                 let route = lookup.as_ref().and_then(|l| gate.policy.route_of(l));
                 ResponseFuture::ready(gate.deny(&req, &ctx, denial, None, route))

@@ -86,7 +86,7 @@ pub(crate) fn check_trusted_proxy(cidr: &Cidr) -> Result<(), String> {
 #[inline]
 pub(crate) fn resolve_client(
     headers: &HeaderMap,
-    connection: ConnectionInfo,
+    connection: &ConnectionInfo,
     trusted: &CidrSet,
 ) -> Result<ClientFacts, Denial> {
     let peer = connection.peer.map(canonical);
@@ -96,14 +96,14 @@ pub(crate) fn resolve_client(
             peer_ip: None,
             tls: connection.tls,
         }),
-        Some(peer_ip) => forwarded_client(headers, connection, peer_ip, trusted),
+        Some(peer_ip) => forwarded_client(headers, connection.tls, peer_ip, trusted),
     }
 }
 
 /// [`resolve_client`] for a peer that is a trusted proxy: its forwarding headers name the client.
 fn forwarded_client(
     headers: &HeaderMap,
-    connection: ConnectionInfo,
+    connection_tls: bool,
     peer_ip: IpAddr,
     trusted: &CidrSet,
 ) -> Result<ClientFacts, Denial> {
@@ -131,7 +131,7 @@ fn forwarded_client(
     Ok(ClientFacts {
         client_ip,
         peer_ip: Some(peer_ip),
-        tls: connection.tls || xfp_https || hop_https,
+        tls: connection_tls || xfp_https || hop_https,
     })
 }
 
@@ -216,7 +216,7 @@ mod tests {
         }
         resolve_client(
             &headers,
-            ConnectionInfo {
+            &ConnectionInfo {
                 peer: Some(ip(peer)),
                 tls,
             },

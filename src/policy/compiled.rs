@@ -388,7 +388,7 @@ impl Policy {
     pub(super) fn anonymous_decision(
         &self,
         lookup: &Lookup,
-        client_ip: Option<IpAddr>,
+        client_ip: Option<&IpAddr>,
     ) -> Option<Decision> {
         let Lookup::Protected(m) = lookup else {
             return None;
@@ -444,7 +444,7 @@ impl Policy {
         &self,
         lookup: &Lookup,
         grant: &Grant,
-        client_ip: Option<IpAddr>,
+        client_ip: Option<&IpAddr>,
     ) -> Decision {
         let matched = match lookup {
             Lookup::Public { .. } => {
@@ -484,7 +484,7 @@ impl Policy {
         &self,
         m: &RouteMatch,
         grant: &Grant,
-        client_ip: Option<IpAddr>,
+        client_ip: Option<&IpAddr>,
     ) -> Result<(), Denial> {
         // `lookup` makes a `RouteMatch` only for a protected rule; anything else is refused, never allowed.
         let Access::Protected(protection) = &self.0.rules[m.rule].access else {
@@ -528,7 +528,7 @@ impl Policy {
 #[inline]
 fn check_network(
     allow: Option<&CidrSet>,
-    client_ip: Option<IpAddr>,
+    client_ip: Option<&IpAddr>,
     detail: &'static str,
 ) -> Result<(), Denial> {
     match (allow, client_ip) {
@@ -537,7 +537,7 @@ fn check_network(
             DenialKind::IpNotAllowed,
             "client IP unknown and an allowlist applies",
         )),
-        (Some(set), Some(ip)) if set.contains(ip) => Ok(()),
+        (Some(set), Some(ip)) if set.contains(*ip) => Ok(()),
         (Some(_), Some(_)) => Err(Denial::new(DenialKind::IpNotAllowed, detail)),
     }
 }
@@ -614,7 +614,7 @@ mod tests {
     ) -> Result<String, (&'static str, &'static str)> {
         let p = policy();
         let lookup = p.lookup(&method, path).unwrap();
-        match p.decide_authenticated(&lookup, grant, client) {
+        match p.decide_authenticated(&lookup, grant, client.as_ref()) {
             Decision::Allow { route, kind } => {
                 let expected = if matches!(lookup, Lookup::Public { .. }) {
                     AllowKind::Public
@@ -788,13 +788,14 @@ mod tests {
         let p = policy();
         let anonymous = |path: &str, client: Option<IpAddr>| {
             let lookup = p.lookup(&Method::GET, path).unwrap();
-            p.anonymous_decision(&lookup, client).map(|d| match d {
-                Decision::Allow { route, kind } => {
-                    assert_eq!(kind, AllowKind::Anonymous);
-                    Ok(route.to_string())
-                }
-                Decision::Deny(d) => Err(d.kind().as_str()),
-            })
+            p.anonymous_decision(&lookup, client.as_ref())
+                .map(|d| match d {
+                    Decision::Allow { route, kind } => {
+                        assert_eq!(kind, AllowKind::Anonymous);
+                        Ok(route.to_string())
+                    }
+                    Decision::Deny(d) => Err(d.kind().as_str()),
+                })
         };
         assert_eq!(anonymous("/v1/news", None), Some(Ok("/v1/news".to_owned())));
         assert_eq!(

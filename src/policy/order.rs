@@ -17,7 +17,7 @@ use crate::grant::Grant;
 
 /// What the decision order reads of a request, gathered by its caller: the layer from the request and its
 /// connection, `Policy::check` from a probe.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestFacts<'r> {
     /// The request's method.
     pub(crate) method: &'r Method,
@@ -26,9 +26,9 @@ pub(crate) struct RequestFacts<'r> {
     /// Whether TLS is proven (by the connection, or by a trusted proxy).
     pub(crate) tls: bool,
     /// The client's address, when known (for an anonymous request on a route with optional authentication).
-    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) client_ip: Option<&'r IpAddr>,
     /// Step 0's refusal: a malformed forwarding header from a trusted proxy.
-    pub(crate) forwarding: Option<Denial>,
+    pub(crate) forwarding: Option<&'r Denial>,
 }
 
 /// Where [`Policy::start`] left a request.
@@ -53,7 +53,7 @@ impl Policy {
     ) -> Started<C> {
         // 0. Forwarding headers from a trusted proxy.
         if let Some(denial) = facts.forwarding {
-            return Started::Decided(Decision::Deny(denial), None);
+            return Started::Decided(Decision::Deny(denial.clone()), None);
         }
         // 1. Transport.
         if require_tls && !facts.tls {
@@ -99,7 +99,7 @@ impl Policy {
         &self,
         lookup: &Lookup,
         authenticated: Result<&Grant, &Denial>,
-        client_ip: Option<IpAddr>,
+        client_ip: Option<&IpAddr>,
     ) -> Decision {
         match authenticated {
             Ok(grant) => self.decide_authenticated(lookup, grant, client_ip),
@@ -129,7 +129,7 @@ mod tests {
             .unwrap()
     }
 
-    fn facts(path: &str, tls: bool, forwarding: Option<Denial>) -> RequestFacts<'_> {
+    fn facts<'r>(path: &'r str, tls: bool, forwarding: Option<&'r Denial>) -> RequestFacts<'r> {
         RequestFacts {
             method: &Method::GET,
             path,
@@ -176,9 +176,14 @@ mod tests {
 
     #[test]
     fn a_bad_forwarding_header_is_refused_first() {
-        let bad = || Some(Denial::new(DenialKind::MalformedRequest, "bad Forwarded"));
+        let bad = Denial::new(DenialKind::MalformedRequest, "bad Forwarded");
         assert_eq!(
-            start(facts("/health", false, bad()), true, WAIT, Ok(Some("key"))),
+            start(
+                facts("/health", false, Some(&bad)),
+                true,
+                WAIT,
+                Ok(Some("key"))
+            ),
             (Err("malformed_request"), false, false)
         );
         assert_eq!(
