@@ -99,6 +99,13 @@ pub trait AuditSink: Send + Sync + 'static {
     /// Records one decision.
     fn record(&self, event: &AuditEvent<'_>);
 
+    /// Whether [`record`](Self::record) would keep a decision's event now. Asked before each event is built: a sink
+    /// that answers `false` costs the request nothing beyond this call (the decision is still counted in the
+    /// metrics). Defaults to `true`; answer `false` only when `record` would drop the event anyway.
+    fn enabled(&self) -> bool {
+        true
+    }
+
     /// Records a live key set's refresh failure or recovery (off the request path). Defaults to a `tracing`
     /// event on [`AUDIT_TARGET`] (warn for failures).
     fn record_key_set(&self, event: &KeySetEvent<'_>) {
@@ -117,6 +124,13 @@ pub trait AuditSink: Send + Sync + 'static {
 pub struct TracingAudit;
 
 impl AuditSink for TracingAudit {
+    /// Whether a subscriber takes events on [`AUDIT_TARGET`] at either level used (info for allows, warn for
+    /// denials): without one, no event is built.
+    fn enabled(&self) -> bool {
+        tracing::enabled!(target: AUDIT_TARGET, tracing::Level::WARN)
+            || tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO)
+    }
+
     fn record(&self, e: &AuditEvent<'_>) {
         let client_ip = e.client_ip.map(tracing::field::display);
         let peer_ip = e.peer_ip.map(tracing::field::display);
@@ -249,6 +263,29 @@ mod tests {
         let deny = traced(|| TracingAudit.record(&event("deny", "/v1/invoices/7")));
         assert!(deny.contains(r#""level":"WARN""#), "{deny}");
         assert!(deny.contains(r#""reason":"insufficient_scope""#), "{deny}");
+    }
+
+    #[test]
+    fn tracing_audit_is_enabled_only_when_a_subscriber_takes_its_events() {
+        // A second dispatcher, kept for the test, makes tracing ask the subscriber every time (see `logged`).
+        let _second = tracing::Dispatch::new(tracing_subscriber::registry());
+        let only = |level| {
+            tracing_subscriber::fmt()
+                .with_max_level(level)
+                .with_writer(std::io::sink)
+                .finish()
+        };
+        let errors_only = only(tracing::Level::ERROR);
+        assert!(!tracing::subscriber::with_default(errors_only, || {
+            TracingAudit.enabled()
+        }));
+        let warnings = only(tracing::Level::WARN);
+        assert!(tracing::subscriber::with_default(warnings, || {
+            TracingAudit.enabled()
+        }));
+        let mut enabled = false;
+        traced(|| enabled = TracingAudit.enabled());
+        assert!(enabled);
     }
 
     #[test]

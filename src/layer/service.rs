@@ -291,6 +291,9 @@ impl Gate {
         let clock = latency_clock();
         let elapsed = clock.delta(ctx.started, clock.raw());
         self.metrics.record(decision, elapsed);
+        if !self.audit.enabled() {
+            return;
+        }
         self.audit.record(&AuditEvent {
             decision: verdict,
             reason: decision.reason(),

@@ -1183,3 +1183,52 @@ async fn a_remembered_token_is_allowed_and_its_altered_copies_are_still_checked(
     assert!(details[4].contains("base64url"), "{}", details[4]);
     assert_eq!(h.calls(), 2);
 }
+
+/// A sink that can say it keeps nothing, counting the events it is handed.
+#[derive(Clone)]
+struct Switchable {
+    keeps: Arc<std::sync::atomic::AtomicBool>,
+    recorded: Arc<AtomicUsize>,
+}
+
+impl AuditSink for Switchable {
+    fn record(&self, _event: &AuditEvent<'_>) {
+        self.recorded.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn enabled(&self) -> bool {
+        self.keeps.load(Ordering::SeqCst)
+    }
+}
+
+/// The statuses of a public, an allowed and a denied request.
+async fn statuses(h: &mut Harness) -> Vec<StatusCode> {
+    let mut out = Vec::new();
+    for req in [
+        get("/health"),
+        get("/v1/invoices/7").key(READER),
+        get("/v1/invoices/7"),
+    ] {
+        out.push(h.send(req).await.status);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_sink_that_keeps_nothing_is_handed_no_event_and_changes_no_decision() {
+    let sink = Switchable {
+        keeps: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        recorded: Arc::new(AtomicUsize::new(0)),
+    };
+    let mut h = harness({
+        let sink = sink.clone();
+        move |b| b.danger_disable_throttle().audit(sink)
+    });
+    let expected = [StatusCode::OK, StatusCode::OK, StatusCode::UNAUTHORIZED];
+    assert_eq!(statuses(&mut h).await, expected);
+    assert_eq!(sink.recorded.load(Ordering::SeqCst), 0);
+    // The same sink keeping events: one per decision.
+    sink.keeps.store(true, Ordering::SeqCst);
+    assert_eq!(statuses(&mut h).await, expected);
+    assert_eq!(sink.recorded.load(Ordering::SeqCst), 3);
+}
